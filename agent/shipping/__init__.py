@@ -1,0 +1,1 @@
+"""Batch shipping: seal (msgpack + zstd + HPKE + Ed25519), spool, send."""

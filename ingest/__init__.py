@@ -1,0 +1,1 @@
+"""hostmon's reference ingest: verifies, decrypts and stores sealed batches."""

@@ -1,0 +1,57 @@
+"""Shared helpers for the deployment-artifact tests.
+
+Each test here checks an artifact with the real tool of its ecosystem
+(systemd-analyze, promtool, amtool, dpkg-deb, kubernetes-validate, prometheus).
+A missing tool skips the test on a developer machine and FAILS it under
+``CI=true`` (``.ci/run`` installs them all).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def _require_tool(name: str, hint: str) -> str:
+    """Path of executable ``name``; skip (or fail under CI=true) when missing."""
+    path = shutil.which(name)
+    if path is None:
+        msg = f"{name} not found ({hint})"
+        if in_ci():
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+def _require_module(name: str, hint: str) -> object:
+    try:
+        return __import__(name)
+    except ImportError:
+        msg = f"python module {name} not importable ({hint})"
+        if in_ci():
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+RequireTool = Callable[[str, str], str]
+
+
+@pytest.fixture(scope="session")
+def require_tool() -> RequireTool:
+    """``require_tool(name, install_hint)`` -> path; skips, or fails under CI=true."""
+    return _require_tool
+
+
+@pytest.fixture(scope="session")
+def require_module() -> Callable[[str, str], object]:
+    return _require_module

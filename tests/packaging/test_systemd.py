@@ -1,0 +1,194 @@
+"""systemd units, sysusers.d and tmpfiles.d checked with systemd's own tools."""
+
+from __future__ import annotations
+
+import grp
+import os
+import re
+import stat
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+
+RequireTool = Callable[[str, str], str]
+REPO = Path(__file__).resolve().parents[2]
+SYSTEMD_DIR = REPO / "systemd"
+UNITS = ("hostmon.service", "hostmon-ingest.service")
+MAX_EXPOSURE = 2.0
+INSTALLED_BINARY = "/opt/hostmon/bin/hostmon"
+
+
+def parse_unit(path: Path) -> dict[str, list[str]]:
+    """``Section.Key`` -> every value assigned (repeatable directives keep all)."""
+    out: dict[str, list[str]] = {}
+    section = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, _, value = line.partition("=")
+        out.setdefault(f"{section}.{key.strip()}", []).append(value.strip())
+    return out
+
+
+def one(unit: dict[str, list[str]], key: str) -> str:
+    values = unit.get(key)
+    assert values, f"{key} missing"
+    return values[-1]
+
+
+def unit_copy_with_stub_binary(tmp_path: Path, name: str) -> Path:
+    """A copy of the unit whose ExecStart points at an executable stub.
+
+    `systemd-analyze verify` insists that ExecStart's binary exists; on a
+    build machine /opt/hostmon is not installed (the .deb test installs and
+    removes it), so the copy swaps only that path and checks everything else.
+    """
+    stub = tmp_path / "opt" / "hostmon" / "bin" / "hostmon"
+    stub.parent.mkdir(parents=True, exist_ok=True)
+    stub.write_text("#!/bin/sh\nexit 0\n")
+    stub.chmod(0o755)
+    text = (SYSTEMD_DIR / name).read_text()
+    assert INSTALLED_BINARY in text
+    unit = tmp_path / "units" / name
+    unit.parent.mkdir(exist_ok=True)
+    unit.write_text(text.replace(INSTALLED_BINARY, str(stub)))
+    return unit
+
+
+@pytest.mark.parametrize("name", UNITS)
+def test_systemd_analyze_verify_is_clean(name: str, tmp_path: Path, require_tool: RequireTool) -> None:
+    exe = require_tool("systemd-analyze", "apt-get install systemd")
+    unit = unit_copy_with_stub_binary(tmp_path, name)
+    proc = subprocess.run([exe, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == "", proc.stderr  # no warnings either
+
+
+def test_verify_would_catch_a_broken_unit(tmp_path: Path, require_tool: RequireTool) -> None:
+    """The verify check above can fail: an unknown directive is reported."""
+    exe = require_tool("systemd-analyze", "apt-get install systemd")
+    unit = unit_copy_with_stub_binary(tmp_path, "hostmon.service")
+    unit.write_text(unit.read_text().replace("LockPersonality=yes", "LockPersonality=yes\nProtectEverything=yes"))
+    proc = subprocess.run([exe, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert "ProtectEverything" in proc.stderr
+
+
+def exposure(exe: str, unit: Path) -> float:
+    proc = subprocess.run(
+        [exe, "security", "--offline=true", "--no-pager", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    m = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", proc.stdout)
+    assert m, proc.stdout + proc.stderr
+    return float(m.group(1))
+
+
+@pytest.mark.parametrize("name", UNITS)
+def test_security_exposure_at_most_2(name: str, require_tool: RequireTool) -> None:
+    exe = require_tool("systemd-analyze", "apt-get install systemd")
+    level = exposure(exe, SYSTEMD_DIR / name)
+    assert level <= MAX_EXPOSURE, f"{name}: exposure {level} > {MAX_EXPOSURE}"
+
+
+def test_exposure_parser_sees_an_unhardened_unit(tmp_path: Path, require_tool: RequireTool) -> None:
+    exe = require_tool("systemd-analyze", "apt-get install systemd")
+    bare = tmp_path / "bare.service"
+    bare.write_text("[Service]\nExecStart=/bin/true\n")
+    assert exposure(exe, bare) > 9.0
+
+
+def test_agent_unit_contract() -> None:
+    u = parse_unit(SYSTEMD_DIR / "hostmon.service")
+    assert one(u, "Service.Type") == "notify"
+    assert one(u, "Service.NotifyAccess") == "main"
+    assert one(u, "Service.WatchdogSec") == "30"
+    assert one(u, "Service.ExecStart") == f"{INSTALLED_BINARY} run --config /etc/hostmon/hostmon.toml"
+    assert one(u, "Service.ExecReload") == "/bin/kill -HUP $MAINPID"
+    assert one(u, "Service.User") == "hostmon"
+    assert one(u, "Service.Group") == "hostmon"
+    assert set(one(u, "Service.SupplementaryGroups").split()) == {"adm", "systemd-journal", "utmp"}
+    assert one(u, "Service.StateDirectory") == "hostmon"
+    assert one(u, "Service.StateDirectoryMode") == "0700"
+    assert one(u, "Service.UMask") == "0077"
+    # The processes collector must see every process; the network collector
+    # and shipping need the host's network; a user namespace would map the
+    # log-reading groups to nobody.
+    assert one(u, "Service.ProtectProc") == "default"
+    assert one(u, "Service.ProcSubset") == "all"
+    assert u.get("Service.PrivateNetwork", ["no"])[-1] == "no"
+    assert u.get("Service.PrivateUsers", ["no"])[-1] == "no"
+    assert one(u, "Service.CapabilityBoundingSet") == ""
+    assert one(u, "Service.NoNewPrivileges") == "yes"
+    assert one(u, "Service.ProtectSystem") == "strict"
+
+
+def test_ingest_unit_contract() -> None:
+    u = parse_unit(SYSTEMD_DIR / "hostmon-ingest.service")
+    assert one(u, "Service.ExecStart") == f"{INSTALLED_BINARY} ingest run --config /etc/hostmon/ingest.toml"
+    assert one(u, "Service.User") == "hostmon-ingest"
+    assert "Service.SupplementaryGroups" not in u  # reads no host logs
+    assert one(u, "Service.StateDirectory") == "hostmon-ingest"
+    assert one(u, "Service.ProtectProc") == "invisible"
+    assert one(u, "Service.CapabilityBoundingSet") == ""
+
+
+def test_supplementary_groups_exist_and_own_the_auth_sources() -> None:
+    """The groups named in the unit are the ones that can read the auth sources here."""
+    groups = one(parse_unit(SYSTEMD_DIR / "hostmon.service"), "Service.SupplementaryGroups").split()
+    for g in groups:
+        try:
+            grp.getgrnam(g)
+        except KeyError:
+            pytest.fail(f"group {g} from SupplementaryGroups= does not exist on this Debian system")
+    for path, group in (("/var/log/btmp", "utmp"), ("/var/log/auth.log", "adm")):
+        if os.path.exists(path):
+            st = os.stat(path)
+            assert grp.getgrgid(st.st_gid).gr_name == group, path
+            assert st.st_mode & stat.S_IRGRP, f"{path} not group-readable"
+
+
+def test_sysusers_creates_both_users(tmp_path: Path, require_tool: RequireTool) -> None:
+    exe = require_tool("systemd-sysusers", "apt-get install systemd")
+    (tmp_path / "etc").mkdir()
+    conf = SYSTEMD_DIR / "sysusers.d" / "hostmon.conf"
+    proc = subprocess.run([exe, f"--root={tmp_path}", str(conf)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    passwd = {line.split(":")[0]: line.split(":") for line in (tmp_path / "etc/passwd").read_text().splitlines()}
+    for user, home in (("hostmon", "/var/lib/hostmon"), ("hostmon-ingest", "/var/lib/hostmon-ingest")):
+        assert user in passwd
+        assert int(passwd[user][2]) < 1000  # a system user
+        assert passwd[user][5] == home
+        assert passwd[user][6] == "/usr/sbin/nologin"
+
+
+def test_tmpfiles_creates_private_state_directories(tmp_path: Path, require_tool: RequireTool) -> None:
+    sysusers = require_tool("systemd-sysusers", "apt-get install systemd")
+    tmpfiles = require_tool("systemd-tmpfiles", "apt-get install systemd")
+    (tmp_path / "etc").mkdir()
+    subprocess.run(
+        [sysusers, f"--root={tmp_path}", str(SYSTEMD_DIR / "sysusers.d" / "hostmon.conf")],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    proc = subprocess.run(
+        [tmpfiles, "--create", f"--root={tmp_path}", str(SYSTEMD_DIR / "tmpfiles.d" / "hostmon.conf")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    uids = {line.split(":")[0]: int(line.split(":")[2]) for line in (tmp_path / "etc/passwd").read_text().splitlines()}
+    for name, user in (("hostmon", "hostmon"), ("hostmon-ingest", "hostmon-ingest")):
+        st = (tmp_path / "var/lib" / name).stat()
+        assert stat.S_IMODE(st.st_mode) == 0o700
+        assert st.st_uid == uids[user]

@@ -1,0 +1,254 @@
+"""The ``hostmon`` command.
+
+    hostmon run [--config FILE] [--listen HOST:PORT]   run the daemon
+    hostmon check-config FILE                          validate a config; non-zero exit with the reason
+    hostmon collect --once [--format prom|json]        print one collection and exit
+    hostmon config sample                              print the sample config (every key at its default)
+    hostmon docs metrics                               print the metric table (docs/metrics.md)
+    hostmon keys ...                                   create/show agent and ingest keys
+    hostmon ingest run|query ...                       the reference ingest
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from agent import __version__
+from agent import config as config_mod
+from agent import logs
+from agent.errors import ConfigError, HostmonError
+
+log = logging.getLogger("hostmon.cli")
+
+DEFAULT_CONFIG_ENV = "HOSTMON_CONFIG"
+
+
+def _config_path(arg: str | None) -> str | None:
+    return arg or os.environ.get(DEFAULT_CONFIG_ENV) or None
+
+
+def _env(listen: str | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    if listen:
+        env["HOSTMON_LISTEN"] = listen
+    return env
+
+
+def _load_or_exit(path: str | None, listen: str | None = None) -> config_mod.Config:
+    env = _env(listen)
+    try:
+        return config_mod.load(path, env)
+    except ConfigError as e:
+        print(f"hostmon: config error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.runtime import Agent, hung_threads
+
+    path = _config_path(args.config)
+    cfg = _load_or_exit(path, args.listen)
+    logs.setup(cfg.log_level)
+    log.info("starting", extra={"version": __version__, "config": cfg.source, "tenant_id": cfg.tenant_id})
+
+    async def main() -> None:
+        consumers: list[Any] = []
+        agent = Agent(cfg, path, consumers, environ=_env(args.listen))
+        try:
+            from agent.sdnotify import Notifier
+
+            agent.notifier = Notifier.from_env()
+        except ImportError:
+            agent.notifier = None
+        shipper = await _make_shipper(cfg, agent)
+        if shipper is not None:
+            agent.consumers.append(shipper)
+        if agent.notifier is not None:
+            from agent.sdnotify import run_watchdog
+
+            agent.add_task(run_watchdog(agent.notifier, agent.healthy), "watchdog")
+        await agent.run_forever()
+
+    try:
+        asyncio.run(main())
+    except HostmonError as e:
+        log.error("cannot start", extra={"error": str(e)})
+        return 1
+    except OSError as e:
+        log.error("cannot start", extra={"error": str(e)})
+        return 1
+    if hung_threads():
+        # A collector thread stuck in the kernel (dead NFS) cannot be joined; don't hang the exit.
+        log.warning("exiting with collector threads still blocked", extra={"threads": hung_threads()})
+        logging.shutdown()
+        os._exit(0)
+    return 0
+
+
+async def _make_shipper(cfg: config_mod.Config, agent: Any) -> Any:
+    """The shipper (and, with no ingest_url, an embedded ingest), when the shipping module is present."""
+    if not cfg.shipping.enabled:
+        return None
+    try:
+        from agent.shipping.runtime import make_shipper
+    except ImportError:
+        return None
+    return await make_shipper(cfg, agent)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from agent.registry import discover
+    from agent.runtime import build_collectors
+
+    cfg = _load_or_exit(args.file)
+    classes, plugin_errors = discover()
+    _, errs = build_collectors(cfg, classes, persist_state=False)
+    bad = 0
+    for e in plugin_errors + errs:
+        if "no collector named" in e.reason:
+            print(f"hostmon: warning: {e}", file=sys.stderr)
+        else:
+            print(f"hostmon: config error: {e}", file=sys.stderr)
+            bad += 1
+    try:
+        from agent.shipping.runtime import check_shipping
+
+        check_shipping(cfg)
+    except ImportError:
+        pass
+    except HostmonError as e:
+        print(f"hostmon: config error: {e}", file=sys.stderr)
+        bad += 1
+    if bad:
+        return 2
+    print(f"{args.file}: OK")
+    return 0
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from agent.runtime import Agent
+
+    cfg = _load_or_exit(_config_path(args.config))
+    logs.setup(cfg.log_level if args.verbose else "error")
+    if not args.once:
+        print("hostmon: collect needs --once", file=sys.stderr)
+        return 2
+
+    async def main() -> Agent:
+        agent = Agent(cfg, None, [])
+        from agent.runtime import build_collectors
+
+        agent.runners, errs = build_collectors(cfg, agent.classes, persist_state=False, only=args.collector or None)
+        agent.plugin_errors = agent.discover_errors + errs
+        for e in agent.plugin_errors:
+            print(f"hostmon: warning: {e}", file=sys.stderr)
+        import concurrent.futures
+
+        agent.executor = concurrent.futures.ThreadPoolExecutor(max_workers=len(agent.runners) + 1)
+        agent.events = []  # type: ignore[attr-defined]
+
+        class _Keep:
+            def submit(self, col: Any) -> None:
+                agent.events.extend(col.events)  # type: ignore[attr-defined]
+
+        agent.consumers.append(_Keep())  # type: ignore[arg-type]
+        await asyncio.gather(*(agent.run_once(r) for r in agent.runners))
+        agent.proc.refresh()
+        await agent.stop_collectors()
+        return agent
+
+    agent = asyncio.run(main())
+    samples = agent.store.all_samples()
+    if args.format == "json":
+        out = {
+            "samples": [s.to_dict() for s in samples],
+            "events": [e.to_dict() for e in agent.events],  # type: ignore[attr-defined]
+        }
+        json.dump(out, sys.stdout, default=str)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(agent.store.renderer.render(samples).decode())
+    return 0
+
+
+def cmd_config_sample(args: argparse.Namespace) -> int:
+    from agent.registry import discover
+
+    classes, _ = discover()
+    sys.stdout.write(config_mod.sample_config(classes))
+    return 0
+
+
+def cmd_docs_metrics(args: argparse.Namespace) -> int:
+    from agent.docs import metrics_markdown
+
+    sys.stdout.write(metrics_markdown())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hostmon", description="Lightweight per-host monitoring agent.")
+    p.add_argument("--version", action="version", version=f"hostmon {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run the agent daemon")
+    r.add_argument("--config", "-c", help=f"TOML config file (default: ${DEFAULT_CONFIG_ENV}, else built-in defaults)")
+    r.add_argument("--listen", help="HOST:PORT for /metrics (overrides http.listen)")
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("check-config", help="validate a config file")
+    c.add_argument("file")
+    c.set_defaults(func=cmd_check_config)
+
+    o = sub.add_parser("collect", help="run the collectors once and print the result")
+    o.add_argument("--once", action="store_true", help="collect once and exit (required)")
+    o.add_argument("--format", choices=("prom", "json"), default="prom")
+    o.add_argument("--config", "-c")
+    o.add_argument("--collector", action="append", help="only this collector (repeatable)")
+    o.add_argument("--verbose", "-v", action="store_true", help="log to stderr at the configured level")
+    o.set_defaults(func=cmd_collect)
+
+    cf = sub.add_parser("config", help="config helpers")
+    cfs = cf.add_subparsers(dest="config_command", required=True)
+    s = cfs.add_parser("sample", help="print the sample config")
+    s.set_defaults(func=cmd_config_sample)
+
+    d = sub.add_parser("docs", help="documentation helpers")
+    ds = d.add_subparsers(dest="docs_command", required=True)
+    m = ds.add_parser("metrics", help="print the metric table")
+    m.set_defaults(func=cmd_docs_metrics)
+
+    for mod in ("agent.shipping.cli", "ingest.cli"):
+        try:
+            module = __import__(mod, fromlist=["register"])
+        except ImportError:
+            continue
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as e:
+        print(f"hostmon: config error: {e}", file=sys.stderr)
+        return 2
+    except HostmonError as e:
+        print(f"hostmon: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

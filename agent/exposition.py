@@ -1,0 +1,284 @@
+"""Prometheus exposition: render the last snapshot once per change, serve cached bytes.
+
+The request path does no collection and no I/O: ``MetricStore.update`` replaces
+one collector's samples and schedules a render (coalesced, at most one per
+``min_render_interval``); handlers return the cached body for the negotiated
+format (text 0.0.4 or OpenMetrics 1.0.0), gzipped once per render when asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from agent.api import COUNTER, MetricSpec, Sample
+
+log = logging.getLogger("hostmon.http")
+
+TEXT_CT = "text/plain; version=0.0.4; charset=utf-8"
+OM_CT = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+
+def _esc(v: str) -> str:
+    if "\\" in v or '"' in v or "\n" in v:
+        v = v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return v
+
+
+def _esc_help(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def fmt_value(v: float) -> str:
+    if type(v) is int:
+        return str(v)
+    if v != v:
+        return "NaN"
+    if v == math.inf:
+        return "+Inf"
+    if v == -math.inf:
+        return "-Inf"
+    return repr(float(v))
+
+
+class Renderer:
+    """Turns samples into exposition text. Label strings are cached across renders."""
+
+    def __init__(self, specs: Mapping[str, MetricSpec]) -> None:
+        self.specs = dict(specs)
+        self._label_cache: dict[tuple[tuple[str, str], ...], str] = {}
+
+    def _labels(self, labels: dict[str, str]) -> str:
+        if not labels:
+            return ""
+        key = tuple(labels.items())
+        s = self._label_cache.get(key)
+        if s is None:
+            if len(self._label_cache) > 50_000:  # series churn: start over rather than grow
+                self._label_cache.clear()
+            s = "{" + ",".join(f'{k}="{_esc(str(v))}"' for k, v in key) + "}"
+            self._label_cache[key] = s
+        return s
+
+    def group(self, samples: Iterable[Sample]) -> dict[str, list[Sample]]:
+        fam: dict[str, list[Sample]] = {}
+        for s in samples:
+            lst = fam.get(s.name)
+            if lst is None:
+                fam[s.name] = [s]
+            else:
+                lst.append(s)
+        return fam
+
+    def render(self, samples: Iterable[Sample], openmetrics: bool = False) -> bytes:
+        fam = self.group(samples)
+        out: list[str] = []
+        lab = self._labels
+        for name, lst in fam.items():
+            spec = self.specs.get(name)
+            typ = spec.type if spec else lst[0].type
+            help_ = spec.help if spec else name
+            fname = name
+            if openmetrics:
+                if typ == COUNTER and name.endswith("_total"):
+                    fname = name[:-6]
+                elif typ == COUNTER:
+                    typ = "unknown"
+            out.append(f"# HELP {fname} {_esc_help(help_)}\n# TYPE {fname} {typ}\n")
+            for s in lst:
+                if s.timestamp is None:
+                    out.append(f"{name}{lab(s.labels)} {fmt_value(s.value)}\n")
+                elif openmetrics:
+                    out.append(f"{name}{lab(s.labels)} {fmt_value(s.value)} {s.timestamp:.3f}\n")
+                else:
+                    out.append(f"{name}{lab(s.labels)} {fmt_value(s.value)} {int(s.timestamp * 1000)}\n")
+        if openmetrics:
+            out.append("# EOF\n")
+        return "".join(out).encode("utf-8")
+
+
+class MetricStore:
+    """The last snapshot: samples per source, and the cached renderings.
+
+    ``update(source, samples)`` is called from the event loop by the runtime
+    after each collection (and for self-metrics). ``render()`` builds the text
+    body; it runs from a coalesced loop callback, never from a request.
+    """
+
+    def __init__(self, specs: Mapping[str, MetricSpec], min_render_interval: float = 0.5) -> None:
+        self.renderer = Renderer(specs)
+        self._sources: dict[str, list[Sample]] = {}
+        self._providers: list[Callable[[], Iterable[Sample]]] = []
+        self.min_render_interval = min_render_interval
+        self._bodies: dict[tuple[bool, bool], bytes] = {}
+        self._text = b""
+        self._om: bytes | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._last_render = 0.0
+        self.renders = 0
+
+    def add_specs(self, specs: Iterable[MetricSpec]) -> None:
+        for s in specs:
+            self.renderer.specs[s.name] = s
+
+    def add_provider(self, fn: Callable[[], Iterable[Sample]]) -> None:
+        """A callable giving in-memory self-metrics (no I/O) gathered at each render."""
+        self._providers.append(fn)
+
+    def update(self, source: str, samples: list[Sample]) -> None:
+        self._sources[source] = samples
+        self._schedule()
+
+    def remove(self, source: str) -> None:
+        self._sources.pop(source, None)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.render()
+            return
+        if self._handle is not None:
+            return
+        delay = max(0.0, self._last_render + self.min_render_interval - loop.time())
+        self._handle = loop.call_later(delay, self._render_cb)
+
+    def _render_cb(self) -> None:
+        self._handle = None
+        self._last_render = asyncio.get_running_loop().time()
+        try:
+            self.render()
+        except Exception:  # noqa: BLE001 - keep serving the previous body
+            log.exception("render failed; serving the previous snapshot")
+
+    def all_samples(self) -> list[Sample]:
+        out: list[Sample] = []
+        for lst in self._sources.values():
+            out.extend(lst)
+        for p in self._providers:
+            try:
+                out.extend(p())
+            except Exception:  # noqa: BLE001
+                log.exception("self-metrics provider failed")
+        return out
+
+    def render(self) -> None:
+        samples = self.all_samples()
+        self._text = self.renderer.render(samples)
+        self._om_samples = samples  # OpenMetrics rendered lazily, once per snapshot
+        self._om = None
+        self._bodies = {}
+        self.renders += 1
+
+    def body(self, openmetrics: bool, gz: bool) -> bytes:
+        key = (openmetrics, gz)
+        b = self._bodies.get(key)
+        if b is not None:
+            return b
+        if openmetrics:
+            if self._om is None:
+                self._om = self.renderer.render(getattr(self, "_om_samples", []), openmetrics=True)
+            b = self._om
+        else:
+            b = self._text
+        if gz:
+            b = gzip.compress(b, compresslevel=5)
+        self._bodies[key] = b
+        return b
+
+
+def wants_openmetrics(accept: str) -> bool:
+    for part in accept.split(","):
+        media = part.split(";")[0].strip().lower()
+        if media == "application/openmetrics-text":
+            return True
+    return False
+
+
+def wants_gzip(accept_encoding: str) -> bool:
+    for part in accept_encoding.split(","):
+        token, _, params = part.strip().partition(";")
+        if token.strip().lower() != "gzip":
+            continue
+        params = params.replace(" ", "").lower()
+        if params.startswith("q="):
+            try:
+                return float(params[2:]) > 0
+            except ValueError:
+                return False
+        return True
+    return False
+
+
+class MetricsServer:
+    """aiohttp server for /metrics, /healthz, /readyz."""
+
+    def __init__(self, store: MetricStore, host: str, port: int, is_ready: Callable[[], bool], web_config: Any = None) -> None:
+        self.store = store
+        self.host = host
+        self.port = port
+        self.is_ready = is_ready
+        self.web_config = web_config
+        self._runner: web.AppRunner | None = None
+        self.app = web.Application()
+        self.app.router.add_get("/metrics", self.metrics)
+        self.app.router.add_get("/healthz", self.healthz)
+        self.app.router.add_get("/readyz", self.readyz)
+        self.app.router.add_get("/", self.index)
+        self.ssl_context = None
+        self.security: Any = None
+        if web_config is not None:
+            try:
+                from agent.web.security import apply_web_security
+            except ImportError:  # security module not present in this build
+                apply_web_security = None  # type: ignore[assignment]
+            if apply_web_security is not None:
+                self.ssl_context = apply_web_security(self.app, web_config, server="agent")
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        om = wants_openmetrics(request.headers.get("Accept", ""))
+        gz = wants_gzip(request.headers.get("Accept-Encoding", ""))
+        body = self.store.body(om, gz)
+        headers = {"Content-Type": OM_CT if om else TEXT_CT}
+        if gz:
+            headers["Content-Encoding"] = "gzip"
+        return web.Response(body=body, headers=headers)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        if self.is_ready():
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text="not ready: first collection not finished\n")
+
+    async def index(self, request: web.Request) -> web.Response:
+        return web.Response(
+            text="<html><head><title>hostmon</title></head><body><h1>hostmon</h1>"
+            '<p><a href="/metrics">/metrics</a> <a href="/healthz">/healthz</a> <a href="/readyz">/readyz</a></p>'
+            "</body></html>",
+            content_type="text/html",
+        )
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context, reuse_address=True)
+        await site.start()
+        if self.port == 0:
+            server = site._server  # noqa: SLF001 - learn the port the OS picked
+            if server is not None and server.sockets:  # type: ignore[union-attr]
+                self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        log.info("listening", extra={"address": f"{self.host}:{self.port}", "tls": self.ssl_context is not None})
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

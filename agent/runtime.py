@@ -1,0 +1,528 @@
+"""The daemon: schedules collectors, isolates them, tags their output, hands it on.
+
+Each collector gets its own loop on the event loop. A collection runs in a
+worker thread (blocking reads stay off the loop) under a timeout; a collection
+still running when its next tick comes makes that tick an overrun (counted,
+skipped), so runs never pile up. A collector that raises or hangs never stops
+the others. Results are tagged (tenant and static tags), stored for /metrics,
+and handed to the consumers (the shipper).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import platform
+import random
+import signal
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from agent import __version__
+from agent import config as config_mod
+from agent.api import COUNTER, GAUGE, Collector, CollectorContext, CollectorUnavailable, Event, MetricSpec, Sample, StateStore
+from agent.errors import ConfigError, PluginError
+from agent.exposition import MetricsServer, MetricStore
+from agent.handoff import Collection, Consumer
+from agent.logs import LogOnce
+from agent.registry import discover
+
+log = logging.getLogger("hostmon.runtime")
+
+SELF_SPECS: tuple[MetricSpec, ...] = (
+    MetricSpec("hostmon_build_info", GAUGE, "hostmon build information; value is 1.", ("version", "python")),
+    MetricSpec("hostmon_collector_success", GAUGE, "Whether the collector's last run succeeded (1) or not (0).", ("collector",)),
+    MetricSpec("hostmon_collector_duration_seconds", GAUGE, "Wall time of the collector's last run.", ("collector",), "seconds"),
+    MetricSpec("hostmon_collector_runs_total", COUNTER, "Collections started.", ("collector",)),
+    MetricSpec("hostmon_collector_errors_total", COUNTER, "Collections that raised an error.", ("collector",)),
+    MetricSpec("hostmon_collector_timeouts_total", COUNTER, "Collections abandoned after the timeout.", ("collector",)),
+    MetricSpec("hostmon_collector_overruns_total", COUNTER, "Ticks skipped because the previous collection was still running.", ("collector",)),
+    MetricSpec("hostmon_collector_partial_errors_total", COUNTER, "Partial failures reported by collectors, by fixed reason.", ("collector", "reason")),
+    MetricSpec("hostmon_collector_last_success_timestamp_seconds", GAUGE, "Unix time of the collector's last successful run.", ("collector",), "seconds"),
+    MetricSpec("hostmon_collector_samples", GAUGE, "Samples emitted by the collector's last successful run.", ("collector",)),
+    MetricSpec("hostmon_plugin_load_errors", GAUGE, "Collector plugins that could not be loaded or configured and were skipped."),
+    MetricSpec("hostmon_config_reloads_total", COUNTER, "Config reloads (SIGHUP) by result.", ("result",)),
+    MetricSpec("hostmon_start_time_seconds", GAUGE, "Unix time the agent started.", (), "seconds"),
+    MetricSpec("hostmon_time_seconds", GAUGE, "The agent's wall clock at the last self-metrics update (for clock-skew alerts).", (), "seconds"),
+    MetricSpec("hostmon_ready", GAUGE, "1 once every enabled collector has finished its first run."),
+    MetricSpec("process_cpu_seconds_total", COUNTER, "Total user and system CPU time spent in seconds.", (), "seconds"),
+    MetricSpec("process_resident_memory_bytes", GAUGE, "Resident memory size in bytes.", (), "bytes"),
+    MetricSpec("process_virtual_memory_bytes", GAUGE, "Virtual memory size in bytes.", (), "bytes"),
+    MetricSpec("process_open_fds", GAUGE, "Number of open file descriptors."),
+    MetricSpec("process_max_fds", GAUGE, "Maximum number of open file descriptors."),
+    MetricSpec("process_start_time_seconds", GAUGE, "Start time of the process since unix epoch in seconds.", (), "seconds"),
+)
+
+
+class CollectorRunner:
+    """One collector instance with its schedule settings and counters."""
+
+    def __init__(self, cls: type[Collector], instance: Collector, interval: float, timeout: float) -> None:
+        self.cls = cls
+        self.c = instance
+        self.name = cls.name
+        self.interval = interval
+        self.timeout = timeout
+        self.runs = 0
+        self.errors = 0
+        self.timeouts = 0
+        self.overruns = 0
+        self.partial: dict[str, int] = {}
+        self.success = 0
+        self.duration = 0.0
+        self.last_success = 0.0
+        self.n_samples = 0
+        self.done_first = False
+        self.started = False
+        self.unavailable = False
+        self.pending: concurrent.futures.Future[Any] | None = None
+
+    def self_samples(self) -> list[Sample]:
+        lab = {"collector": self.name}
+        out = [
+            Sample("hostmon_collector_success", GAUGE, self.success, lab),
+            Sample("hostmon_collector_duration_seconds", GAUGE, self.duration, lab),
+            Sample("hostmon_collector_runs_total", COUNTER, self.runs, lab),
+            Sample("hostmon_collector_errors_total", COUNTER, self.errors, lab),
+            Sample("hostmon_collector_timeouts_total", COUNTER, self.timeouts, lab),
+            Sample("hostmon_collector_overruns_total", COUNTER, self.overruns, lab),
+            Sample("hostmon_collector_last_success_timestamp_seconds", GAUGE, self.last_success, lab),
+            Sample("hostmon_collector_samples", GAUGE, self.n_samples, lab),
+        ]
+        for reason, n in self.partial.items():
+            out.append(Sample("hostmon_collector_partial_errors_total", COUNTER, n, {"collector": self.name, "reason": reason}))
+        return out
+
+
+def _collect_list(c: Collector) -> list[Sample | Event]:
+    return list(c.collect())
+
+
+def apply_tags(items: Iterable[Sample | Event], tags: dict[str, str]) -> tuple[list[Sample], list[Event]]:
+    """Split samples from events and add the static tags; a sample's own ``tenant_id`` wins."""
+    samples: list[Sample] = []
+    events: list[Event] = []
+    for it in items:
+        lab = it.labels
+        if "tenant_id" in lab:
+            for k, v in tags.items():
+                if k not in lab:
+                    lab[k] = v
+        else:
+            lab.update(tags)
+        if isinstance(it, Sample):
+            samples.append(it)
+        elif isinstance(it, Event):
+            events.append(it)
+    return samples, events
+
+
+class ProcessStats:
+    """The agent's own CPU and memory, like client_golang's process collector."""
+
+    def __init__(self) -> None:
+        self.start_time = time.time()
+        try:
+            with open("/proc/self/stat", "rb") as f:
+                st = f.read().rsplit(b")", 1)[1].split()
+            boot = 0.0
+            with open("/proc/stat", "rb") as f:
+                for line in f:
+                    if line.startswith(b"btime"):
+                        boot = float(line.split()[1])
+            self.start_time = boot + int(st[19]) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+        self.page = os.sysconf("SC_PAGE_SIZE")
+        try:
+            import resource
+
+            self.max_fds = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        except (ImportError, OSError):
+            self.max_fds = 0
+        self.samples: list[Sample] = []
+
+    def refresh(self) -> list[Sample]:
+        t = os.times()
+        out = [
+            Sample("process_cpu_seconds_total", COUNTER, t.user + t.system),
+            Sample("process_start_time_seconds", GAUGE, self.start_time),
+            Sample("process_max_fds", GAUGE, self.max_fds),
+        ]
+        try:
+            with open("/proc/self/statm", "rb") as f:
+                vm, rss = f.read().split()[:2]
+            out.append(Sample("process_virtual_memory_bytes", GAUGE, int(vm) * self.page))
+            out.append(Sample("process_resident_memory_bytes", GAUGE, int(rss) * self.page))
+        except (OSError, ValueError):
+            pass
+        try:
+            out.append(Sample("process_open_fds", GAUGE, len(os.listdir("/proc/self/fd"))))
+        except OSError:
+            pass
+        self.samples = out
+        return out
+
+
+def build_collectors(
+    cfg: config_mod.Config,
+    classes: dict[str, type[Collector]],
+    *,
+    persist_state: bool = True,
+    only: Iterable[str] | None = None,
+) -> tuple[list[CollectorRunner], list[PluginError]]:
+    """Instantiate the enabled collectors. A bad section is reported and that collector skipped."""
+    errors: list[PluginError] = []
+    runners: list[CollectorRunner] = []
+    state_dir = cfg.resolved_state_dir()
+    tags = cfg.resolved_tags()
+    tenancy = None
+    if cfg.tenant_rules:
+        from agent.tenancy import Tenancy
+
+        tenancy = Tenancy(cfg.tenant_rules, cfg.tenant_id)
+    only_set = set(only) if only is not None else None
+    for name in cfg.collectors:
+        if name not in classes:
+            errors.append(PluginError(f"collectors.{name}", f"{cfg.source}: no collector named {name!r} is installed; section ignored"))
+    for name, cls in sorted(classes.items()):
+        try:
+            ccfg = config_mod.collector_config(cfg, name, cls.config_class)
+        except ConfigError as e:
+            errors.append(PluginError(f"collectors.{name}", str(e)))
+            continue
+        enabled = cls.default_enabled if ccfg.enabled is None else ccfg.enabled
+        if only_set is not None:
+            enabled = name in only_set
+        if not enabled:
+            continue
+        state_path = os.path.join(state_dir, "collectors", f"{name}.json") if persist_state else None
+        ctx = CollectorContext(
+            proc_root=cfg.paths.proc_root,
+            sys_root=cfg.paths.sys_root,
+            rootfs=cfg.paths.rootfs,
+            state=StateStore(state_path),
+            state_dir=state_dir if persist_state else None,
+            tags=dict(tags),
+            tenancy=tenancy,
+            logger=logging.getLogger(f"hostmon.collector.{name}"),
+        )
+        try:
+            inst = cls(ccfg, ctx)
+        except Exception as e:  # noqa: BLE001 - a broken plugin is skipped
+            errors.append(PluginError(f"collectors.{name}", f"constructor failed: {e!r}"))
+            continue
+        interval = ccfg.interval or cfg.runtime.interval
+        timeout = ccfg.timeout or cfg.runtime.timeout
+        runners.append(CollectorRunner(cls, inst, interval, timeout))
+    return runners, errors
+
+
+class Agent:
+    """The running daemon."""
+
+    def __init__(
+        self,
+        cfg: config_mod.Config,
+        config_path: str | None = None,
+        consumers: list[Consumer] | None = None,
+        classes: dict[str, type[Collector]] | None = None,
+        plugin_errors: list[PluginError] | None = None,
+        environ: dict[str, str] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.environ = environ  # environment used for reloads (carries CLI overrides such as --listen)
+        self.config_path = config_path
+        self.consumers: list[Consumer] = list(consumers or [])
+        if classes is None:
+            classes, plugin_errors = discover()
+        self.classes = classes
+        self.discover_errors = list(plugin_errors or [])
+        self.plugin_errors: list[PluginError] = []
+        self.store = MetricStore({s.name: s for s in SELF_SPECS})
+        for cls in classes.values():
+            self.store.add_specs(cls.metrics)
+        self.runners: list[CollectorRunner] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        self.executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self.server: MetricsServer | None = None
+        self.tags = cfg.resolved_tags()
+        self.reloads = {"success": 0, "failure": 0}
+        self.proc = ProcessStats()
+        self.ready = False
+        self.ready_event = asyncio.Event()
+        self.stop_event = asyncio.Event()
+        self.log_once = LogOnce(log)
+        self.notifier: Any = None
+        self.started_at = time.time()
+        self._self_task: asyncio.Task[None] | None = None
+        self._extra_tasks: list[asyncio.Task[Any]] = []
+        self.store.add_provider(self._self_samples)
+
+    # -- self-metrics --------------------------------------------------------
+    def _self_samples(self) -> list[Sample]:
+        out = [
+            Sample("hostmon_build_info", GAUGE, 1, {"version": __version__, "python": platform.python_version()}),
+            Sample("hostmon_plugin_load_errors", GAUGE, len(self.plugin_errors)),
+            Sample("hostmon_start_time_seconds", GAUGE, self.started_at),
+            Sample("hostmon_time_seconds", GAUGE, time.time()),
+            Sample("hostmon_ready", GAUGE, 1 if self.ready else 0),
+        ]
+        for result, n in self.reloads.items():
+            out.append(Sample("hostmon_config_reloads_total", COUNTER, n, {"result": result}))
+        for r in self.runners:
+            if not r.unavailable:
+                out.extend(r.self_samples())
+        out.extend(self.proc.samples)
+        for c in self.consumers:
+            sm = getattr(c, "self_metrics", None)
+            if sm is not None:
+                out.extend(sm())
+        for s in out:
+            if "tenant_id" not in s.labels:
+                s.labels.update(self.tags)
+        return out
+
+    # -- collectors ----------------------------------------------------------
+    async def _in_thread(self, fn: Any, *args: Any) -> Any:
+        assert self.executor is not None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, fn, *args)
+
+    async def _start_runner(self, r: CollectorRunner) -> None:
+        assert self.executor is not None
+        fut = self.executor.submit(r.c.start)
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(fut), r.timeout)
+        except CollectorUnavailable as e:
+            r.unavailable = True
+            log.debug("collector has nothing to collect here", extra={"collector": r.name, "reason": str(e)})
+            return
+        except asyncio.TimeoutError:
+            r.errors += 1
+            r.pending = fut
+            self.log_once.fail(r.name, "collector start timed out; will retry", collector=r.name)
+            return  # the loop retries once the start finishes
+        except Exception as e:  # noqa: BLE001
+            r.errors += 1
+            self.log_once.fail(r.name, f"collector start failed: {e!r}", collector=r.name)
+            return
+        r.started = True
+
+    async def run_once(self, r: CollectorRunner) -> None:
+        """One collection: thread, timeout, accounting, tagging, hand-off."""
+        assert self.executor is not None
+        if r.pending is not None and not r.pending.done():
+            r.overruns += 1
+            return
+        r.pending = None
+        if not r.started:
+            await self._start_runner(r)
+            if not r.started:  # unavailable here, or failed: retried next tick
+                r.success = 0
+                r.done_first = True
+                self._check_ready()
+                return
+        r.runs += 1
+        t0 = time.perf_counter()
+        fut = self.executor.submit(_collect_list, r.c)
+        try:
+            items = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), r.timeout)
+        except asyncio.TimeoutError:
+            r.timeouts += 1
+            r.success = 0
+            r.pending = fut
+            r.duration = time.perf_counter() - t0
+            self.log_once.fail(r.name, "collection timed out; skipping ticks until it returns", collector=r.name, timeout=r.timeout)
+        except CollectorUnavailable as e:
+            r.unavailable = True
+            log.debug("collector has nothing to collect here", extra={"collector": r.name, "reason": str(e)})
+            self.store.remove(r.name)
+        except Exception as e:  # noqa: BLE001 - isolation: one collector's bug stays its own
+            r.errors += 1
+            r.success = 0
+            r.duration = time.perf_counter() - t0
+            self.log_once.fail(r.name, f"collection failed: {e!r}", collector=r.name)
+        else:
+            r.duration = time.perf_counter() - t0
+            r.success = 1
+            r.last_success = time.time()
+            self.log_once.ok(r.name, "collector recovered", collector=r.name)
+            samples, events = apply_tags(items, self.tags)
+            r.n_samples = len(samples)
+            self.store.update(r.name, samples)
+            if self.consumers and (samples or events):
+                col = Collection(r.name, time.time(), samples, events)
+                for c in self.consumers:
+                    try:
+                        c.submit(col)
+                    except Exception:  # noqa: BLE001
+                        log.exception("consumer failed to take a collection", extra={"collector": r.name})
+        for reason, n in r.c.take_partial_errors().items():
+            r.partial[reason] = r.partial.get(reason, 0) + n
+        r.done_first = True
+        self._check_ready()
+
+    def _check_ready(self) -> None:
+        if not self.ready and all(r.done_first for r in self.runners):
+            self.ready = True
+            self.ready_event.set()
+            self.proc.refresh()
+            self.store.update("_self", [])
+            log.info("first collection done", extra={"collectors": [r.name for r in self.runners if not r.unavailable]})
+            if self.notifier is not None:
+                self.notifier.ready()
+                self.notifier.status(self.status_line())
+
+    def status_line(self) -> str:
+        active = [r for r in self.runners if not r.unavailable]
+        failing = [r.name for r in active if not r.success]
+        s = f"{len(active)} collectors, {len(failing)} failing"
+        if failing:
+            s += " (" + ", ".join(failing[:5]) + ")"
+        return s
+
+    async def _loop(self, r: CollectorRunner) -> None:
+        loop = asyncio.get_running_loop()
+        jitter = self.cfg.runtime.jitter
+        next_t = loop.time()
+        while True:
+            await self.run_once(r)
+            if r.unavailable:
+                return
+            next_t += r.interval * (1 + random.uniform(-jitter, jitter))
+            now = loop.time()
+            if now > next_t:
+                missed = int((now - next_t) // r.interval) + 1
+                r.overruns += missed
+                next_t += missed * r.interval
+            await asyncio.sleep(next_t - now)
+
+    async def _self_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.runtime.interval)
+            self.proc.refresh()
+            self.store.update("_self", [])
+            if self.notifier is not None:
+                self.notifier.status(self.status_line())
+
+    def healthy(self) -> bool:
+        """Collector loops alive (used by the systemd watchdog)."""
+        return all(not t.done() for t in self.tasks if not t.get_name().startswith("unavailable"))
+
+    async def start_collectors(self) -> None:
+        self.runners, errs = build_collectors(self.cfg, self.classes)
+        self.plugin_errors = self.discover_errors + errs
+        for e in self.plugin_errors:
+            log.error("plugin skipped", extra={"where": e.where, "reason": e.reason})
+        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=len(self.runners) + 2, thread_name_prefix="collector")
+        self.ready = False
+        self.ready_event.clear()
+        if not self.runners:
+            self._check_ready()
+        self.tasks = [asyncio.create_task(self._loop(r), name=f"collector:{r.name}") for r in self.runners]
+
+    async def stop_collectors(self, budget: float = 2.0) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks = []
+        if self.executor is None:
+            return
+        loop = asyncio.get_running_loop()
+        futs = []
+        for r in self.runners:
+            if r.started and (r.pending is None or r.pending.done()):
+                futs.append(loop.run_in_executor(self.executor, r.c.stop))
+        if futs:
+            done, pending = await asyncio.wait(futs, timeout=budget)
+            for f in done:
+                if f.exception() is not None:
+                    log.error("collector stop failed", extra={"error": repr(f.exception())})
+            if pending:
+                log.warning("collectors did not stop in time", extra={"pending": len(pending)})
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.executor = None
+        for r in self.runners:
+            self.store.remove(r.name)
+
+    # -- life cycle ----------------------------------------------------------
+    async def reload(self) -> bool:
+        """SIGHUP: load the config again; a bad one is rejected and the old one keeps running."""
+        try:
+            new = config_mod.load(self.config_path, self.environ)
+            _, errs = build_collectors(new, self.classes, persist_state=False)
+            bad = [e for e in errs if "no collector named" not in e.reason]
+            if bad:
+                raise ConfigError(new.source, bad[0].where, bad[0].reason)
+        except ConfigError as e:
+            self.reloads["failure"] += 1
+            log.error("config reload rejected; the running config stays in force", extra={"error": str(e)})
+            return False
+        old_listen = self.cfg.http.listen
+        await self.stop_collectors()
+        self.cfg = new
+        self.tags = new.resolved_tags()
+        logging.getLogger().setLevel(new.log_level.upper())
+        await self.start_collectors()
+        if new.http.listen != old_listen and self.server is not None:
+            await self.server.stop()
+            await self._start_server()
+        self.reloads["success"] += 1
+        log.info("config reloaded", extra={"file": self.config_path})
+        return True
+
+    async def _start_server(self) -> None:
+        host, port = config_mod.parse_listen(self.cfg.http.listen)
+        self.server = MetricsServer(self.store, host, port, lambda: self.ready, self.cfg.web)
+        await self.server.start()
+
+    def add_task(self, coro: Any, name: str) -> None:
+        self._extra_tasks.append(asyncio.create_task(coro, name=name))
+
+    async def start(self) -> None:
+        self.proc.refresh()
+        await self._start_server()
+        for c in self.consumers:
+            start = getattr(c, "start", None)
+            if start is not None:
+                await start()
+        await self.start_collectors()
+        self._self_task = asyncio.create_task(self._self_loop(), name="self-metrics")
+
+    async def stop(self) -> None:
+        """Stop within the 5 s budget: collectors (2 s), consumers flush (2 s), server."""
+        if self.notifier is not None:
+            self.notifier.stopping()
+        for t in [self._self_task, *self._extra_tasks]:
+            if t is not None:
+                t.cancel()
+        await self.stop_collectors(budget=2.0)
+        for c in self.consumers:
+            stop = getattr(c, "stop", None)
+            if stop is not None:
+                try:
+                    await asyncio.wait_for(stop(), 2.0)
+                except Exception:  # noqa: BLE001
+                    log.exception("consumer did not stop cleanly")
+        if self.server is not None:
+            await self.server.stop()
+
+    async def run_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop_event.set)
+        loop.add_signal_handler(signal.SIGINT, self.stop_event.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self.add_task(self.reload(), "reload"))
+        await self.start()
+        await self.stop_event.wait()
+        log.info("stopping")
+        await self.stop()
+        log.info("stopped")
+
+
+def hung_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive() and not t.daemon]

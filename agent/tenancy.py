@@ -1,0 +1,173 @@
+"""Which tenant owns a process: ordered rules over user, cgroup path and container id.
+
+On a shared host every sample carries the agent's own ``tenant_id``, except the
+per-process-group series, which carry the tenant of the processes in the group.
+``[[tenant_rules]]`` in the config lists :class:`TenantRule` entries; the first rule
+that matches a process wins, and a process no rule matches belongs to the default
+tenant (the agent's own ``tenant_id``).
+
+A rule matches when ALL of its given matchers match (``users``, ``cgroup_regex``,
+``container_id_regex``); at least one matcher is required. The cgroup file of a
+process (``/proc/PID/cgroup``) is read lazily, only when a rule that is tried needs
+it, because it is the costly part for a thousand processes.
+
+Tenant ids become label values, so they are validated as safe label values
+(``[A-Za-z0-9_.-]{1,64}``) by :func:`validate_tenant_id`.
+"""
+
+from __future__ import annotations
+
+import pwd
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from agent.api import field as cfg_field
+
+TENANT_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+# Container ids as runtimes put them in cgroup paths:
+#   /system.slice/docker-<64hex>.scope         (docker, systemd cgroup driver)
+#   /docker/<64hex>                            (docker, cgroupfs driver)
+#   /kubepods/.../cri-containerd-<64hex>.scope (containerd)
+#   /kubepods/.../crio-<64hex>.scope, crio-conmon-<id> excluded (CRI-O)
+#   /kubepods/burstable/pod<uid>/<64hex>       (kubelet cgroupfs driver)
+#   /libpod_parent/libpod-<64hex>              (podman)
+_CONTAINER_ID_RE = re.compile(
+    r"(?:^|/)(?:docker-|cri-containerd-|crio-|libpod-|containerd-)?([0-9a-f]{64})(?:\.scope)?(?:/|$)"
+)
+
+
+def validate_tenant_id(s: str) -> str:
+    """Return ``s`` if it is a safe label value (``[A-Za-z0-9_.-]{1,64}``), else raise ValueError saying why."""
+    if not isinstance(s, str):
+        raise ValueError(f"tenant id must be a string, not {type(s).__name__}")
+    if not TENANT_ID_RE.fullmatch(s):
+        raise ValueError(
+            f"tenant id {s!r} is not allowed: use 1 to 64 characters among letters, digits, '_', '.' and '-'"
+        )
+    return s
+
+
+def container_id_from_cgroup(text: str) -> str | None:
+    """The first container id (64 hex digits) found in the cgroup paths of ``/proc/PID/cgroup`` text, or None."""
+    for line in text.splitlines():
+        # hierarchy-ID:controller-list:cgroup-path
+        path = line.split(":", 2)[-1]
+        m = _CONTAINER_ID_RE.search(path)
+        if m:
+            return m.group(1)
+    return None
+
+
+def cgroup_paths(text: str) -> list[str]:
+    """The cgroup paths of ``/proc/PID/cgroup`` text (one per hierarchy; cgroup v2 has one)."""
+    return [line.split(":", 2)[-1] for line in text.splitlines() if line]
+
+
+@dataclass
+class TenantRule:
+    """One ``[[tenant_rules]]`` entry: processes matching every given matcher belong to ``tenant_id``."""
+
+    tenant_id: str = cfg_field("", "Tenant id given to the processes this rule matches (letters, digits, '_', '.', '-').")
+    users: list[str] = cfg_field([], "User names or numeric uids whose processes match; empty means any user.")
+    cgroup_regex: str = cfg_field("", "Regular expression searched in the process's cgroup paths; empty means not checked.")
+    container_id_regex: str = cfg_field(
+        "", "Regular expression matched against the container id found in the cgroup path; empty means not checked."
+    )
+
+    def __post_init__(self) -> None:
+        validate_tenant_id(self.tenant_id)
+        if not (self.users or self.cgroup_regex or self.container_id_regex):
+            raise ValueError(
+                f"tenant rule {self.tenant_id!r}: give at least one of users, cgroup_regex, container_id_regex"
+            )
+        self._cgroup_re = _compile(self.cgroup_regex, self.tenant_id, "cgroup_regex")
+        self._container_re = _compile(self.container_id_regex, self.tenant_id, "container_id_regex")
+        self._uids, self._unresolved = _resolve_users(self.users, self.tenant_id)
+
+    @property
+    def needs_cgroup(self) -> bool:
+        return self._cgroup_re is not None or self._container_re is not None
+
+    def matches(self, uid: int, cgroup: Callable[[], str | None]) -> bool:
+        if self.users:
+            if uid not in self._uids and not self._late_resolve(uid):
+                return False
+        if not self.needs_cgroup:
+            return True
+        text = cgroup()
+        if text is None:
+            return False
+        if self._cgroup_re is not None and not any(self._cgroup_re.search(p) for p in cgroup_paths(text)):
+            return False
+        if self._container_re is not None:
+            cid = container_id_from_cgroup(text)
+            if cid is None or not self._container_re.search(cid):
+                return False
+        return True
+
+    def _late_resolve(self, uid: int) -> bool:
+        """A user name that did not exist at load time (created later) is looked up again, once per uid seen."""
+        if not self._unresolved:
+            return False
+        try:
+            name = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return False
+        if name in self._unresolved:
+            self._uids.add(uid)
+            self._unresolved.discard(name)
+            return True
+        return False
+
+
+def _compile(pattern: str, tenant: str, key: str) -> re.Pattern[str] | None:
+    if not pattern:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as e:
+        raise ValueError(f"tenant rule {tenant!r}: {key} {pattern!r} is not a valid regular expression: {e}") from e
+
+
+def _resolve_users(users: Sequence[str | int], tenant: str) -> tuple[set[int], set[str]]:
+    uids: set[int] = set()
+    unresolved: set[str] = set()
+    for u in users:
+        if isinstance(u, int) or (isinstance(u, str) and u.isdigit()):
+            uids.add(int(u))
+            continue
+        if not isinstance(u, str) or not u:
+            raise ValueError(f"tenant rule {tenant!r}: users entry {u!r} must be a user name or a numeric uid")
+        try:
+            uids.add(pwd.getpwnam(u).pw_uid)
+        except KeyError:
+            unresolved.add(u)  # not on this host (yet): resolved later by uid -> name
+    return uids, unresolved
+
+
+@dataclass
+class Tenancy:
+    """The ordered rules plus the default tenant; ``tenant_for`` is called once per process per collection."""
+
+    rules: list[TenantRule] = field(default_factory=list)
+    default_tenant: str = "default"
+
+    def __post_init__(self) -> None:
+        validate_tenant_id(self.default_tenant)
+        self.needs_cgroup = any(r.needs_cgroup for r in self.rules)
+
+    def tenant_for(self, uid: int, cgroup_reader: Callable[[], str | None]) -> str:
+        """The tenant of a process with ``uid``; ``cgroup_reader()`` returns its cgroup text (or None), called at most once."""
+        cache: list[str | None] = []
+
+        def cgroup() -> str | None:
+            if not cache:
+                cache.append(cgroup_reader())
+            return cache[0]
+
+        for rule in self.rules:
+            if rule.matches(uid, cgroup):
+                return rule.tenant_id
+        return self.default_tenant

@@ -1,0 +1,372 @@
+"""Pure parsers of /proc and /sys text formats, and the small file readers they go with.
+
+Every ``parse_*`` function takes the text of one kernel file and returns plain
+values; none of them touches the file system, so each is unit-tested on strings
+(node_exporter style). The readers (``read_text``, ``read_bytes``) are the only
+I/O here, and they take a full path built from the configured roots
+(``ctx.proc_root``, ``ctx.sys_root``): nothing in hostmon hard-codes ``/proc``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+# Clock ticks per second of the times in /proc/stat and /proc/PID/stat (USER_HZ).
+try:
+    USER_HZ: int = os.sysconf("SC_CLK_TCK")
+except (AttributeError, ValueError, OSError):  # pragma: no cover - not Linux
+    USER_HZ = 100
+try:
+    PAGE_SIZE: int = os.sysconf("SC_PAGE_SIZE")
+except (AttributeError, ValueError, OSError):  # pragma: no cover - not Linux
+    PAGE_SIZE = 4096
+
+SECTOR_SIZE = 512  # /proc/diskstats counts 512-byte sectors whatever the device's sector size
+
+
+def read_text(path: str) -> str:
+    """Read a whole small text file (procfs/sysfs); errors propagate to the caller."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+def read_bytes(path: str) -> bytes:
+    """Read a whole small file as bytes (cheaper than text for hot per-process reads)."""
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def read_optional(path: str) -> str | None:
+    """Read a file that may legitimately be absent (PSI on old kernels): None when it does not exist."""
+    try:
+        return read_text(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+# --------------------------------------------------------------------------- /proc/stat
+
+
+@dataclass
+class CPUTimes:
+    """One ``cpuN`` line of /proc/stat, in seconds."""
+
+    user: float = 0.0
+    nice: float = 0.0
+    system: float = 0.0
+    idle: float = 0.0
+    iowait: float = 0.0
+    irq: float = 0.0
+    softirq: float = 0.0
+    steal: float = 0.0
+    guest: float = 0.0
+    guest_nice: float = 0.0
+
+
+CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+@dataclass
+class Stat:
+    """The figures of /proc/stat hostmon reports."""
+
+    cpus: dict[str, CPUTimes]
+    intr: int | None = None
+    ctxt: int | None = None
+    btime: int | None = None
+    processes: int | None = None
+    procs_running: int | None = None
+    procs_blocked: int | None = None
+
+
+def parse_stat(text: str, user_hz: int = USER_HZ) -> Stat:
+    """Parse /proc/stat. Per-CPU lines become ``cpus["0"]``...; the aggregate ``cpu`` line is skipped."""
+    st = Stat(cpus={})
+    names = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal", "guest", "guest_nice")
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        key = parts[0]
+        if key.startswith("cpu"):
+            if key == "cpu":
+                continue
+            vals = [int(v) / user_hz for v in parts[1 : 1 + len(names)]]
+            st.cpus[key[3:]] = CPUTimes(**dict(zip(names, vals)))
+        elif key == "intr" and len(parts) > 1:
+            st.intr = int(parts[1])
+        elif key == "ctxt" and len(parts) > 1:
+            st.ctxt = int(parts[1])
+        elif key == "btime" and len(parts) > 1:
+            st.btime = int(parts[1])
+        elif key == "processes" and len(parts) > 1:
+            st.processes = int(parts[1])
+        elif key == "procs_running" and len(parts) > 1:
+            st.procs_running = int(parts[1])
+        elif key == "procs_blocked" and len(parts) > 1:
+            st.procs_blocked = int(parts[1])
+    return st
+
+
+def parse_loadavg(text: str) -> tuple[float, float, float]:
+    """Parse /proc/loadavg: ``0.28 0.12 0.04 2/90 7180`` -> (0.28, 0.12, 0.04)."""
+    parts = text.split()
+    if len(parts) < 3:
+        raise ValueError(f"loadavg: expected at least 3 fields, got {text!r}")
+    return float(parts[0]), float(parts[1]), float(parts[2])
+
+
+# --------------------------------------------------------------------------- PSI
+
+
+@dataclass
+class PressureLine:
+    avg10: float
+    avg60: float
+    avg300: float
+    total_seconds: float
+
+
+def parse_pressure(text: str) -> dict[str, PressureLine]:
+    """Parse /proc/pressure/{cpu,memory,io}: ``{"some": ..., "full": ...}``; ``total`` µs become seconds."""
+    out: dict[str, PressureLine] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts or parts[0] not in ("some", "full"):
+            continue
+        kv = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
+        try:
+            out[parts[0]] = PressureLine(
+                float(kv["avg10"]), float(kv["avg60"]), float(kv["avg300"]), int(kv["total"]) / 1e6
+            )
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"pressure: bad line {line!r}") from e
+    return out
+
+
+# --------------------------------------------------------------------------- meminfo
+
+_PARENS = re.compile(r"\((.*)\)")
+
+
+def meminfo_metric_name(key: str, has_unit: bool) -> str:
+    """node_exporter's naming: ``Active(anon)`` -> ``node_memory_Active_anon_bytes``; unitless keys get no ``_bytes``."""
+    key = _PARENS.sub(r"_\1", key)
+    return f"node_memory_{key}_bytes" if has_unit else f"node_memory_{key}"
+
+
+def parse_meminfo(text: str) -> dict[str, float]:
+    """Parse /proc/meminfo into ``{metric name: value}``; ``kB`` values become bytes."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if ":" not in line:
+            continue
+        key, _, rest = line.partition(":")
+        parts = rest.split()
+        if not parts:
+            continue
+        value = float(int(parts[0]))
+        has_unit = len(parts) > 1
+        if has_unit:
+            if parts[1] != "kB":
+                raise ValueError(f"meminfo: unknown unit {parts[1]!r} in {line!r}")
+            value *= 1024
+        out[meminfo_metric_name(key.strip(), has_unit)] = value
+    return out
+
+
+def parse_vmstat(text: str) -> dict[str, int]:
+    """Parse /proc/vmstat (``name value`` per line)."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            try:
+                out[parts[0]] = int(parts[1])
+            except ValueError:
+                continue
+    return out
+
+
+# --------------------------------------------------------------------------- mounts / diskstats
+
+
+@dataclass
+class Mount:
+    device: str
+    mountpoint: str
+    fstype: str
+    options: tuple[str, ...]
+
+    @property
+    def readonly(self) -> bool:
+        return "ro" in self.options
+
+
+_OCTAL = re.compile(r"\\([0-7]{3})")
+
+
+def _unescape_mount(s: str) -> str:
+    """/proc/mounts escapes space, tab, newline and backslash as ``\\040`` etc."""
+    if "\\" not in s:
+        return s
+    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), s)
+
+
+def parse_mounts(text: str) -> list[Mount]:
+    """Parse /proc/PID/mounts (fstab format)."""
+    out: list[Mount] = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 4:
+            continue
+        out.append(
+            Mount(
+                device=_unescape_mount(parts[0]),
+                mountpoint=_unescape_mount(parts[1]),
+                fstype=parts[2],
+                options=tuple(parts[3].split(",")),
+            )
+        )
+    return out
+
+
+DISKSTAT_FIELDS = (
+    "reads_completed",
+    "reads_merged",
+    "sectors_read",
+    "read_time_ms",
+    "writes_completed",
+    "writes_merged",
+    "sectors_written",
+    "write_time_ms",
+    "io_now",
+    "io_time_ms",
+    "io_time_weighted_ms",
+    "discards_completed",
+    "discards_merged",
+    "sectors_discarded",
+    "discard_time_ms",
+    "flush_requests",
+    "flush_time_ms",
+)
+
+
+def parse_diskstats(text: str) -> dict[str, dict[str, int]]:
+    """Parse /proc/diskstats: ``{device: {field: value}}``. Older kernels have 11 or 15 fields; absent ones are left out."""
+    out: dict[str, dict[str, int]] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 14:
+            continue
+        vals = parts[3:]
+        out[parts[2]] = {name: int(v) for name, v in zip(DISKSTAT_FIELDS, vals)}
+    return out
+
+
+# --------------------------------------------------------------------------- network
+
+NETDEV_FIELDS = (
+    "receive_bytes",
+    "receive_packets",
+    "receive_errs",
+    "receive_drop",
+    "receive_fifo",
+    "receive_frame",
+    "receive_compressed",
+    "receive_multicast",
+    "transmit_bytes",
+    "transmit_packets",
+    "transmit_errs",
+    "transmit_drop",
+    "transmit_fifo",
+    "transmit_colls",
+    "transmit_carrier",
+    "transmit_compressed",
+)
+
+
+def parse_net_dev(text: str) -> dict[str, dict[str, int]]:
+    """Parse /proc/net/dev: ``{interface: {receive_bytes: ..., ...}}`` (two header lines skipped)."""
+    out: dict[str, dict[str, int]] = {}
+    for line in text.splitlines()[2:]:
+        name, sep, rest = line.partition(":")
+        if not sep:
+            continue
+        vals = rest.split()
+        if len(vals) < len(NETDEV_FIELDS):
+            raise ValueError(f"net/dev: expected {len(NETDEV_FIELDS)} values, got {line!r}")
+        out[name.strip()] = {k: int(v) for k, v in zip(NETDEV_FIELDS, vals)}
+    return out
+
+
+# Kernel's include/net/tcp_states.h; names as node_exporter's tcpstat collector.
+TCP_STATES = {
+    1: "established",
+    2: "syn_sent",
+    3: "syn_recv",
+    4: "fin_wait1",
+    5: "fin_wait2",
+    6: "time_wait",
+    7: "close",
+    8: "close_wait",
+    9: "last_ack",
+    10: "listen",
+    11: "closing",
+}
+
+
+def count_tcp_states(text: str, counts: dict[str, int] | None = None) -> dict[str, int]:
+    """Count connections by state in /proc/net/tcp or tcp6 (4th column, hex). Adds to ``counts`` when given."""
+    if counts is None:
+        counts = {name: 0 for name in TCP_STATES.values()}
+    lines = text.splitlines()
+    for line in lines[1:]:
+        parts = line.split(None, 4)
+        if len(parts) < 4:
+            continue
+        try:
+            name = TCP_STATES.get(int(parts[3], 16))
+        except ValueError:
+            continue
+        if name is not None:  # NEW_SYN_RECV (12) is internal; node_exporter ignores it too
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+# --------------------------------------------------------------------------- /proc/PID/stat
+
+
+@dataclass(slots=True)
+class ProcStat:
+    """The fields of /proc/PID/stat the processes collector uses."""
+
+    comm: str
+    state: str
+    utime_ticks: int
+    stime_ticks: int
+    num_threads: int
+    starttime_ticks: int
+    rss_pages: int
+
+
+def parse_pid_stat(data: bytes) -> ProcStat:
+    """Parse /proc/PID/stat. ``comm`` may hold spaces and parentheses: it ends at the LAST ``)``."""
+    lpar = data.find(b"(")
+    rpar = data.rfind(b")")
+    if lpar < 0 or rpar < lpar:
+        raise ValueError(f"pid stat: no (comm) in {data[:80]!r}")
+    comm = data[lpar + 1 : rpar].decode("utf-8", "replace")
+    f = data[rpar + 2 :].split()
+    # f[0] is field 3 (state); field N is f[N - 3].
+    return ProcStat(
+        comm=comm,
+        state=f[0].decode("ascii", "replace"),
+        utime_ticks=int(f[11]),
+        stime_ticks=int(f[12]),
+        num_threads=int(f[17]),
+        starttime_ticks=int(f[19]),
+        rss_pages=int(f[21]),
+    )

@@ -1,0 +1,119 @@
+"""``network``: per-interface traffic counters, link state, TCP connections by state.
+
+Reads ``{proc_root}/net/dev`` (node_exporter's ``netdev`` names),
+``{sys_root}/class/net/<iface>/operstate`` and ``carrier`` (its ``netclass`` names)
+and ``{proc_root}/net/tcp`` + ``tcp6`` (its ``tcpstat`` name,
+``node_tcp_connection_states{state}``).
+
+``{proc_root}/net`` is the network namespace of the process that reads it: in a
+container the agent must share the host's network namespace (as node_exporter
+must) for these to be the host's figures.
+
+Reading ``carrier`` of an interface that is administratively down fails with
+EINVAL: the carrier series is then absent for that interface, not an error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from agent import registry
+from agent.api import COUNTER, GAUGE, Collector, CollectorConfig, CollectorContext, MetricSpec, Sample, field
+from collectors import _procfs
+
+_HELP = {
+    "bytes": ("Network device statistic {}_bytes.", "bytes"),
+    "packets": ("Network device statistic {}_packets.", ""),
+    "errs": ("Network device statistic {}_errs.", ""),
+    "drop": ("Network device statistic {}_drop.", ""),
+    "fifo": ("Network device statistic {}_fifo.", ""),
+    "frame": ("Network device statistic {}_frame.", ""),
+    "compressed": ("Network device statistic {}_compressed.", ""),
+    "multicast": ("Network device statistic {}_multicast.", ""),
+    "colls": ("Network device statistic {}_colls.", ""),
+    "carrier": ("Network device statistic {}_carrier.", ""),
+}
+
+
+def _netdev_specs() -> tuple[MetricSpec, ...]:
+    out = []
+    for f in _procfs.NETDEV_FIELDS:
+        direction, _, what = f.partition("_")
+        help_, unit = _HELP[what]
+        out.append(MetricSpec(f"node_network_{f}_total", COUNTER, help_.format(direction), ("device",), unit))
+    return tuple(out)
+
+
+@dataclass
+class NetworkConfig(CollectorConfig):
+    device_exclude: str = field("", "Regular expression of interfaces left out (e.g. '^veth'); empty keeps all.")
+    tcp_states: bool = field(True, "Count TCP connections by state from the kernel's tcp and tcp6 tables.")
+
+
+@registry.register
+class NetworkCollector(Collector):
+    name = "network"
+    config_class = NetworkConfig
+    metrics = (
+        *_netdev_specs(),
+        MetricSpec("node_network_up", GAUGE, "Value is 1 if operstate is 'up', 0 otherwise.", ("device",)),
+        MetricSpec("node_network_carrier", GAUGE, "Network device property: carrier (1 = link detected).", ("device",)),
+        MetricSpec("node_tcp_connection_states", GAUGE, "Number of connection states.", ("state",)),
+    )
+
+    config: NetworkConfig
+
+    def __init__(self, config: CollectorConfig, ctx: CollectorContext) -> None:
+        super().__init__(config, ctx)
+        self._exclude = re.compile(self.config.device_exclude) if self.config.device_exclude else None
+
+    def collect(self) -> Iterator[Sample]:
+        s = self.sample
+        devs = _procfs.parse_net_dev(_procfs.read_text(os.path.join(self.ctx.proc_root, "net", "dev")))
+        for dev, fields in devs.items():
+            if self._exclude is not None and self._exclude.search(dev):
+                continue
+            labels = {"device": dev}
+            for f, v in fields.items():
+                yield s(f"node_network_{f}_total", float(v), labels)
+            yield from self._link(dev, labels)
+        if self.config.tcp_states:
+            yield from self._tcp()
+
+    def _link(self, dev: str, labels: dict[str, str]) -> Iterator[Sample]:
+        base = os.path.join(self.ctx.sys_root, "class", "net", dev)
+        try:
+            oper = _procfs.read_text(os.path.join(base, "operstate")).strip()
+        except FileNotFoundError:
+            return  # interface gone between the two reads, or no sysfs: nothing to say
+        except OSError:
+            self.partial_error("operstate_unreadable")
+            return
+        yield self.sample("node_network_up", 1.0 if oper == "up" else 0.0, labels)
+        try:
+            carrier = _procfs.read_text(os.path.join(base, "carrier")).strip()
+        except OSError:
+            return  # EINVAL while the interface is down; absent on some virtual devices
+        if carrier in ("0", "1"):
+            yield self.sample("node_network_carrier", float(carrier), labels)
+
+    def _tcp(self) -> Iterator[Sample]:
+        counts: dict[str, int] | None = None
+        found = False
+        for name in ("tcp", "tcp6"):
+            try:
+                text = _procfs.read_text(os.path.join(self.ctx.proc_root, "net", name))
+            except FileNotFoundError:
+                continue  # no IPv6 in this kernel
+            except OSError:
+                self.partial_error(f"{name}_unreadable")
+                continue
+            found = True
+            counts = _procfs.count_tcp_states(text, counts)
+        if not found or counts is None:
+            return
+        for state, n in counts.items():
+            yield self.sample("node_tcp_connection_states", float(n), {"state": state})

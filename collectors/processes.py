@@ -1,0 +1,272 @@
+"""``processes``: process counts by state, threads, and per process-group usage.
+
+Per process it reads only what it needs, straight from ``{proc_root}``:
+``/proc/PID/stat`` (name, state, CPU ticks, threads, start time, RSS), a listing of
+``/proc/PID/fd`` (open descriptors), ``os.stat(/proc/PID)`` (owner uid, only when
+tenant rules exist) and ``/proc/PID/cgroup`` (only when a tenant rule needs it, and
+then once per process life, cached by PID and start time). That keeps the cost
+to a few tens of microseconds of CPU per process (see ``bench/processes_bench.py``).
+
+Processes are grouped by (name, tenant). Never one series per PID: only the top
+``top_n`` groups by CPU used since the previous collection and the top ``top_n`` by
+resident memory get their own series; every other group of a tenant folds into
+``groupname="other"``. The CPU counter of a group adds the CPU each of its
+processes used since the previous collection, so it stays monotonic when
+processes exit or groups move in and out of the top N (process-exporter does
+the same); a group with no live process is forgotten.
+
+Reading another user's ``fd`` directory fails when the agent is not root: each
+such failure is counted in ``hostmon_process_permission_errors_total``, never
+logged per process. A process that exits while being read is normal, not an error.
+
+The ``node_processes_*`` figures have node_exporter's names (its ``processes``
+collector); the group figures are hostmon's own.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from agent import registry
+from agent.api import COUNTER, GAUGE, Collector, CollectorConfig, CollectorContext, MetricSpec, Sample, field
+from collectors import _procfs
+
+OTHER = "other"
+_GROUP_LABELS = ("groupname", "tenant_id")
+_VANISHED = (errno.ENOENT, errno.ESRCH)
+
+
+@dataclass
+class ProcessesConfig(CollectorConfig):
+    top_n: int = field(20, "Process groups with their own series: the top N by CPU plus the top N by memory; the rest fold into 'other'.")
+    open_fds: bool = field(True, "Count open file descriptors per group (one directory listing per process).")
+
+
+class _Prev:
+    """What is remembered of one PID between collections."""
+
+    __slots__ = ("start", "cpu", "uid", "tenant")
+
+    def __init__(self, start: int, cpu: int, uid: int, tenant: str) -> None:
+        self.start = start
+        self.cpu = cpu
+        self.uid = uid
+        self.tenant = tenant
+
+
+@registry.register
+class ProcessesCollector(Collector):
+    name = "processes"
+    config_class = ProcessesConfig
+    metrics = (
+        MetricSpec("node_processes_state", GAUGE, "Number of processes in each state.", ("state",)),
+        MetricSpec("node_processes_threads", GAUGE, "Allocated threads in system."),
+        MetricSpec("node_processes_pids", GAUGE, "Number of PIDs."),
+        MetricSpec("node_processes_max_processes", GAUGE, "Number of max PIDs limit."),
+        MetricSpec("node_processes_max_threads", GAUGE, "Limit of threads in the system."),
+        MetricSpec(
+            "hostmon_process_group_cpu_seconds_total",
+            COUNTER,
+            "CPU seconds (user + system) used by the processes of a group while the agent watched them.",
+            _GROUP_LABELS,
+            "seconds",
+        ),
+        MetricSpec(
+            "hostmon_process_group_resident_memory_bytes",
+            GAUGE,
+            "Resident memory of the processes of a group.",
+            _GROUP_LABELS,
+            "bytes",
+        ),
+        MetricSpec("hostmon_process_group_open_fds", GAUGE, "Open file descriptors of the processes of a group.", _GROUP_LABELS),
+        MetricSpec("hostmon_process_group_count", GAUGE, "Number of processes in a group.", _GROUP_LABELS),
+        MetricSpec("hostmon_process_groups", GAUGE, "Distinct (name, tenant) process groups found, before folding into 'other'."),
+        MetricSpec(
+            "hostmon_process_permission_errors_total",
+            COUNTER,
+            "Per-process files the agent was not allowed to read (other users' processes when not root).",
+        ),
+    )
+
+    config: ProcessesConfig
+
+    def __init__(self, config: CollectorConfig, ctx: CollectorContext) -> None:
+        super().__init__(config, ctx)
+        self._prev: dict[int, _Prev] = {}
+        self._group_cpu: dict[tuple[str, str], int] = {}  # ticks, cumulative
+        self._other_cpu: dict[str, int] = {}  # tenant -> ticks, cumulative
+        self._perm_errors = 0
+
+    def _read_sys(self, name: str) -> int | None:
+        try:
+            return int(_procfs.read_text(os.path.join(self.ctx.proc_root, "sys", "kernel", name)).strip())
+        except (OSError, ValueError):
+            return None
+
+    def collect(self) -> Iterator[Sample]:
+        proc = self.ctx.proc_root
+        tenancy = self.ctx.tenancy
+        default_tenant = self.ctx.tenant_id
+        want_fds = self.config.open_fds
+        prev = self._prev
+        new_prev: dict[int, _Prev] = {}
+        # group -> [count, rss_pages, fds, cpu_delta_ticks]
+        groups: dict[tuple[str, str], list[int]] = {}
+        states: dict[str, int] = {}
+        threads = 0
+        pids = 0
+        perm = 0
+        o_open, o_read, o_close, listdir, ostat = os.open, os.read, os.close, os.listdir, os.stat
+        rdonly = os.O_RDONLY
+        parse = _procfs.parse_pid_stat
+
+        for entry in listdir(proc):
+            if not entry.isdigit():
+                continue
+            base = f"{proc}/{entry}"
+            try:
+                fd = o_open(base + "/stat", rdonly)
+                try:
+                    data = o_read(fd, 4096)
+                finally:
+                    o_close(fd)
+                st = parse(data)
+            except PermissionError:
+                perm += 1
+                continue
+            except OSError as e:
+                if e.errno in _VANISHED:
+                    continue  # exited between listdir and read: normal
+                self.partial_error("pid_stat_unreadable")
+                continue
+            except (ValueError, IndexError):
+                self.partial_error("pid_stat_malformed")
+                continue
+            pid = int(entry)
+            pids += 1
+            threads += st.num_threads
+            states[st.state] = states.get(st.state, 0) + 1
+            cpu = st.utime_ticks + st.stime_ticks
+            p = prev.get(pid)
+            if p is not None and p.start != st.starttime_ticks:
+                p = None  # PID reused by a new process
+            delta = cpu - p.cpu if p is not None else cpu
+            if delta < 0:
+                delta = 0
+
+            if tenancy is None:
+                uid = -1
+                tenant = default_tenant
+            else:
+                try:
+                    uid = ostat(base).st_uid
+                except OSError:
+                    continue  # vanished
+                if p is not None and p.uid == uid:
+                    tenant = p.tenant
+                else:
+                    tenant = tenancy.tenant_for(uid, _CgroupReader(base))
+            new_prev[pid] = _Prev(st.starttime_ticks, cpu, uid, tenant)
+
+            nfds = 0
+            if want_fds:
+                try:
+                    nfds = len(listdir(base + "/fd"))
+                except PermissionError:
+                    perm += 1
+                except OSError:
+                    pass  # vanished, or a zombie without an fd table
+
+            key = (st.comm, tenant)
+            g = groups.get(key)
+            if g is None:
+                groups[key] = [1, st.rss_pages, nfds, delta]
+            else:
+                g[0] += 1
+                g[1] += st.rss_pages
+                g[2] += nfds
+                g[3] += delta
+
+        self._prev = new_prev
+        self._perm_errors += perm
+        yield from self._emit(groups, states, threads, pids)
+
+    def _emit(
+        self, groups: dict[tuple[str, str], list[int]], states: dict[str, int], threads: int, pids: int
+    ) -> Iterator[Sample]:
+        s = self.sample
+        for state in sorted(states):
+            yield s("node_processes_state", float(states[state]), {"state": state})
+        yield s("node_processes_threads", float(threads))
+        yield s("node_processes_pids", float(pids))
+        for name, metric in (("pid_max", "node_processes_max_processes"), ("threads-max", "node_processes_max_threads")):
+            v = self._read_sys(name)
+            if v is not None:
+                yield s(metric, float(v))
+
+        # Cumulative CPU per group; groups without a live process are forgotten.
+        group_cpu = {k: self._group_cpu.get(k, 0) + g[3] for k, g in groups.items()}
+        self._group_cpu = group_cpu
+
+        top = select_top(groups, self.config.top_n)
+        other: dict[str, list[int]] = {}
+        hz = float(_procfs.USER_HZ)
+        page = float(_procfs.PAGE_SIZE)
+        for key, g in groups.items():
+            if key in top:
+                labels = {"groupname": key[0], "tenant_id": key[1]}
+                yield s("hostmon_process_group_cpu_seconds_total", group_cpu[key] / hz, labels)
+                yield s("hostmon_process_group_resident_memory_bytes", g[1] * page, labels)
+                if self.config.open_fds:
+                    yield s("hostmon_process_group_open_fds", float(g[2]), labels)
+                yield s("hostmon_process_group_count", float(g[0]), labels)
+            else:
+                o = other.setdefault(key[1], [0, 0, 0, 0])
+                for i in range(4):
+                    o[i] += g[i]
+        for tenant, o in other.items():
+            self._other_cpu[tenant] = self._other_cpu.get(tenant, 0) + o[3]
+        for tenant in sorted(self._other_cpu):
+            # "other" keeps its counter (monotonic) even in a cycle where nothing folded into it.
+            o = other.get(tenant, [0, 0, 0, 0])
+            labels = {"groupname": OTHER, "tenant_id": tenant}
+            yield s("hostmon_process_group_cpu_seconds_total", self._other_cpu[tenant] / hz, labels)
+            yield s("hostmon_process_group_resident_memory_bytes", o[1] * page, labels)
+            if self.config.open_fds:
+                yield s("hostmon_process_group_open_fds", float(o[2]), labels)
+            yield s("hostmon_process_group_count", float(o[0]), labels)
+        yield s("hostmon_process_groups", float(len(groups)))
+        yield s("hostmon_process_permission_errors_total", float(self._perm_errors))
+
+
+class _CgroupReader:
+    """Reads /proc/PID/cgroup when called (tenant rules call it only if they need it)."""
+
+    __slots__ = ("base",)
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def __call__(self) -> str | None:
+        try:
+            return _procfs.read_text(self.base + "/cgroup")
+        except OSError:
+            return None
+
+
+def select_top(groups: dict[tuple[str, str], list[int]], n: int) -> set[tuple[str, str]]:
+    """The groups that get their own series: top ``n`` by CPU used this cycle (if any) plus top ``n`` by RSS.
+
+    ``groups`` maps key -> [count, rss, fds, cpu_delta]. Ties break on the key so the
+    choice is stable between collections. A group literally named ``other`` never
+    gets its own series (it would collide with the fold).
+    """
+    if n <= 0:
+        return set()
+    cands = [(k, g) for k, g in groups.items() if k[0] != OTHER]
+    by_cpu = sorted((x for x in cands if x[1][3] > 0), key=lambda x: (-x[1][3], x[0]))[:n]
+    by_mem = sorted(cands, key=lambda x: (-x[1][1], x[0]))[:n]
+    return {k for k, _ in by_cpu} | {k for k, _ in by_mem}

@@ -1,0 +1,289 @@
+"""The batch wire format: test vector, round trips, tamper detection, limits."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import struct
+from pathlib import Path
+
+import msgpack
+import pytest
+import zstandard
+
+from agent.api import Event, Sample
+from agent.errors import SealError
+from agent.shipping import keys, wire
+
+DOC = Path(__file__).resolve().parents[3] / "docs" / "wire-format.md"
+BIG = 1 << 24
+
+
+def _vector_blocks() -> dict[str, str]:
+    text = DOC.read_text()
+    return {m.group(1): m.group(2) for m in re.finditer(r"```vector-([a-z-]+)\n(.*?)```", text, re.S)}
+
+
+@pytest.fixture(scope="module")
+def agent_key() -> keys.PrivateKey:
+    return keys.generate("ed25519")
+
+
+@pytest.fixture(scope="module")
+def ingest_key() -> keys.PrivateKey:
+    return keys.generate("x25519")
+
+
+def _records() -> list[dict]:
+    samples = [
+        Sample("node_load1", "gauge", 0.5, {"tenant_id": "acme", "host": "h1"}, 1700000000.0),
+        Sample("node_cpu_seconds_total", "counter", 12, {"tenant_id": "beta", "cpu": "0"}, None),
+    ]
+    events = [Event("auth_failure", 1700000001.0, {"user": "root", "n": [1, 2.5, None, {"x": True}]}, {"tenant_id": "acme"})]
+    return wire.encode_records(samples, events, default_time=1700000000.5)
+
+
+def _header(agent: keys.PrivateKey, ingest: keys.PrivateKey, recs: list[dict], seq: int = 1) -> wire.BatchHeader:
+    ns = sum(1 for r in recs if "s" in r)
+    return wire.BatchHeader(1, ingest.alg, ingest.key_id, agent.key_id, wire.tenants_of(recs), seq, 1700000002.0, ns, len(recs) - ns)
+
+
+def _open(blob: bytes, agent: keys.PrivateKey, ingest: keys.PrivateKey) -> list[dict]:
+    header, hb, ct, _sig = wire.parse_envelope(blob, BIG)
+    wire.verify(blob, agent.public)
+    return wire.open_records(header, hb, ct, ingest, BIG, 100_000)
+
+
+def test_documented_test_vector_opens_to_documented_records() -> None:
+    v = _vector_blocks()
+    agent_priv = keys.parse_private_key(v["agent-private"])
+    agent_pub = keys.parse_public_key(v["agent-public"])
+    ingest_priv = keys.parse_private_key(v["ingest-private"])
+    assert agent_priv.public == agent_pub
+    assert keys.parse_public_key(v["ingest-public"]) == ingest_priv.public
+    assert agent_pub.key_id == "0516c510724cca94"
+    assert ingest_priv.key_id == "b2b5e9cf9350997c"
+    blob = base64.b64decode("".join(v["envelope"].split()))
+    assert len(blob) == 437 and blob[:9].hex() == "484d42000100000067"
+    header, hb, ct, _ = wire.parse_envelope(blob, 4096)
+    assert header == wire.BatchHeader(1, "x25519", "b2b5e9cf9350997c", "0516c510724cca94", ("acme",), 42, 1767225602.0, 2, 1)
+    wire.verify(blob, agent_pub)
+    records = wire.open_records(header, hb, ct, ingest_priv, 1 << 20, 10)
+    assert records == json.loads(v["records"])
+    assert type(records[1]["v"]) is int and type(records[0]["v"]) is float
+    # sealing anew with the documented keys opens to the same records
+    again = wire.seal(header, records, agent_priv, ingest_priv.public)
+    assert again != blob  # HPKE is randomized
+    assert _open(again, agent_priv, ingest_priv) == records
+
+
+def test_round_trip_restores_samples_and_events(agent_key, ingest_key) -> None:
+    recs = _records()
+    blob = wire.seal(_header(agent_key, ingest_key, recs), recs, agent_key, ingest_key.public)
+    samples, events = wire.decode_records(_open(blob, agent_key, ingest_key))
+    assert samples == [
+        Sample("node_load1", "gauge", 0.5, {"tenant_id": "acme", "host": "h1"}, 1700000000.0),
+        Sample("node_cpu_seconds_total", "counter", 12, {"tenant_id": "beta", "cpu": "0"}, 1700000000.5),
+    ]
+    assert [e.to_dict() for e in events] == [
+        {"kind": "auth_failure", "time": 1700000001.0, "fields": {"user": "root", "n": [1, 2.5, None, {"x": True}]}, "labels": {"tenant_id": "acme"}}
+    ]
+    assert wire.tenants_of(recs) == ("acme", "beta")
+
+
+def test_mlkem768_x25519_suite_round_trip(agent_key) -> None:
+    ingest = keys.generate("mlkem768-x25519")
+    recs = _records()
+    blob = wire.seal(_header(agent_key, ingest, recs), recs, agent_key, ingest.public)
+    header, _, ct, _ = wire.parse_envelope(blob, BIG)
+    assert header.suite == "mlkem768-x25519" and len(ct) > wire.ENC_LEN["mlkem768-x25519"]
+    assert _open(blob, agent_key, ingest) == recs
+    # the same ingest key text round-trips through its file format
+    assert keys.parse_private_key(ingest.text()).public == ingest.public
+
+
+def _regions(blob: bytes) -> dict[str, range]:
+    hlen = struct.unpack_from(">I", blob, 5)[0]
+    ctlen = struct.unpack_from(">I", blob, 9 + hlen)[0]
+    ct0 = 13 + hlen
+    return {
+        "magic": range(0, 4),
+        "version": range(4, 5),
+        "header_len": range(5, 9),
+        "header": range(9, 9 + hlen),
+        "ct_len": range(9 + hlen, 13 + hlen),
+        "enc": range(ct0, ct0 + 32),
+        "aead_ciphertext": range(ct0 + 32, ct0 + ctlen - 16),
+        "aead_tag": range(ct0 + ctlen - 16, ct0 + ctlen),
+        "signature": range(len(blob) - 64, len(blob)),
+    }
+
+
+def test_flipping_any_byte_of_any_region_is_detected(agent_key, ingest_key) -> None:
+    recs = _records()
+    blob = wire.seal(_header(agent_key, ingest_key, recs), recs, agent_key, ingest_key.public)
+    regions = _regions(blob)
+    assert sum(len(r) for r in regions.values()) == len(blob)
+    for name, region in regions.items():
+        for pos in (region.start, (region.start + region.stop) // 2, region.stop - 1):
+            bad = bytearray(blob)
+            bad[pos] ^= 0x01
+            with pytest.raises(SealError) as ei:
+                _open(bytes(bad), agent_key, ingest_key)
+            assert ei.value.reason in wire.REASONS, (name, pos)
+
+
+def test_tampered_ciphertext_with_valid_signature_fails_decryption(agent_key, ingest_key) -> None:
+    """An enrolled agent re-signing altered bytes still cannot get them decrypted."""
+    recs = _records()
+    blob = wire.seal(_header(agent_key, ingest_key, recs), recs, agent_key, ingest_key.public)
+    body = bytearray(blob[:-64])
+    body[-20] ^= 0xFF  # inside the AEAD ciphertext
+    forged = bytes(body) + agent_key.key.sign(bytes(body))
+    header, hb, ct, _ = wire.parse_envelope(forged, BIG)
+    wire.verify(forged, agent_key.public)
+    with pytest.raises(SealError) as ei:
+        wire.open_records(header, hb, ct, ingest_key, BIG, 1000)
+    assert ei.value.reason == "decrypt_failed"
+
+
+def test_header_swapped_and_resigned_by_another_agent_fails_decryption(agent_key, ingest_key) -> None:
+    other = keys.generate("ed25519")
+    recs = _records()
+    h = _header(agent_key, ingest_key, recs)
+    blob = wire.seal(h, recs, agent_key, ingest_key.public)
+    _, _, ct, _ = wire.parse_envelope(blob, BIG)
+    h2 = wire.BatchHeader(**{**h.__dict__, "agent_id": other.key_id})
+    hb2 = h2.pack()
+    body = wire.MAGIC + struct.pack(">BI", 1, len(hb2)) + hb2 + struct.pack(">I", len(ct)) + ct
+    forged = body + other.key.sign(body)
+    header, hb, ct2, _ = wire.parse_envelope(forged, BIG)
+    wire.verify(forged, other.public)
+    with pytest.raises(SealError) as ei:
+        wire.open_records(header, hb, ct2, ingest_key, BIG, 1000)
+    assert ei.value.reason == "decrypt_failed"
+
+
+def test_wrong_keys_are_refused(agent_key, ingest_key) -> None:
+    recs = _records()
+    blob = wire.seal(_header(agent_key, ingest_key, recs), recs, agent_key, ingest_key.public)
+    header, hb, ct, _ = wire.parse_envelope(blob, BIG)
+    with pytest.raises(SealError) as ei:
+        wire.verify(blob, keys.generate("ed25519").public)
+    assert ei.value.reason == "bad_signature"
+    other_ingest = keys.generate("x25519")
+    with pytest.raises(SealError) as ei:
+        wire.open_records(header, hb, ct, other_ingest, BIG, 1000)
+    assert ei.value.reason == "wrong_key"  # key id differs
+    with pytest.raises(SealError) as ei:
+        wire.open_records(header, hb, ct, other_ingest.key, BIG, 1000)  # bare library key: no id check
+    assert ei.value.reason == "decrypt_failed"
+    with pytest.raises(SealError) as ei:
+        wire.open_records(header, hb, ct, keys.generate("mlkem768-x25519"), BIG, 1000)
+    assert ei.value.reason == "wrong_key"
+
+
+def test_structural_errors_have_precise_reasons(agent_key, ingest_key) -> None:
+    recs = _records()
+    blob = wire.seal(_header(agent_key, ingest_key, recs), recs, agent_key, ingest_key.public)
+    cases = {
+        "too_large": (blob, len(blob) - 1),
+        "malformed_envelope": (blob[:-1], BIG),
+        "bad_magic": (b"XXXX" + blob[4:], BIG),
+        "unsupported_version": (blob[:4] + b"\x02" + blob[5:], BIG),
+    }
+    for reason, (b, limit) in cases.items():
+        with pytest.raises(SealError) as ei:
+            wire.parse_envelope(b, limit)
+        assert ei.value.reason == reason
+    with pytest.raises(SealError) as ei:
+        wire.parse_envelope(blob + b"\x00", BIG)
+    assert ei.value.reason == "malformed_envelope"
+
+
+def _seal_raw_plaintext(agent: keys.PrivateKey, ingest: keys.PrivateKey, header: wire.BatchHeader, compressed: bytes) -> bytes:
+    """Build an envelope around an arbitrary compressed payload, as a hostile agent could."""
+    hb = header.pack()
+    prefix = wire.MAGIC + struct.pack(">BI", 1, len(hb)) + hb
+    ct = wire.suite(header.suite).encrypt(compressed, ingest.public.key, info=prefix)
+    body = prefix + struct.pack(">I", len(ct)) + ct
+    return body + agent.key.sign(body)
+
+
+def _open_err(blob: bytes, agent, ingest, max_decompressed: int = 1 << 20, max_records: int = 1000) -> str:
+    header, hb, ct, _ = wire.parse_envelope(blob, BIG)
+    wire.verify(blob, agent.public)
+    with pytest.raises(SealError) as ei:
+        wire.open_records(header, hb, ct, ingest, max_decompressed, max_records)
+    return ei.value.reason
+
+
+def test_zstd_bomb_is_refused_with_and_without_declared_size(agent_key, ingest_key) -> None:
+    h = wire.BatchHeader(1, "x25519", ingest_key.key_id, agent_key.key_id, ("acme",), 1, 1.0, 1, 0)
+    zeros = b"\x00" * (8 << 20)
+    declared = zstandard.ZstdCompressor().compress(zeros)
+    undeclared = zstandard.ZstdCompressor(write_content_size=False).compress(zeros)
+    assert zstandard.frame_content_size(undeclared) == -1
+    for payload in (declared, undeclared):
+        assert len(payload) < 4096
+        blob = _seal_raw_plaintext(agent_key, ingest_key, h, payload)
+        assert _open_err(blob, agent_key, ingest_key, max_decompressed=1 << 20) == "decompressed_too_large"
+
+
+def test_malformed_payloads_have_precise_reasons(agent_key, ingest_key) -> None:
+    def hdr(ns: int = 1, ne: int = 0) -> wire.BatchHeader:
+        return wire.BatchHeader(1, "x25519", ingest_key.key_id, agent_key.key_id, ("acme",), 1, 1.0, ns, ne)
+
+    good = {"s": "m", "k": "gauge", "v": 1.0, "l": {"tenant_id": "acme"}, "t": 1.0}
+    z = zstandard.ZstdCompressor().compress
+    cases = [
+        ("bad_compression", hdr(), b"not zstd at all"),
+        ("bad_msgpack", hdr(), z(b"\xc1")),  # 0xc1 is never used in msgpack
+        ("bad_msgpack", hdr(), z(msgpack.packb([good]) + b"\x01")),  # trailing data
+        ("bad_record", hdr(), z(msgpack.packb({"a": 1}))),
+        ("bad_record", hdr(), z(msgpack.packb([{**good, "v": "1.0"}]))),
+        ("bad_record", hdr(), z(msgpack.packb([{**good, "v": True}]))),
+        ("bad_record", hdr(), z(msgpack.packb([{**good, "k": "histogram"}]))),
+        ("bad_record", hdr(), z(msgpack.packb([{**good, "l": {"tenant_id": 5}}]))),
+        ("bad_record", hdr(), z(msgpack.packb([{**good, "extra": 1}]))),
+        ("bad_record", hdr(), z(msgpack.packb([{**good, "l": {"tenant_id": "other"}}]))),
+        ("bad_record", hdr(), z(msgpack.packb([{**good, "l": {}}]))),
+        ("bad_record", hdr(0, 1), z(msgpack.packb([{"e": "x", "t": 1.0, "f": {"b": b"bytes"}, "l": {"tenant_id": "acme"}}], use_bin_type=True))),
+        ("bad_msgpack", hdr(), z(msgpack.packb([{**good, "t": msgpack.ExtType(5, b"x")}]))),
+        ("count_mismatch", hdr(2), z(msgpack.packb([good]))),
+        ("too_many_records", hdr(0), z(msgpack.packb([good] * 5))),
+    ]
+    for reason, h, payload in cases:
+        blob = _seal_raw_plaintext(agent_key, ingest_key, h, payload)
+        assert _open_err(blob, agent_key, ingest_key, max_records=3) == reason, (reason, payload[:40])
+
+
+def test_header_with_wrong_types_is_bad_header(agent_key, ingest_key) -> None:
+    good = _header(agent_key, ingest_key, _records()).to_map()
+    for change in ({"seq": "1"}, {"seq": -1}, {"created": 5}, {"tenants": []}, {"tenants": ["a", "a"]}, {"extra": 1}, {"aid": ""}):
+        hb = msgpack.packb({**good, **change})
+        blob = wire.MAGIC + struct.pack(">BI", 1, len(hb)) + hb + struct.pack(">I", 64) + os.urandom(64) + os.urandom(64)
+        with pytest.raises(SealError) as ei:
+            wire.parse_envelope(blob, BIG)
+        assert ei.value.reason == "bad_header", change
+    hb = msgpack.packb({**good, "suite": "rot13"})
+    blob = wire.MAGIC + struct.pack(">BI", 1, len(hb)) + hb + struct.pack(">I", 64) + os.urandom(64) + os.urandom(64)
+    with pytest.raises(SealError) as ei:
+        wire.parse_envelope(blob, BIG)
+    assert ei.value.reason == "unknown_suite"
+
+
+def test_decode_records_rejects_wrong_field_types() -> None:
+    with pytest.raises(SealError) as ei:
+        wire.decode_records([{"s": "m", "k": "gauge", "v": [1], "l": {"tenant_id": "a"}, "t": 1.0}])
+    assert ei.value.reason == "bad_record"
+    with pytest.raises(SealError):
+        wire.decode_records([{"e": "k", "t": "now", "f": {}, "l": {}}])
+
+
+def test_sample_without_time_needs_a_default() -> None:
+    with pytest.raises(SealError) as ei:
+        wire.encode_records([Sample("m", "gauge", 1.0, {"tenant_id": "a"})], [])
+    assert ei.value.reason == "seal_failed"

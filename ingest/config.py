@@ -1,0 +1,219 @@
+"""The ingest's config file (TOML), validated from dataclasses.
+
+Example::
+
+    listen = "127.0.0.1:9436"
+    private_keys = ["/etc/hostmon/ingest.key", "/etc/hostmon/ingest-2025.key"]
+
+    [[agents]]
+    name = "web-01"
+    public_key = "/etc/hostmon/agents/web-01.pub"   # or the key text itself
+    tenants = ["acme", "acme-staging"]
+
+    [limits]
+    max_body_bytes = 16777216
+
+    [sqlite]
+    path = "/var/lib/hostmon-ingest/ingest.db"
+
+    [remote_write]
+    url = "http://127.0.0.1:9090/api/v1/write"
+
+Relative paths are resolved against the directory of the config file. Several
+``private_keys`` may be listed at once (key rotation): a batch names the key id
+it was sealed to and the ingest picks that key. Every private key file must be
+readable by its owner only (``chmod 600``), or the ingest refuses to start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from typing import Any
+
+from agent.api import field
+from agent.config import load_dataclass, parse_listen
+from agent.errors import ConfigError, KeyFileError
+from agent.shipping import keys as keymod
+from agent.tenancy import validate_tenant_id
+
+DEFAULT_LISTEN = "127.0.0.1:9436"
+
+
+def _check_listen(v: str) -> None:
+    parse_listen(v)
+
+
+def _check_positive(v: float) -> None:
+    if v <= 0:
+        raise ValueError("must be greater than 0")
+
+
+def _check_not_negative(v: float) -> None:
+    if v < 0:
+        raise ValueError("must be 0 or more")
+
+
+def _check_tenants(v: list[str]) -> None:
+    if not v:
+        raise ValueError("list at least one tenant id this agent may write")
+    for t in v:
+        validate_tenant_id(t)
+
+
+def _check_sync(v: str) -> None:
+    if v not in ("full", "normal"):
+        raise ValueError("must be 'full' (survives power loss) or 'normal' (survives a process crash only)")
+
+
+def _check_url(v: str) -> None:
+    if v and not (v.startswith("http://") or v.startswith("https://")):
+        raise ValueError("must be an http:// or https:// URL")
+
+
+@dataclasses.dataclass
+class AgentEntry:
+    public_key: str = field("", "The agent's Ed25519 public key: the text of its agent.pub ('hostmon-ed25519 BASE64') or the path of that file.")
+    tenants: list[str] = field([], "Tenant ids this agent may write; a batch naming any other tenant is refused (403).", check=_check_tenants)
+    name: str = field("", "A name for logs (the agent id is derived from the public key).")
+
+    def validate(self) -> None:
+        if not self.public_key:
+            raise ValueError("public_key is required (the agent's agent.pub text or file path)")
+
+
+@dataclasses.dataclass
+class LimitsConfig:
+    max_body_bytes: int = field(16 * 1024 * 1024, "Largest request body accepted, in bytes; larger is refused with 413 before it is read.", check=_check_positive)
+    max_decompressed_bytes: int = field(64 * 1024 * 1024, "Largest decompressed batch, in bytes; a batch that inflates past it (a zstd bomb) is refused with 413.", check=_check_positive)
+    max_records: int = field(200_000, "Most samples plus events in one batch; more is refused with 413.", check=_check_positive)
+    max_batch_age_seconds: float = field(7 * 86400.0, "Oldest batch creation time accepted, in seconds before now; older is refused with 410 (replay protection).", check=_check_positive)
+    max_clock_skew_seconds: float = field(300.0, "How far in the future a batch's creation time may be (agent clock ahead); further is refused with 400.", check=_check_not_negative)
+    max_inflight: int = field(8, "Batches being decrypted or stored at once; more are answered 503 with Retry-After, so memory stays bounded.", check=_check_positive)
+
+
+@dataclasses.dataclass
+class SqliteConfig:
+    path: str = field("ingest.db", "SQLite database file (WAL mode); relative to the config file's directory.")
+    synchronous: str = field("full", "'full' fsyncs every commit (survives power loss); 'normal' survives a process crash but may lose the last commits on power loss.", check=_check_sync)
+    retention_seconds: float = field(30 * 86400.0, "Delete data of batches received longer ago than this; 0 keeps everything.", check=_check_not_negative)
+    max_bytes: int = field(0, "Delete the oldest batches' data while the database uses more than this many bytes; 0 means no size limit.", check=_check_not_negative)
+    retention_interval_seconds: float = field(60.0, "Seconds between two retention passes.", check=_check_positive)
+    store_samples: bool = field(True, "Store samples in SQLite; set false when remote_write is the sample store (batches and events are always stored).")
+
+
+@dataclasses.dataclass
+class RemoteWriteConfig:
+    url: str = field("", "Prometheus remote-write 1.0 endpoint (e.g. http://prometheus:9090/api/v1/write); empty disables it.", check=_check_url)
+    timeout_seconds: float = field(30.0, "Seconds one remote-write request may take; a timeout answers the agent 503 so it retries.", check=_check_positive)
+    ca_file: str = field("", "PEM file of CA certificates for an https url; empty uses the system's. Verification is always on.")
+    headers: dict[str, str] = field({}, "Extra HTTP headers sent with every request (e.g. Authorization).")
+
+
+@dataclasses.dataclass
+class IngestConfig:
+    listen: str = field(DEFAULT_LISTEN, "Address the ingest listens on; loopback by default, 0.0.0.0:9436 to accept agents from other hosts.", check=_check_listen)
+    private_keys: list[str] = field([], "Ingest private key files (one per key id, several during a rotation); each must be chmod 600.")
+    tls_cert: str = field("", "PEM certificate chain for HTTPS; empty serves plain HTTP (put a TLS proxy in front, or set both tls_cert and tls_key).")
+    tls_key: str = field("", "PEM private key for tls_cert; must be chmod 600.")
+    agents: list[AgentEntry] = field([], "Enrolled agents: each public key with the tenants it may write.")
+    limits: LimitsConfig = dataclasses.field(default_factory=LimitsConfig)
+    sqlite: SqliteConfig = dataclasses.field(default_factory=SqliteConfig)
+    remote_write: RemoteWriteConfig = dataclasses.field(default_factory=RemoteWriteConfig)
+
+    source: str = dataclasses.field(default="<defaults>", metadata={"internal": True})
+
+    def validate(self) -> None:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("set both tls_cert and tls_key, or neither")
+
+
+@dataclasses.dataclass(frozen=True)
+class Enrollment:
+    agent_id: str
+    name: str
+    public: keymod.PublicKey
+    tenants: frozenset[str]
+
+
+@dataclasses.dataclass
+class LoadedKeys:
+    """Everything secret the ingest runs with, loaded and checked."""
+
+    private: dict[str, keymod.PrivateKey]  # key id -> key
+    agents: dict[str, Enrollment]  # agent id -> enrollment
+
+
+def _resolve(base: str, p: str) -> str:
+    p = os.path.expanduser(p)
+    return p if os.path.isabs(p) else os.path.join(base, p)
+
+
+def load(path: str) -> IngestConfig:
+    """Read and validate the config file; raises ConfigError naming file, key and reason."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(path, "", "config file not found") from None
+    except OSError as e:
+        raise ConfigError(path, "", f"cannot read: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(path, "", f"not valid TOML: {e}") from None
+    return from_dict(data, path)
+
+
+def from_dict(data: dict[str, Any], file: str) -> IngestConfig:
+    cfg: IngestConfig = load_dataclass(data, IngestConfig, file, "")
+    cfg.source = file
+    base = os.path.dirname(os.path.abspath(file)) if not file.startswith("<") else os.getcwd()
+    cfg.private_keys = [_resolve(base, p) for p in cfg.private_keys]
+    cfg.sqlite.path = _resolve(base, cfg.sqlite.path)
+    if cfg.tls_cert:
+        cfg.tls_cert = _resolve(base, cfg.tls_cert)
+        cfg.tls_key = _resolve(base, cfg.tls_key)
+    if cfg.remote_write.ca_file:
+        cfg.remote_write.ca_file = _resolve(base, cfg.remote_write.ca_file)
+    for a in cfg.agents:
+        if not a.public_key.lstrip().startswith("hostmon-"):
+            a.public_key = _resolve(base, a.public_key)
+    return cfg
+
+
+def load_keys(cfg: IngestConfig) -> LoadedKeys:
+    """Load the private keys and enrolled agents; raises ConfigError (file, key, reason).
+
+    A private key that group or others can read is refused (KeyFileError's
+    message says which file and the chmod to run).
+    """
+    file = cfg.source
+    if not cfg.private_keys:
+        raise ConfigError(file, "private_keys", "list at least one ingest private key file (create one with `hostmon keys ingest`)")
+    private: dict[str, keymod.PrivateKey] = {}
+    for i, p in enumerate(cfg.private_keys):
+        try:
+            k = keymod.load_private_key(p, keymod.INGEST_ALGORITHMS)
+        except KeyFileError as e:
+            raise ConfigError(file, f"private_keys[{i}]", str(e)) from None
+        private[k.key_id] = k
+    if cfg.tls_key:
+        try:
+            keymod.check_private_permissions(cfg.tls_key)
+        except (KeyFileError, OSError) as e:
+            raise ConfigError(file, "tls_key", str(e)) from None
+    agents: dict[str, Enrollment] = {}
+    for i, a in enumerate(cfg.agents):
+        key = f"agents[{i}].public_key"
+        try:
+            if a.public_key.lstrip().startswith("hostmon-"):
+                pub = keymod.parse_public_key(a.public_key, (keymod.ED25519,))
+            else:
+                pub = keymod.load_public_key(a.public_key, (keymod.ED25519,))
+        except (KeyFileError, ValueError) as e:
+            raise ConfigError(file, key, str(e)) from None
+        aid = keymod.agent_id_of(pub)
+        if aid in agents:
+            raise ConfigError(file, key, f"agent {aid} is enrolled twice (also agents[{list(agents).index(aid)}])")
+        agents[aid] = Enrollment(aid, a.name or aid, pub, frozenset(a.tenants))
+    return LoadedKeys(private, agents)

@@ -1,0 +1,457 @@
+"""The ingest HTTP server: ``POST /v1/batches``, ``GET /metrics``, ``GET /healthz``.
+
+A batch goes through these checks, cheapest first; the first that fails
+answers with its status and a JSON body ``{"error": REASON, "detail": ...}``,
+counts ``hostmon_ingest_rejected_total{reason}`` and stores nothing:
+
+======  =====================================================================
+status  reasons
+======  =====================================================================
+415     ``wrong_content_type`` (not ``application/vnd.hostmon.batch``)
+413     ``body_too_large`` (Content-Length or body over ``max_body_bytes``),
+        ``decompressed_too_large`` (a zstd bomb), ``too_many_records``
+503     ``busy`` (``max_inflight`` batches already in work; ``Retry-After: 1``)
+400     ``malformed_envelope``, ``bad_magic``, ``unsupported_version``,
+        ``bad_header``, ``unknown_suite``, ``unknown_key_id`` (sealed to an
+        ingest key this ingest does not hold), ``wrong_key``,
+        ``created_in_future`` (beyond ``max_clock_skew_seconds``),
+        ``decrypt_failed``, ``bad_compression``, ``bad_msgpack``
+401     ``bad_signature`` (the envelope is not signed by the enrolled key)
+403     ``unknown_agent`` (no enrolled key for the header's agent id),
+        ``tenant_not_allowed`` (the batch names a tenant the agent may not write)
+409     ``replay`` (this agent's sequence number was stored with other content)
+410     ``too_old`` (created more than ``max_batch_age_seconds`` ago)
+422     ``bad_record`` (wrong record shape or field types, a record's tenant
+        not named in the header), ``count_mismatch``
+======  =====================================================================
+
+Success is ``200 {"status": "stored"}`` only after the SQLite commit (and,
+with remote write on, after the receiver's 2xx). Sending the very same
+envelope again (an honest retry whose answer was lost) is
+``200 {"status": "duplicate"}`` and stores nothing. A retryable failure of
+the remote-write receiver answers 503 (``remote_write_unavailable``) so the
+agent keeps the batch and retries.
+
+The order matters for safety: nothing is decrypted before the signature of an
+enrolled agent checked out, and the dedupe decision is made again inside the
+storing transaction, so two racing copies of one batch store it once.
+
+Test-only fault hook: with ``HOSTMON_INGEST_FAULT=kill_after_commit`` the
+process SIGKILLs itself right after the first commit, before answering (the
+proof that an agent's retry then stores no duplicate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import signal
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from agent.config import parse_listen
+from agent.errors import SealError
+from agent.shipping import wire
+from ingest.config import IngestConfig, LoadedKeys, load_keys
+from ingest.remote_write import RemoteWriteError, RemoteWriteSink
+from ingest.sqlite_sink import DUPLICATE, REPLAY, STORED, BatchRows, SqliteSink
+
+log = logging.getLogger("hostmon.ingest")
+
+BATCH_PATH = "/v1/batches"
+FAULT_ENV = "HOSTMON_INGEST_FAULT"
+
+# SealError reason (or the server's own reason) -> HTTP status
+STATUS: dict[str, int] = {
+    "wrong_content_type": 415,
+    "body_too_large": 413,
+    "too_large": 413,
+    "decompressed_too_large": 413,
+    "too_many_records": 413,
+    "busy": 503,
+    "malformed_envelope": 400,
+    "bad_magic": 400,
+    "unsupported_version": 400,
+    "bad_header": 400,
+    "unknown_suite": 400,
+    "unknown_key_id": 400,
+    "wrong_key": 400,
+    "created_in_future": 400,
+    "decrypt_failed": 400,
+    "bad_compression": 400,
+    "bad_msgpack": 400,
+    "bad_signature": 401,
+    "unknown_agent": 403,
+    "tenant_not_allowed": 403,
+    "replay": 409,
+    "too_old": 410,
+    "bad_record": 422,
+    "count_mismatch": 422,
+    "remote_write_unavailable": 503,
+}
+# wire's too_large is our body_too_large: one reason per cause in the metrics
+_RENAME = {"too_large": "body_too_large"}
+
+
+class Rejected(Exception):
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.reason = _RENAME.get(reason, reason)
+        self.detail = detail
+        self.status = STATUS.get(self.reason, 400)
+
+
+class IngestMetrics:
+    def __init__(self, tenants: set[str], inflight_limit: int) -> None:
+        disable_created_metrics()  # no *_created series: they double the output and no one reads them
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.rejected = Counter("hostmon_ingest_rejected", "Batches refused, by reason (nothing of them was stored).", ["reason"], registry=r)
+        for reason in sorted({_RENAME.get(k, k) for k in STATUS}):
+            self.rejected.labels(reason)
+        self.batches = Counter("hostmon_ingest_batches", "Batches answered 200, by result (stored, or duplicate of a stored batch).", ["result"], registry=r)
+        for res in (STORED, DUPLICATE):
+            self.batches.labels(res)
+        self.samples = Counter("hostmon_ingest_samples", "Samples stored, by tenant.", ["tenant_id"], registry=r)
+        self.events = Counter("hostmon_ingest_events", "Events stored, by tenant.", ["tenant_id"], registry=r)
+        for t in sorted(tenants):  # enrolled tenants only: a bounded label set
+            self.samples.labels(t)
+            self.events.labels(t)
+        self.bytes = Counter("hostmon_ingest_received_bytes", "Bytes of batch envelopes received (accepted or not).", registry=r)
+        self.store_seconds = Histogram(
+            "hostmon_ingest_store_duration_seconds",
+            "Time to store one batch durably (commit included).",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.inflight = Gauge("hostmon_ingest_inflight", "Batches being checked or stored now.", registry=r)
+        self.inflight_limit = Gauge("hostmon_ingest_inflight_limit", "Most batches in work at once; more are answered 503 (counted as rejected{reason=\"busy\"}).", registry=r)
+        self.inflight_limit.set(inflight_limit)
+        self.rw_requests = Counter("hostmon_ingest_remote_write_requests", "Remote-write requests, by result (success, retryable_error, rejected).", ["result"], registry=r)
+        for res in ("success", "retryable_error", "rejected"):
+            self.rw_requests.labels(res)
+        self.rw_dropped = Counter("hostmon_ingest_remote_write_dropped_samples", "Samples the remote-write receiver refused for good (4xx); kept in SQLite when store_samples is on.", registry=r)
+        self.db_bytes = Gauge("hostmon_ingest_sqlite_used_bytes", "Bytes of the SQLite database in use (pages minus free pages).", registry=r)
+        self.db_limit = Gauge("hostmon_ingest_sqlite_limit_bytes", "sqlite.max_bytes (0: no size limit).", registry=r)
+        self.retention_deleted = Counter("hostmon_ingest_retention_deleted", "Rows deleted by retention, by kind (samples, events).", ["kind"], registry=r)
+        for k in ("samples", "events"):
+            self.retention_deleted.labels(k)
+        self.agents = Gauge("hostmon_ingest_enrolled_agents", "Agents enrolled in the config.", registry=r)
+        self.keys = Gauge("hostmon_ingest_private_keys", "Ingest private keys loaded (more than one during a rotation).", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _labels_json(labels: dict[str, str], cache: dict[tuple[tuple[str, str], ...], str]) -> str:
+    key = tuple(labels.items())
+    s = cache.get(key)
+    if s is None:
+        s = json.dumps(labels, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        if len(cache) > 100_000:
+            cache.clear()
+        cache[key] = s
+    return s
+
+
+def records_to_rows(
+    records: list[dict[str, Any]],
+) -> tuple[list[tuple[str, str, str, float, float]], list[tuple[str, str, str, str, float]]]:
+    """Validated wire records -> sink rows (tenant, name, labels_json, value, ts) / events."""
+    cache: dict[tuple[tuple[str, str], ...], str] = {}
+    samples: list[tuple[str, str, str, float, float]] = []
+    events: list[tuple[str, str, str, str, float]] = []
+    for r in records:
+        labels = r["l"]
+        if "s" in r:
+            samples.append((labels["tenant_id"], r["s"], _labels_json(labels, cache), float(r["v"]), float(r["t"])))
+        else:
+            events.append(
+                (
+                    labels["tenant_id"],
+                    r["e"],
+                    _labels_json(labels, cache),
+                    json.dumps(r["f"], sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True),
+                    float(r["t"]),
+                )
+            )
+    return samples, events
+
+
+class IngestServer:
+    """Owns the sinks, the keys and the aiohttp application."""
+
+    def __init__(self, cfg: IngestConfig, keys: LoadedKeys | None = None) -> None:
+        self.cfg = cfg
+        self.keys = keys if keys is not None else load_keys(cfg)
+        lim = cfg.limits
+        self.sink = SqliteSink(
+            cfg.sqlite.path,
+            synchronous=cfg.sqlite.synchronous,
+            retention_seconds=cfg.sqlite.retention_seconds,
+            max_bytes=cfg.sqlite.max_bytes,
+            dedupe_seconds=lim.max_batch_age_seconds + lim.max_clock_skew_seconds + 60,
+            store_samples=cfg.sqlite.store_samples,
+        )
+        self.remote: RemoteWriteSink | None = None
+        if cfg.remote_write.url:
+            self.remote = RemoteWriteSink(
+                cfg.remote_write.url,
+                timeout_seconds=cfg.remote_write.timeout_seconds,
+                ca_file=cfg.remote_write.ca_file,
+                headers=cfg.remote_write.headers,
+            )
+        tenants = {t for e in self.keys.agents.values() for t in e.tenants}
+        self.metrics = IngestMetrics(tenants, lim.max_inflight)
+        self.metrics.agents.set(len(self.keys.agents))
+        self.metrics.keys.set(len(self.keys.private))
+        self.metrics.db_limit.set(cfg.sqlite.max_bytes)
+        self._inflight = 0
+        self._fault = os.environ.get(FAULT_ENV, "")
+        self._retention_task: asyncio.Task[None] | None = None
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # -- life cycle -------------------------------------------------------------
+    def app(self) -> web.Application:
+        # Body size is enforced by the handler (413 with a counted reason);
+        # aiohttp's own cap is set just above it as a backstop.
+        app = web.Application(client_max_size=self.cfg.limits.max_body_bytes + 1)
+        app.router.add_post(BATCH_PATH, self.handle_batch)
+        app.router.add_get("/metrics", self.handle_metrics)
+        app.router.add_get("/healthz", self.handle_health)
+        app.cleanup_ctx.append(self._lifecycle)
+        return app
+
+    async def _lifecycle(self, app: web.Application) -> AsyncIterator[None]:
+        await self.open()
+        try:
+            yield
+        finally:
+            await self.close()
+
+    async def open(self) -> None:
+        await self.sink.open()
+        if self.remote is not None:
+            await self.remote.start()
+        self.metrics.db_bytes.set(await self.sink.used_bytes())
+        self._retention_task = asyncio.create_task(self._retention_loop())
+
+    async def close(self) -> None:
+        if self._retention_task is not None:
+            self._retention_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention_task
+            self._retention_task = None
+        if self.remote is not None:
+            await self.remote.close()
+        await self.sink.close()
+
+    async def run_retention(self) -> None:
+        res = await self.sink.retention()
+        self.metrics.retention_deleted.labels("samples").inc(res.samples_deleted)
+        self.metrics.retention_deleted.labels("events").inc(res.events_deleted)
+        self.metrics.db_bytes.set(res.used_bytes)
+        if res.samples_deleted or res.events_deleted:
+            log.info(
+                "retention deleted %d samples and %d events (database now %d bytes)",
+                res.samples_deleted, res.events_deleted, res.used_bytes,
+            )
+
+    async def _retention_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.sqlite.retention_interval_seconds)
+            try:
+                await self.run_retention()
+            except Exception:  # keep serving; the next pass tries again
+                log.exception("retention pass failed")
+
+    async def start(self, host: str | None = None, port: int | None = None) -> str:
+        """Listen (config ``listen`` unless host/port given); returns the base URL."""
+        h, p = parse_listen(self.cfg.listen)
+        host = h if host is None else host
+        port = p if port is None else port
+        ssl_ctx = None
+        if self.cfg.tls_cert:
+            ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_ctx.load_cert_chain(self.cfg.tls_cert, self.cfg.tls_key)
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_ctx, reuse_address=True)
+        await site.start()
+        sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
+        bound = sockets[0].getsockname()[1] if sockets else port
+        scheme = "https" if ssl_ctx else "http"
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"{scheme}://{shown}:{bound}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- handlers ---------------------------------------------------------------
+    async def handle_metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def handle_health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    def _reject(self, e: Rejected) -> web.Response:
+        self.metrics.rejected.labels(e.reason).inc()
+        headers = {"Retry-After": "1"} if e.status == 503 else None
+        if e.status not in (503,):
+            log.info("batch refused: %s %s", e.reason, e.detail)
+        return web.json_response({"error": e.reason, "detail": e.detail[:300]}, status=e.status, headers=headers)
+
+    async def handle_batch(self, request: web.Request) -> web.Response:
+        try:
+            return await self._handle_batch(request)
+        except Rejected as e:
+            return self._reject(e)
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self.cfg.limits.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise Rejected("body_too_large", f"Content-Length {request.content_length} > {limit}")
+        buf = bytearray()
+        while True:
+            chunk = await request.content.read(1 << 20)
+            if not chunk:
+                break
+            buf += chunk
+            if len(buf) > limit:
+                raise Rejected("body_too_large", f"more than {limit} bytes")
+        return bytes(buf)
+
+    async def _handle_batch(self, request: web.Request) -> web.Response:
+        ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if ctype != wire.CONTENT_TYPE:
+            raise Rejected("wrong_content_type", f"expected {wire.CONTENT_TYPE}")
+        if self._inflight >= self.cfg.limits.max_inflight:
+            raise Rejected("busy", "too many batches in work")
+        self._inflight += 1
+        self.metrics.inflight.set(self._inflight)
+        try:
+            blob = await self._read_body(request)
+            self.metrics.bytes.inc(len(blob))
+            return await self._process(blob)
+        finally:
+            self._inflight -= 1
+            self.metrics.inflight.set(self._inflight)
+
+    def _check_header(self, blob: bytes) -> tuple[wire.BatchHeader, bytes, bytes, Any, Any]:
+        """Structure, enrollment, signature, tenants, key id, age. Runs in a worker thread."""
+        lim = self.cfg.limits
+        try:
+            header, header_bytes, ct, _sig = wire.parse_envelope(blob, lim.max_body_bytes)
+        except SealError as e:
+            raise Rejected(e.reason, e.detail) from None
+        enrolled = self.keys.agents.get(header.agent_id)
+        if enrolled is None:
+            raise Rejected("unknown_agent", f"agent {header.agent_id[:32]} is not enrolled")
+        try:
+            wire.verify(blob, enrolled.public)
+        except SealError as e:
+            raise Rejected(e.reason, e.detail) from None
+        denied = [t for t in header.tenants if t not in enrolled.tenants]
+        if denied:
+            raise Rejected("tenant_not_allowed", f"agent {enrolled.name} may not write tenant {denied[0][:64]}")
+        key = self.keys.private.get(header.key_id)
+        if key is None:
+            raise Rejected("unknown_key_id", f"batch sealed to ingest key {header.key_id[:32]}, not held here")
+        now = time.time()
+        if header.created < now - lim.max_batch_age_seconds:
+            raise Rejected("too_old", f"batch created {now - header.created:.0f}s ago")
+        if header.created > now + lim.max_clock_skew_seconds:
+            raise Rejected("created_in_future", f"batch created {header.created - now:.0f}s in the future")
+        return header, header_bytes, ct, key, enrolled
+
+    def _open(self, header: wire.BatchHeader, header_bytes: bytes, ct: bytes, key: Any) -> tuple[list[Any], list[Any], list[dict[str, Any]]]:
+        lim = self.cfg.limits
+        try:
+            records = wire.open_records(header, header_bytes, ct, key, lim.max_decompressed_bytes, lim.max_records)
+        except SealError as e:
+            raise Rejected(e.reason, e.detail) from None
+        samples, events = records_to_rows(records)
+        return samples, events, records
+
+    async def _process(self, blob: bytes) -> web.Response:
+        loop = asyncio.get_running_loop()
+        header, header_bytes, ct, key, _enrolled = await loop.run_in_executor(None, self._check_header, blob)
+        digest = hashlib.sha256(blob).digest()
+        known = await self.sink.lookup(header.agent_id, header.seq)
+        if known is not None:
+            if known == digest:
+                self.metrics.batches.labels(DUPLICATE).inc()
+                return web.json_response({"status": DUPLICATE})
+            raise Rejected("replay", f"sequence {header.seq} was stored with other content")
+        samples, events, records = await loop.run_in_executor(None, self._open, header, header_bytes, ct, key)
+        if self.remote is not None and samples:
+            await self._remote_write(records)
+        t0 = time.perf_counter()
+        result = await self.sink.store(
+            BatchRows(header.agent_id, header.seq, digest, header.created, samples, events)
+        )
+        self.metrics.store_seconds.observe(time.perf_counter() - t0)
+        if self._fault == "kill_after_commit" and result == STORED:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if result == REPLAY:
+            raise Rejected("replay", f"sequence {header.seq} was stored with other content")
+        self.metrics.batches.labels(result).inc()
+        if result == STORED:
+            per_tenant: dict[str, list[int]] = {}
+            for row in samples:
+                per_tenant.setdefault(row[0], [0, 0])[0] += 1
+            for row in events:
+                per_tenant.setdefault(row[0], [0, 0])[1] += 1
+            for t, (ns, ne) in per_tenant.items():
+                if ns:
+                    self.metrics.samples.labels(t).inc(ns)
+                if ne:
+                    self.metrics.events.labels(t).inc(ne)
+        return web.json_response({"status": result})
+
+    async def _remote_write(self, records: list[dict[str, Any]]) -> None:
+        assert self.remote is not None
+        samples = [(r["s"], r["l"], r["v"], r["t"]) for r in records if "s" in r]
+        try:
+            await self.remote.write(samples)
+        except RemoteWriteError as e:
+            if e.retryable:
+                self.metrics.rw_requests.labels("retryable_error").inc()
+                log.warning("remote write failed, agent will retry: %s", e)
+                raise Rejected("remote_write_unavailable", "the remote-write receiver is unavailable; retry later") from None
+            self.metrics.rw_requests.labels("rejected").inc()
+            self.metrics.rw_dropped.inc(len(samples))
+            log.error("remote write receiver refused %d samples for good: %s", len(samples), e)
+            return
+        self.metrics.rw_requests.labels("success").inc()
+
+
+async def serve(cfg: IngestConfig, stop: asyncio.Event | None = None, on_ready: Callable[[str], None] | None = None) -> None:
+    """Run the ingest until ``stop`` is set (or SIGTERM/SIGINT)."""
+    server = IngestServer(cfg)
+    url = await server.start()
+    log.info("ingest listening on %s (%d agents enrolled, %d keys)", url, len(server.keys.agents), len(server.keys.private))
+    if on_ready is not None:
+        on_ready(url)
+    ev = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, ev.set)
+    try:
+        await ev.wait()
+    finally:
+        await server.stop()

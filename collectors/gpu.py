@@ -88,12 +88,17 @@ def _clean(value: object, limit: int = _MAX_LABEL) -> str:
     return text[:limit]
 
 
-def _read_text(path: str) -> str:
+def _read_text(path: str) -> str | None:
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             return f.read()
     except OSError:
-        return ""
+        return None
+
+
+def _check_top_processes(n: int) -> None:
+    if not 0 <= n <= 50:
+        raise ValueError(f"must be between 0 and 50, not {n}")
 
 
 @dataclasses.dataclass
@@ -102,6 +107,7 @@ class GpuConfig(CollectorConfig):
         5,
         "Per GPU, how many process groups (same process name and tenant) get their own GPU memory series; "
         "the rest are summed into process=\"other\"; 0 turns per-process series off.",
+        check=_check_top_processes,
     )
     pcie_throughput: bool = field(
         False,
@@ -109,11 +115,6 @@ class GpuConfig(CollectorConfig):
         "which adds about 40 ms per GPU to every collection.",
     )
 
-    def __post_init__(self) -> None:
-        if isinstance(self.top_processes, bool) or not isinstance(self.top_processes, int):
-            raise ValueError(f"top_processes: must be an integer, not {self.top_processes!r}")
-        if not 0 <= self.top_processes <= 50:
-            raise ValueError(f"top_processes: must be between 0 and 50, not {self.top_processes}")
 
 
 class GpuInitError(HostmonError):
@@ -487,7 +488,7 @@ class GpuCollector(Collector):
     def _identify(self, pid: int) -> tuple[str, str | None]:
         """(process name, tenant or None) for a host PID, from ``proc_root``."""
         base = os.path.join(self.ctx.proc_root, str(pid))
-        comm = _clean(_read_text(os.path.join(base, "comm")), _COMM_LEN) or UNKNOWN
+        comm = _clean(_read_text(os.path.join(base, "comm")) or "", _COMM_LEN) or UNKNOWN
         tenancy = self.ctx.tenancy
         if tenancy is None:
             return comm, None

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from agent.api import CollectorContext, CollectorUnavailable, Sample
+from agent.tenancy import Tenancy, TenantRule
 from collectors.gpu import FIELDS, THROTTLE_REASONS, GpuCollector, GpuConfig, GpuInitError
 
 _HERE = Path(__file__).resolve().parent
@@ -332,21 +333,6 @@ def test_the_collector_is_registered_as_gpu() -> None:
 
 
 # -- per-process memory ----------------------------------------------------------------------------
-class Tenancy:
-    """Maps the cgroup text to a tenant, as agent.tenancy does from its rules."""
-
-    def __init__(self) -> None:
-        self.calls: list[int] = []
-
-    def tenant_for(self, uid: int, cgroup_reader: Any) -> str | None:
-        self.calls.append(uid)
-        text = cgroup_reader()
-        for tenant in ("acme", "globex"):
-            if f"/{tenant}/" in text:
-                return tenant
-        return None
-
-
 def fake_proc(root: Path, pid: int, comm: str, cgroup: str = "0::/system.slice/x.service\n") -> None:
     d = root / str(pid)
     d.mkdir(parents=True)
@@ -367,6 +353,7 @@ def test_process_memory_keeps_the_top_groups_and_folds_the_rest_per_tenant(
         105: ("ollama", acme, 100),
         106: ("blender", acme, 200),
         107: ("stress", globex, 50),
+        109: ("Xorg", "0::/system.slice/display-manager.service\n", 20),  # no rule: the default tenant
     }
     for pid, (comm, cg, _) in procs.items():
         fake_proc(tmp_path, pid, comm, cg)
@@ -375,11 +362,14 @@ def test_process_memory_keeps_the_top_groups_and_folds_the_rest_per_tenant(
         + [(108, None)],  # NVML cannot size it: counted, not sized
         graphics_procs=[(106, 200 * MiB), (101, 4000 * MiB)],  # 101 has both contexts: once
     )
-    tenancy = Tenancy()
+    tenancy = Tenancy(
+        [TenantRule("acme", cgroup_regex="/acme/"), TenantRule("globex", cgroup_regex="/globex/")],
+        default_tenant="hostco",
+    )
     c = make(monkeypatch, FakeNVML([gpu]), GpuConfig(top_processes=3), proc_root=str(tmp_path), tenancy=tenancy)
     c.start()
     s = list(c.collect())
-    assert value(s, "hostmon_gpu_processes") == 8.0
+    assert value(s, "hostmon_gpu_processes") == 9.0
     mem = {
         (x.labels["process"], x.labels.get("tenant_id")): x.value / MiB
         for x in s
@@ -391,8 +381,8 @@ def test_process_memory_keeps_the_top_groups_and_folds_the_rest_per_tenant(
         ("python3", "globex"): 5000,
         ("other", "acme"): 300,  # blender + ollama
         ("other", "globex"): 50,  # stress
+        ("other", "hostco"): 20,  # Xorg
     }
-    assert tenancy.calls and set(tenancy.calls) == {os.getuid()}
     assert c.take_partial_errors() == {}
 
 
@@ -458,10 +448,23 @@ def test_graphics_processes_count_when_compute_listing_is_not_supported(monkeypa
     assert c.take_partial_errors() == {}
 
 
-@pytest.mark.parametrize("bad", [-1, 51, True, "5"])
-def test_top_processes_out_of_range_is_refused(bad: Any) -> None:
-    with pytest.raises(ValueError, match="top_processes"):
-        GpuConfig(top_processes=bad)
+@pytest.mark.parametrize(("bad", "reason"), [(-1, "between 0 and 50"), (51, "between 0 and 50"), (True, "integer"), ("5", "integer")])
+def test_a_bad_top_processes_names_file_key_and_reason(bad: Any, reason: str) -> None:
+    from agent.config import load_dataclass
+    from agent.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        load_dataclass({"top_processes": bad}, GpuConfig, "/etc/hostmon/hostmon.toml", "collectors.gpu")
+    assert info.value.file == "/etc/hostmon/hostmon.toml"
+    assert info.value.key == "collectors.gpu.top_processes"
+    assert reason in info.value.reason
+
+
+def test_the_default_config_loads_from_an_empty_section() -> None:
+    from agent.config import load_dataclass
+
+    cfg = load_dataclass({}, GpuConfig, "hostmon.toml", "collectors.gpu")
+    assert (cfg.top_processes, cfg.pcie_throughput) == (5, False)
 
 
 # -- the fake against the real bindings -------------------------------------------------------------

@@ -339,34 +339,23 @@ def count_tcp_states(text: str, counts: dict[str, int] | None = None) -> dict[st
 # --------------------------------------------------------------------------- /proc/PID/stat
 
 
-@dataclass(slots=True)
-class ProcStat:
-    """The fields of /proc/PID/stat the processes collector uses."""
-
-    comm: str
-    state: str
-    utime_ticks: int
-    stime_ticks: int
-    num_threads: int
-    starttime_ticks: int
-    rss_pages: int
+# Indexes into the tuple parse_pid_stat returns.
+PS_COMM, PS_STATE, PS_UTIME, PS_STIME, PS_THREADS, PS_START, PS_RSS = range(7)
 
 
-def parse_pid_stat(data: bytes) -> ProcStat:
-    """Parse /proc/PID/stat. ``comm`` may hold spaces and parentheses: it ends at the LAST ``)``."""
+def parse_pid_stat(data: bytes) -> tuple[bytes, bytes, int, int, int, int, int]:
+    """Parse /proc/PID/stat into ``(comm, state, utime, stime, num_threads, starttime, rss_pages)``.
+
+    Times are in clock ticks (``USER_HZ``), RSS in pages. ``comm`` and ``state`` stay
+    bytes (decoded once per group, not once per process: this runs for every PID).
+    ``comm`` may hold spaces and parentheses, so it ends at the LAST ``)``.
+    """
     lpar = data.find(b"(")
     rpar = data.rfind(b")")
     if lpar < 0 or rpar < lpar:
         raise ValueError(f"pid stat: no (comm) in {data[:80]!r}")
-    comm = data[lpar + 1 : rpar].decode("utf-8", "replace")
-    f = data[rpar + 2 :].split()
-    # f[0] is field 3 (state); field N is f[N - 3].
-    return ProcStat(
-        comm=comm,
-        state=f[0].decode("ascii", "replace"),
-        utime_ticks=int(f[11]),
-        stime_ticks=int(f[12]),
-        num_threads=int(f[17]),
-        starttime_ticks=int(f[19]),
-        rss_pages=int(f[21]),
-    )
+    # f[0] is field 3 (state) of proc(5); field N is f[N - 3].
+    f = data[rpar + 2 :].split(None, 22)
+    if len(f) < 22:
+        raise ValueError(f"pid stat: {len(f)} fields after comm, expected at least 22")
+    return (data[lpar + 1 : rpar], f[0], int(f[11]), int(f[12]), int(f[17]), int(f[19]), int(f[21]))

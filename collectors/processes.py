@@ -35,6 +35,7 @@ from agent.api import COUNTER, GAUGE, Collector, CollectorConfig, CollectorConte
 from collectors import _procfs
 
 OTHER = "other"
+_OTHER_B = OTHER.encode()
 _GROUP_LABELS = ("groupname", "tenant_id")
 _VANISHED = (errno.ENOENT, errno.ESRCH)
 
@@ -43,18 +44,6 @@ _VANISHED = (errno.ENOENT, errno.ESRCH)
 class ProcessesConfig(CollectorConfig):
     top_n: int = field(20, "Process groups with their own series: the top N by CPU plus the top N by memory; the rest fold into 'other'.")
     open_fds: bool = field(True, "Count open file descriptors per group (one directory listing per process).")
-
-
-class _Prev:
-    """What is remembered of one PID between collections."""
-
-    __slots__ = ("start", "cpu", "uid", "tenant")
-
-    def __init__(self, start: int, cpu: int, uid: int, tenant: str) -> None:
-        self.start = start
-        self.cpu = cpu
-        self.uid = uid
-        self.tenant = tenant
 
 
 @registry.register
@@ -95,10 +84,22 @@ class ProcessesCollector(Collector):
 
     def __init__(self, config: CollectorConfig, ctx: CollectorContext) -> None:
         super().__init__(config, ctx)
-        self._prev: dict[int, _Prev] = {}
-        self._group_cpu: dict[tuple[str, str], int] = {}  # ticks, cumulative
+        self._prev: dict[int, tuple[int, int, int, str]] = {}
+        self._group_cpu: dict[tuple[bytes, str], int] = {}  # ticks, cumulative
         self._other_cpu: dict[str, int] = {}  # tenant -> ticks, cumulative
         self._perm_errors = 0
+        # Whether st_size of /proc/PID/fd is the fd count (Linux >= 6.2; not in a fixture tree):
+        # None until probed on a process whose fd directory could be listed.
+        self._fd_size_ok: bool | None = None
+        self._fd_probes = 0
+
+    def _probe_fd_size(self, size: int, listed: int) -> bool | None:
+        self._fd_probes += 1
+        if size == listed:
+            return True
+        if size == 0 or self._fd_probes >= 8:
+            return False  # older kernel, or not procfs
+        return None  # fds changed between the two calls: probe the next process
 
     def _read_sys(self, name: str) -> int | None:
         try:
@@ -112,16 +113,18 @@ class ProcessesCollector(Collector):
         default_tenant = self.ctx.tenant_id
         want_fds = self.config.open_fds
         prev = self._prev
-        new_prev: dict[int, _Prev] = {}
-        # group -> [count, rss_pages, fds, cpu_delta_ticks]
-        groups: dict[tuple[str, str], list[int]] = {}
-        states: dict[str, int] = {}
+        # pid -> (starttime, cpu ticks, uid, tenant): plain tuples, this runs per PID.
+        new_prev: dict[int, tuple[int, int, int, str]] = {}
+        # (comm bytes, tenant) -> [count, rss_pages, fds, cpu_delta_ticks]
+        groups: dict[tuple[bytes, str], list[int]] = {}
+        states: dict[bytes, int] = {}
         threads = 0
         pids = 0
         perm = 0
         o_open, o_read, o_close, listdir, ostat = os.open, os.read, os.close, os.listdir, os.stat
         rdonly = os.O_RDONLY
         parse = _procfs.parse_pid_stat
+        fd_size_ok = self._fd_size_ok
 
         for entry in listdir(proc):
             if not entry.isdigit():
@@ -133,7 +136,7 @@ class ProcessesCollector(Collector):
                     data = o_read(fd, 4096)
                 finally:
                     o_close(fd)
-                st = parse(data)
+                comm, state, utime, stime, nthreads, start, rss = parse(data)
             except PermissionError:
                 perm += 1
                 continue
@@ -147,13 +150,13 @@ class ProcessesCollector(Collector):
                 continue
             pid = int(entry)
             pids += 1
-            threads += st.num_threads
-            states[st.state] = states.get(st.state, 0) + 1
-            cpu = st.utime_ticks + st.stime_ticks
+            threads += nthreads
+            states[state] = states.get(state, 0) + 1
+            cpu = utime + stime
             p = prev.get(pid)
-            if p is not None and p.start != st.starttime_ticks:
+            if p is not None and p[0] != start:
                 p = None  # PID reused by a new process
-            delta = cpu - p.cpu if p is not None else cpu
+            delta = cpu - p[1] if p is not None else cpu
             if delta < 0:
                 delta = 0
 
@@ -165,41 +168,52 @@ class ProcessesCollector(Collector):
                     uid = ostat(base).st_uid
                 except OSError:
                     continue  # vanished
-                if p is not None and p.uid == uid:
-                    tenant = p.tenant
+                if p is not None and p[2] == uid:
+                    tenant = p[3]  # same process, same owner: its tenant was found already
                 else:
                     tenant = tenancy.tenant_for(uid, _CgroupReader(base))
-            new_prev[pid] = _Prev(st.starttime_ticks, cpu, uid, tenant)
+            new_prev[pid] = (start, cpu, uid, tenant)
 
             nfds = 0
             if want_fds:
+                fdpath = base + "/fd"
                 try:
-                    nfds = len(listdir(base + "/fd"))
+                    if fd_size_ok:
+                        # Linux >= 6.2 reports the number of open fds as the size of /proc/PID/fd,
+                        # a third of the cost of listing it; 0 may mean no fds: list to be sure.
+                        nfds = ostat(fdpath).st_size
+                        if nfds == 0:
+                            nfds = len(listdir(fdpath))
+                    else:
+                        nfds = len(listdir(fdpath))
+                        if fd_size_ok is None and nfds > 0:
+                            fd_size_ok = self._probe_fd_size(ostat(fdpath).st_size, nfds)
                 except PermissionError:
                     perm += 1
                 except OSError:
                     pass  # vanished, or a zombie without an fd table
 
-            key = (st.comm, tenant)
+            key = (comm, tenant)
             g = groups.get(key)
             if g is None:
-                groups[key] = [1, st.rss_pages, nfds, delta]
+                groups[key] = [1, rss, nfds, delta]
             else:
                 g[0] += 1
-                g[1] += st.rss_pages
+                g[1] += rss
                 g[2] += nfds
                 g[3] += delta
 
         self._prev = new_prev
+        self._fd_size_ok = fd_size_ok
         self._perm_errors += perm
         yield from self._emit(groups, states, threads, pids)
 
     def _emit(
-        self, groups: dict[tuple[str, str], list[int]], states: dict[str, int], threads: int, pids: int
+        self, groups: dict[tuple[bytes, str], list[int]], states: dict[bytes, int], threads: int, pids: int
     ) -> Iterator[Sample]:
         s = self.sample
         for state in sorted(states):
-            yield s("node_processes_state", float(states[state]), {"state": state})
+            yield s("node_processes_state", float(states[state]), {"state": state.decode("ascii", "replace")})
         yield s("node_processes_threads", float(threads))
         yield s("node_processes_pids", float(pids))
         for name, metric in (("pid_max", "node_processes_max_processes"), ("threads-max", "node_processes_max_threads")):
@@ -217,7 +231,7 @@ class ProcessesCollector(Collector):
         page = float(_procfs.PAGE_SIZE)
         for key, g in groups.items():
             if key in top:
-                labels = {"groupname": key[0], "tenant_id": key[1]}
+                labels = {"groupname": key[0].decode("utf-8", "replace"), "tenant_id": key[1]}
                 yield s("hostmon_process_group_cpu_seconds_total", group_cpu[key] / hz, labels)
                 yield s("hostmon_process_group_resident_memory_bytes", g[1] * page, labels)
                 if self.config.open_fds:
@@ -257,7 +271,7 @@ class _CgroupReader:
             return None
 
 
-def select_top(groups: dict[tuple[str, str], list[int]], n: int) -> set[tuple[str, str]]:
+def select_top(groups: dict[tuple[bytes, str], list[int]], n: int) -> set[tuple[bytes, str]]:
     """The groups that get their own series: top ``n`` by CPU used this cycle (if any) plus top ``n`` by RSS.
 
     ``groups`` maps key -> [count, rss, fds, cpu_delta]. Ties break on the key so the
@@ -266,7 +280,7 @@ def select_top(groups: dict[tuple[str, str], list[int]], n: int) -> set[tuple[st
     """
     if n <= 0:
         return set()
-    cands = [(k, g) for k, g in groups.items() if k[0] != OTHER]
+    cands = [(k, g) for k, g in groups.items() if k[0] != _OTHER_B]
     by_cpu = sorted((x for x in cands if x[1][3] > 0), key=lambda x: (-x[1][3], x[0]))[:n]
     by_mem = sorted(cands, key=lambda x: (-x[1][1], x[0]))[:n]
     return {k for k, _ in by_cpu} | {k for k, _ in by_mem}

@@ -193,9 +193,9 @@ class GpuCollector(Collector):
         _m(
             "hostmon_gpu_process_memory_used_bytes",
             GAUGE,
-            "GPU memory used by the largest process groups (same name and tenant); the rest summed as process=other.",
+            "GPU memory used by the largest process groups (same name and tenant); the rest summed per tenant as groupname=other.",
             "bytes",
-            GPU_LABELS + ("process",),
+            GPU_LABELS + ("groupname", "tenant_id"),
         ),
         _m(
             "hostmon_gpu_field_errors_total",
@@ -467,42 +467,45 @@ class GpuCollector(Collector):
 
     # -- per-process groups -------------------------------------------------------------
     def _process_memory(self, gpu: _Gpu, used: dict[int, int | None]) -> Iterator[Sample]:
-        """GPU memory per (process name, tenant): the top N groups, the rest summed per tenant as "other"."""
-        groups: dict[tuple[str, str | None], int] = {}
+        """GPU memory per (process name, tenant): the top N groups, the rest summed per tenant as "other".
+
+        Labels as the processes collector's groups: ``groupname`` and ``tenant_id``. A
+        process literally named ``other`` never gets its own series: it folds too.
+        """
+        groups: dict[tuple[str, str], int] = {}
         for pid, mem in used.items():
             if mem is None:  # NVML could not tell (no permission, MIG, WDDM): counted, not sized
                 continue
             key = self._identify(pid)
             groups[key] = groups.get(key, 0) + int(mem)
-        ranked = sorted(groups.items(), key=lambda kv: (-kv[1], kv[0][0], kv[0][1] or ""))
-        series: dict[tuple[str, str | None], int] = {}
+        ranked = sorted(groups.items(), key=lambda kv: (kv[0][0] == OTHER, -kv[1], kv[0]))
+        series: dict[tuple[str, str], int] = {}
         for rank, ((proc, tenant), mem) in enumerate(ranked):
-            key = (proc, tenant) if rank < self.config.top_processes else (OTHER, tenant)
+            key = (proc, tenant) if rank < self.config.top_processes and proc != OTHER else (OTHER, tenant)
             series[key] = series.get(key, 0) + mem
         for (proc, tenant), mem in series.items():
-            labels = {**gpu.labels, "process": proc}
-            if tenant is not None:
-                labels["tenant_id"] = tenant
+            labels = {**gpu.labels, "groupname": proc, "tenant_id": tenant}
             yield self.sample("hostmon_gpu_process_memory_used_bytes", float(mem), labels)
 
-    def _identify(self, pid: int) -> tuple[str, str | None]:
-        """(process name, tenant or None) for a host PID, from ``proc_root``."""
+    def _identify(self, pid: int) -> tuple[str, str]:
+        """(process name, tenant) of a host PID, from ``proc_root``; the agent's tenant when unknown."""
         base = os.path.join(self.ctx.proc_root, str(pid))
         comm = _clean(_read_text(os.path.join(base, "comm")) or "", _COMM_LEN) or UNKNOWN
+        default = self.ctx.tenant_id
         tenancy = self.ctx.tenancy
         if tenancy is None:
-            return comm, None
+            return comm, default
         try:
             uid = os.stat(base).st_uid
-        except OSError:
-            return comm, None
+        except OSError:  # gone, or not in this PID namespace
+            return comm, default
         cgroup_path = os.path.join(base, "cgroup")
         try:
             tenant = tenancy.tenant_for(uid, lambda: _read_text(cgroup_path))
         except Exception:  # noqa: BLE001 - a tenancy bug must not lose the GPU figures
             self.partial_error("tenant_lookup")
-            return comm, None
-        return comm, (_clean(tenant) or None) if tenant is not None else None
+            return comm, default
+        return comm, _clean(tenant) or default
 
     _readers: ClassVar[tuple[tuple[str, Callable[[GpuCollector, _Gpu, list[Sample]], None]], ...]] = (
         ("utilization", _read_utilization),

@@ -99,7 +99,7 @@ def test_every_figure_is_reported_in_base_units_with_gpu_labels(monkeypatch: pyt
         k("hostmon_gpu_ecc_errors_total", type="corrected"): 3.0,
         k("hostmon_gpu_ecc_errors_total", type="uncorrected"): 0.0,
         k("hostmon_gpu_processes"): 1.0,
-        k("hostmon_gpu_process_memory_used_bytes", process="train"): 300.0 * MiB,
+        k("hostmon_gpu_process_memory_used_bytes", groupname="train", tenant_id="default"): 300.0 * MiB,
     }
     for _, reason in THROTTLE_REASONS:
         expected[k("hostmon_gpu_throttle_reason", reason=reason)] = 1.0 if reason in ("sw_power_cap", "sw_thermal_slowdown") else 0.0
@@ -117,7 +117,7 @@ def test_samples_carry_exactly_the_labels_their_spec_declares(monkeypatch: pytes
     samples = list(c.collect())
     specs = {m.name: m for m in GpuCollector.metrics}
     for s in samples:
-        assert set(s.labels) - {"tenant_id"} == set(specs[s.name].labels), s
+        assert set(s.labels) == set(specs[s.name].labels), s
         assert s.type == specs[s.name].type
     assert names(samples) == set(specs), "every declared metric is emitted on a fully working GPU"
 
@@ -371,7 +371,7 @@ def test_process_memory_keeps_the_top_groups_and_folds_the_rest_per_tenant(
     s = list(c.collect())
     assert value(s, "hostmon_gpu_processes") == 9.0
     mem = {
-        (x.labels["process"], x.labels.get("tenant_id")): x.value / MiB
+        (x.labels["groupname"], x.labels["tenant_id"]): x.value / MiB
         for x in s
         if x.name == "hostmon_gpu_process_memory_used_bytes"
     }
@@ -394,9 +394,9 @@ def test_process_names_are_bounded_and_unknown_pids_are_named_unknown(
     c = make(monkeypatch, FakeNVML([gpu]), proc_root=str(tmp_path))
     c.start()
     s = list(c.collect())
-    assert value(s, "hostmon_gpu_process_memory_used_bytes", process="x" * 15) == 10 * MiB
-    assert value(s, "hostmon_gpu_process_memory_used_bytes", process="unknown") == 20 * MiB
-    assert all("tenant_id" not in x.labels for x in s), "no tenancy configured: the runtime tags the host tenant"
+    assert value(s, "hostmon_gpu_process_memory_used_bytes", groupname="x" * 15) == 10 * MiB
+    assert value(s, "hostmon_gpu_process_memory_used_bytes", groupname="unknown") == 20 * MiB
+    assert {x.labels["tenant_id"] for x in s if "tenant_id" in x.labels} == {"default"}, "no tenancy: the agent's tenant"
 
 
 def test_a_real_process_is_named_from_the_real_proc(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -405,10 +405,10 @@ def test_a_real_process_is_named_from_the_real_proc(monkeypatch: pytest.MonkeyPa
     c = make(monkeypatch, FakeNVML([FakeGpu(compute_procs=[(me, 64 * MiB)])]), proc_root="/proc")
     c.start()
     s = list(c.collect())
-    assert value(s, "hostmon_gpu_process_memory_used_bytes", process=comm) == 64 * MiB
+    assert value(s, "hostmon_gpu_process_memory_used_bytes", groupname=comm) == 64 * MiB
 
 
-def test_a_failing_tenancy_keeps_the_process_series_without_a_tenant(
+def test_a_failing_tenancy_keeps_the_process_series_under_the_agents_tenant(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     class Broken:
@@ -421,11 +421,23 @@ def test_a_failing_tenancy_keeps_the_process_series_without_a_tenant(
         FakeNVML([FakeGpu(compute_procs=[(7, MiB)])]),
         proc_root=str(tmp_path),
         tenancy=Broken(),
+        tags={"tenant_id": "hostco"},
     )
     c.start()
     s = list(c.collect())
-    assert value(s, "hostmon_gpu_process_memory_used_bytes", process="train") == MiB
+    assert value(s, "hostmon_gpu_process_memory_used_bytes", groupname="train", tenant_id="hostco") == MiB
     assert c.take_partial_errors() == {"tenant_lookup": 1}
+
+
+def test_a_process_named_other_never_gets_its_own_series(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    fake_proc(tmp_path, 1, "other")
+    fake_proc(tmp_path, 2, "train")
+    fake_proc(tmp_path, 3, "eval")
+    gpu = FakeGpu(compute_procs=[(1, 900 * MiB), (2, 500 * MiB), (3, 100 * MiB)])
+    c = make(monkeypatch, FakeNVML([gpu]), GpuConfig(top_processes=1), proc_root=str(tmp_path))
+    c.start()
+    mem = {x.labels["groupname"]: x.value / MiB for x in c.collect() if x.name == "hostmon_gpu_process_memory_used_bytes"}
+    assert mem == {"train": 500, "other": 1000}
 
 
 def test_top_processes_zero_reports_only_the_count(monkeypatch: pytest.MonkeyPatch) -> None:

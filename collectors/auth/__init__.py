@@ -1,0 +1,1 @@
+"""Failed-login collector: journald, auth.log/secure and btmp, with brute-force detection."""

@@ -160,11 +160,12 @@ def cmd_collect(args: argparse.Namespace) -> int:
         agent.consumers.append(_Keep())  # type: ignore[arg-type]
         await asyncio.gather(*(agent.run_once(r) for r in agent.runners))
         agent.proc.refresh()
+        agent.collected = agent.store.all_samples()  # type: ignore[attr-defined]
         await agent.stop_collectors()
         return agent
 
     agent = asyncio.run(main())
-    samples = agent.store.all_samples()
+    samples = agent.collected  # type: ignore[attr-defined]
     if args.format == "json":
         out = {
             "samples": [s.to_dict() for s in samples],

@@ -1,0 +1,76 @@
+"""Exposition: text 0.0.4 and OpenMetrics by negotiation, gzip, escaping, render-once caching."""
+
+from __future__ import annotations
+
+import gzip
+import math
+
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
+from prometheus_client.parser import text_string_to_metric_families as text_parse
+
+from agent.api import COUNTER, GAUGE, MetricSpec, Sample
+from agent.exposition import MetricStore, Renderer, fmt_value, wants_gzip, wants_openmetrics
+
+SPECS = {
+    "x_requests_total": MetricSpec("x_requests_total", COUNTER, "Requests.\nSecond line \\ backslash.", ("path",)),
+    "x_temp": MetricSpec("x_temp", GAUGE, "Temperature.", ("sensor",)),
+}
+
+
+def samples() -> list[Sample]:
+    return [
+        Sample("x_requests_total", COUNTER, 3, {"path": '/a"b\\c\nd'}),
+        Sample("x_temp", GAUGE, 21.5, {"sensor": "s1"}),
+        Sample("x_requests_total", COUNTER, 4, {"path": "/b"}),  # interleaved: must be grouped
+        Sample("x_temp", GAUGE, math.nan, {"sensor": "s2"}),
+    ]
+
+
+def test_text_format_round_trips_through_the_reference_parser() -> None:
+    text = Renderer(SPECS).render(samples()).decode()
+    fams = {f.name: f for f in text_parse(text)}
+    req = fams["x_requests"]
+    assert req.type == "counter"
+    assert req.documentation == "Requests.\nSecond line \\ backslash."
+    assert {s.labels["path"]: s.value for s in req.samples} == {'/a"b\\c\nd': 3.0, "/b": 4.0}
+    assert text.count("# TYPE x_requests_total counter") == 1, "a family is one group"
+    temps = {s.labels["sensor"]: s.value for s in fams["x_temp"].samples}
+    assert temps["s1"] == 21.5 and math.isnan(temps["s2"])
+
+
+def test_openmetrics_format_round_trips() -> None:
+    text = Renderer(SPECS).render(samples(), openmetrics=True).decode()
+    assert text.endswith("# EOF\n")
+    assert "# TYPE x_requests counter" in text
+    fams = {f.name: f for f in om_parse(text)}
+    assert {s.labels["path"]: s.value for s in fams["x_requests"].samples} == {'/a"b\\c\nd': 3.0, "/b": 4.0}
+
+
+def test_negotiation() -> None:
+    assert wants_openmetrics("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5")
+    assert not wants_openmetrics("text/plain;version=0.0.4")
+    assert wants_gzip("gzip, deflate")
+    assert not wants_gzip("gzip;q=0, identity")
+    assert not wants_gzip("identity")
+
+
+def test_values() -> None:
+    assert fmt_value(3) == "3"
+    assert fmt_value(0.5) == "0.5"
+    assert fmt_value(math.inf) == "+Inf" and fmt_value(-math.inf) == "-Inf"
+
+
+def test_store_renders_once_per_update_not_per_request() -> None:
+    store = MetricStore(SPECS)
+    store.update("c", samples())  # no loop running: renders immediately
+    assert store.renders == 1
+    a = store.body(False, False)
+    for _ in range(5):
+        assert store.body(False, False) is a
+        gz = store.body(False, True)
+    assert gzip.decompress(gz) == a
+    assert store.body(False, True) is gz, "gzip computed once per snapshot"
+    assert store.renders == 1
+    store.update("c", [Sample("x_temp", GAUGE, 1.0, {"sensor": "s9"})])
+    assert store.renders == 2
+    assert b"s9" in store.body(False, False) and b"s1" not in store.body(False, False)

@@ -1,0 +1,183 @@
+"""Runtime: isolation, timeouts, overruns, tagging, hand-off, readiness, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from helpers import free_port, hostmon_process, http_get, metric_value, scrape, wait_until
+
+from agent import config as config_mod
+from agent.api import COUNTER, GAUGE, Collector, CollectorUnavailable, Event, MetricSpec
+from agent.handoff import Collection
+from agent.runtime import Agent
+
+RELEASE = threading.Event()
+
+
+class Good(Collector):
+    name = "good"
+    metrics = (MetricSpec("t_good", GAUGE, "good", ("k",)), MetricSpec("t_owned", GAUGE, "owned by another tenant"))
+
+    def collect(self):
+        yield self.sample("t_good", 1, {"k": "v"})
+        yield self.sample("t_owned", 2, {"tenant_id": "other"})
+        yield Event("thing", time.time(), {"n": 1})
+
+
+class Boom(Collector):
+    name = "boom"
+    metrics = (MetricSpec("t_boom_total", COUNTER, "never"),)
+
+    def collect(self):
+        raise RuntimeError("broken collector")
+
+
+class Hang(Collector):
+    name = "hang"
+    metrics = (MetricSpec("t_hang", GAUGE, "hang"),)
+
+    def collect(self):
+        RELEASE.wait(10)
+        yield self.sample("t_hang", 1)
+
+
+class Absent(Collector):
+    name = "absent"
+
+    def start(self):
+        raise CollectorUnavailable("no such device here")
+
+    def collect(self):
+        raise AssertionError("must not be called")
+
+
+class Keep:
+    def __init__(self) -> None:
+        self.got: list[Collection] = []
+
+    def submit(self, c: Collection) -> None:
+        self.got.append(c)
+
+    def self_metrics(self):
+        return []
+
+
+def make_agent(classes, env=None, consumers=None) -> Agent:
+    cfg = config_mod.load(None, {"HOSTMON_LISTEN": "127.0.0.1:0", "HOSTMON_TENANT_ID": "acme", "HOSTMON_TAGS__HOST": "h1", **(env or {})})
+    cfg.state_dir = "/nonexistent-not-used"
+    return Agent(cfg, None, consumers or [], classes={c.name: c for c in classes}, plugin_errors=[])
+
+
+def runner(agent: Agent, name: str):
+    return next(r for r in agent.runners if r.name == name)
+
+
+async def test_a_failing_or_hanging_collector_never_stops_the_others() -> None:
+    RELEASE.clear()
+    keep = Keep()
+    agent = make_agent(
+        [Good, Boom, Hang, Absent],
+        {"HOSTMON_RUNTIME__INTERVAL": "0.2", "HOSTMON_RUNTIME__JITTER": "0", "HOSTMON_COLLECTORS__HANG__TIMEOUT": "0.3"},
+        [keep],
+    )
+    await agent.start()
+    try:
+        await asyncio.sleep(1.6)
+        good, boom, hang = runner(agent, "good"), runner(agent, "boom"), runner(agent, "hang")
+        assert good.runs >= 5 and good.success == 1
+        assert boom.errors == boom.runs >= 5 and boom.success == 0
+        assert hang.timeouts == 1, "one run abandoned"
+        assert hang.overruns >= 3, "ticks while the hung run is pending are skipped, not piled up"
+        assert hang.runs == 1
+        assert runner(agent, "absent").unavailable
+        assert agent.ready, "ready once every collector finished (or gave up on) its first run"
+        RELEASE.set()
+        await asyncio.sleep(0.8)
+        assert hang.success == 1 and hang.runs >= 2, "recovers once the blocked call returns"
+    finally:
+        RELEASE.set()
+        await agent.stop()
+    text = agent.store.body(False, False).decode()
+    assert 'hostmon_collector_errors_total{collector="boom",host="h1",tenant_id="acme"}' in text
+    assert "absent" not in text, "a collector with no data here is not reported as failing"
+
+
+async def test_samples_and_events_are_tagged_and_handed_off() -> None:
+    keep = Keep()
+    agent = make_agent([Good], {"HOSTMON_RUNTIME__INTERVAL": "60"}, [keep])
+    await agent.start()
+    try:
+        await asyncio.wait_for(agent.ready_event.wait(), 5)
+    finally:
+        await agent.stop()
+    (col,) = keep.got
+    assert col.collector == "good"
+    by_name = {s.name: s for s in col.samples}
+    assert by_name["t_good"].labels == {"k": "v", "host": "h1", "tenant_id": "acme"}
+    assert by_name["t_owned"].labels["tenant_id"] == "other", "a sample's own tenant wins"
+    assert by_name["t_owned"].labels["host"] == "h1"
+    (ev,) = col.events
+    assert ev.kind == "thing" and ev.labels == {"host": "h1", "tenant_id": "acme"}
+
+
+async def test_readyz_waits_for_the_first_collection() -> None:
+    RELEASE.clear()
+    agent = make_agent([Hang], {"HOSTMON_RUNTIME__INTERVAL": "60", "HOSTMON_RUNTIME__TIMEOUT": "5"})
+    await agent.start()
+    try:
+        port = agent.server.port
+        loop = asyncio.get_running_loop()
+        status, _, _ = await loop.run_in_executor(None, http_get, f"http://127.0.0.1:{port}/readyz")
+        assert status == 503
+        status, _, _ = await loop.run_in_executor(None, http_get, f"http://127.0.0.1:{port}/healthz")
+        assert status == 200
+        RELEASE.set()
+        await asyncio.wait_for(agent.ready_event.wait(), 5)
+        status, _, _ = await loop.run_in_executor(None, http_get, f"http://127.0.0.1:{port}/readyz")
+        assert status == 200
+    finally:
+        RELEASE.set()
+        await agent.stop()
+
+
+def test_sigterm_stops_within_5s_and_sighup_reloads(tmp_path: Path) -> None:
+    port = free_port()
+    conf = tmp_path / "hostmon.toml"
+    conf.write_text("tenant_id = 'first'\n[shipping]\nenabled = false\n")
+    env = {"HOSTMON_STATE_DIR": str(tmp_path / "state")}
+    with hostmon_process(["run", "--config", str(conf), "--listen", f"127.0.0.1:{port}"], env=env) as p:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: http_get(url + "/readyz")[0] == 200, what="agent ready")
+        assert 'tenant_id="first"' in http_get(url + "/metrics")[2].decode()
+        # a bad new config is rejected; the old one keeps running
+        conf.write_text("tenant_id = 'second'\n[runtime]\ninterval = -5\n")
+        p.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: metric_value(scrape(url + "/metrics"), "hostmon_config_reloads_total", {"result": "failure"}) == 1,
+            what="the rejected reload counted",
+        )
+        assert 'tenant_id="first"' in http_get(url + "/metrics")[2].decode()
+        # a good one is applied, keeping the --listen override
+        conf.write_text("tenant_id = 'second'\n[shipping]\nenabled = false\n")
+        p.send_signal(signal.SIGHUP)
+        wait_until(lambda: 'tenant_id="second"' in http_get(url + "/metrics")[2].decode(), what="reloaded tenant")
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        rc = p.wait(timeout=10)
+        took = time.monotonic() - t0
+        err = p.stderr.read().decode()
+    assert rc == 0, err
+    assert took < 5.0, f"stop took {took:.2f}s"
+    lines = [json.loads(x) for x in err.splitlines() if x.startswith("{")]
+    msgs = [x["msg"] for x in lines]
+    assert "config reload rejected; the running config stays in force" in msgs
+    rejected = next(x for x in lines if x["msg"].startswith("config reload rejected"))
+    assert "runtime.interval" in rejected["error"] and str(conf) in rejected["error"]
+    assert "stopped" in msgs
+    assert all(x["level"] in ("debug", "info", "warning", "error") for x in lines)

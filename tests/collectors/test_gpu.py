@@ -521,3 +521,36 @@ def test_the_real_bindings_without_a_driver_leave_the_collector_unavailable() ->
         return
     with pytest.raises(CollectorUnavailable, match="NVML"):
         c.start()
+
+
+# -- bench/gpu_check.sh, against a fake NVML and a fake nvidia-smi ------------------------------------
+SCRIPT = _HERE.parent.parent / "bench" / "gpu_check.sh"
+
+
+def _run_check(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, "GPU_CHECK_RUNS": "10", "PYTHON": sys.executable, **env}
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=full, timeout=120)
+
+
+def test_gpu_check_passes_when_hostmon_and_nvidia_smi_agree() -> None:
+    r = _run_check("--self-test")
+    assert "comparison: PASS" in r.stdout, r.stdout + r.stderr
+    assert "temperature   hostmon      41.00 C" in r.stdout
+    assert "cost target: median" in r.stdout  # printed; its value is a bench figure, never asserted here
+
+
+@pytest.mark.parametrize("skew", ["temperature", "memory", "na"])
+def test_gpu_check_fails_when_a_figure_disagrees(skew: str) -> None:
+    r = _run_check("--self-test", GPU_CHECK_SKEW=skew)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "comparison: FAIL (1 disagreements)" in r.stdout
+    assert "result: FAIL" in r.stdout
+
+
+def test_gpu_check_says_so_on_a_machine_without_a_gpu(tmp_path: Path) -> None:
+    stub = tmp_path / "nvidia-smi"
+    stub.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed because it could not communicate with the NVIDIA driver' >&2\nexit 9\n")
+    stub.chmod(0o755)
+    r = _run_check(PATH=f"{tmp_path}:{os.environ['PATH']}")
+    assert r.returncode == 77, r.stdout + r.stderr
+    assert "no NVIDIA GPU on this machine" in r.stdout

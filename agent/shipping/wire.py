@@ -244,6 +244,7 @@ def _check_field_value(v: Any, depth: int) -> bool:
 _SAMPLE_KEYS = frozenset({"s", "k", "v", "l", "t"})
 _EVENT_KEYS = frozenset({"e", "t", "f", "l"})
 _TYPES = frozenset({COUNTER, GAUGE})
+_NUM = (int, float)
 
 
 def check_record(r: Any) -> str:
@@ -251,23 +252,24 @@ def check_record(r: Any) -> str:
     if type(r) is not dict:
         raise SealError("bad_record", "record is not a map")
     if r.keys() == _SAMPLE_KEYS:
-        name, value, t = r["s"], r["v"], r["t"]
+        name, labels = r["s"], r["l"]
         if type(name) is not str or not 0 < len(name) <= MAX_NAME_LEN:
             raise SealError("bad_record", "sample name must be a short non-empty string")
-        if r["k"] not in _TYPES or type(r["k"]) is not str:
-            raise SealError("bad_record", "sample type must be counter or gauge")
-        if type(value) is not float and type(value) is not int:
-            raise SealError("bad_record", f"sample {name}: value must be a number")
-        if type(t) is not float and type(t) is not int:
-            raise SealError("bad_record", f"sample {name}: timestamp must be a number")
-        if not _check_labels(r["l"]):
-            raise SealError("bad_record", f"sample {name}: labels must be a small map of short strings")
+        if type(r["k"]) is not str or r["k"] not in _TYPES:
+            raise SealError("bad_record", f"sample {name}: type must be counter or gauge")
+        if type(r["v"]) not in _NUM or type(r["t"]) not in _NUM:
+            raise SealError("bad_record", f"sample {name}: value and timestamp must be numbers")
+        if type(labels) is not dict or len(labels) > MAX_LABELS:
+            raise SealError("bad_record", f"sample {name}: labels must be a map of at most {MAX_LABELS} entries")
+        for k, v in labels.items():
+            if type(k) is not str or type(v) is not str or len(v) > MAX_LABEL_VALUE_LEN or not 0 < len(k) <= MAX_LABEL_NAME_LEN:
+                raise SealError("bad_record", f"sample {name}: labels must map short names to short strings")
         return "s"
     if r.keys() == _EVENT_KEYS:
-        kind, t, fields = r["e"], r["t"], r["f"]
+        kind, fields = r["e"], r["f"]
         if type(kind) is not str or not 0 < len(kind) <= MAX_NAME_LEN:
             raise SealError("bad_record", "event kind must be a short non-empty string")
-        if type(t) is not float and type(t) is not int:
+        if type(r["t"]) not in _NUM:
             raise SealError("bad_record", f"event {kind}: time must be a number")
         if type(fields) is not dict or not _check_field_value(fields, 0):
             raise SealError("bad_record", f"event {kind}: fields must be a map of plain values")

@@ -1,0 +1,429 @@
+"""The shipper: buffer -> sealed batch -> spool -> ingest, losing nothing silently.
+
+It is an :class:`agent.handoff.Consumer`: the runtime calls :meth:`Shipper.submit`
+with each tagged collection (non-blocking; a full buffer drops and counts). A
+batch loop closes batches by size or age, seals them in a worker thread and
+writes them to the spool before anything is sent. A send loop posts spooled
+batches oldest first and deletes each one only on the ingest's 2xx. On a clean
+:meth:`stop` the buffer is sealed into the spool, so nothing held in memory is
+lost; after a crash, whatever reached the spool is sent on the next start.
+
+Life cycle, from the runtime::
+
+    shipper = Shipper(cfg.shipping, state_dir=..., tenant_ids=[cfg.tenant_id],
+                      agent_key_path=...)
+    await shipper.start()        # raises KeyFileError / SpoolError / ConfigError
+    runtime.add_consumer(shipper)
+    ...
+    await shipper.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import random
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from agent.api import COUNTER, GAUGE, MetricSpec, Sample
+from agent.errors import ConfigError, KeyFileError, SealError, SpoolError
+from agent.handoff import Collection
+from agent.shipping import keys, wire
+from agent.shipping.batcher import Batcher, Chunk
+from agent.shipping.config import ShippingConfig
+from agent.shipping.sender import ACKED, DROP, RETRY_REASONS, Sender, retry_wait
+from agent.shipping.spool import SeqStore, Spool
+
+log = logging.getLogger("hostmon.shipping")
+
+UNSPOOLED_LIMIT = 8  # sealed batches held in memory while the spool cannot be written
+
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("hostmon_shipper_buffer_records", GAUGE, "Records waiting in memory to be sealed into a batch."),
+    MetricSpec("hostmon_shipper_buffer_limit_records", GAUGE, "Most records the in-memory buffer holds (shipping.buffer_limit_records)."),
+    MetricSpec("hostmon_shipper_buffer_dropped_total", COUNTER, "Records dropped because the in-memory buffer was full."),
+    MetricSpec("hostmon_shipper_invalid_records_total", COUNTER, "Records dropped before sealing because a field had the wrong type or size."),
+    MetricSpec("hostmon_shipper_batches_sealed_total", COUNTER, "Batches sealed (packed, compressed, encrypted, signed)."),
+    MetricSpec("hostmon_shipper_seal_failures_total", COUNTER, "Batches that could not be sealed; their records are lost and counted here."),
+    MetricSpec("hostmon_spool_bytes", GAUGE, "Bytes of sealed batches in the spool.", unit="bytes"),
+    MetricSpec("hostmon_spool_batches", GAUGE, "Sealed batches in the spool waiting for the ingest's acknowledgement."),
+    MetricSpec("hostmon_spool_limit_bytes", GAUGE, "Most bytes the spool holds (shipping.spool_limit_bytes).", unit="bytes"),
+    MetricSpec("hostmon_spool_dropped_batches_total", COUNTER, "Oldest batches dropped to keep the spool under its limit."),
+    MetricSpec("hostmon_spool_dropped_samples_total", COUNTER, "Samples inside batches dropped from the full spool."),
+    MetricSpec("hostmon_spool_corrupt_total", COUNTER, "Truncated or corrupt spool files moved aside into spool/corrupt."),
+    MetricSpec("hostmon_spool_write_errors_total", COUNTER, "Failed attempts to write a batch to the spool (disk full, ...)."),
+    MetricSpec("hostmon_spool_oldest_batch_age_seconds", GAUGE, "Age of the oldest batch in the spool; 0 when empty.", unit="seconds"),
+    MetricSpec("hostmon_ship_sent_batches_total", COUNTER, "Batches acknowledged by the ingest (stored or duplicate)."),
+    MetricSpec("hostmon_ship_sent_samples_total", COUNTER, "Samples in batches acknowledged by the ingest."),
+    MetricSpec("hostmon_ship_duplicate_total", COUNTER, "Acknowledgements that said the batch was already stored (a retry after a lost answer)."),
+    MetricSpec("hostmon_ship_failed_total", COUNTER, "Send attempts that failed and will be retried, by reason.", ("reason",)),
+    MetricSpec("hostmon_ship_retries_total", COUNTER, "Send attempts repeated after a failure."),
+    MetricSpec("hostmon_ship_rejected_total", COUNTER, "Batches the ingest rejected for good (dropped from the spool), by HTTP status.", ("status",)),
+    MetricSpec("hostmon_ship_rejected_samples_total", COUNTER, "Samples inside batches the ingest rejected for good."),
+    MetricSpec("hostmon_ship_send_duration_seconds_total", COUNTER, "Seconds spent in send attempts (divide by attempts for the mean).", unit="seconds"),
+    MetricSpec("hostmon_ship_send_attempts_total", COUNTER, "Send attempts, successful or not."),
+    MetricSpec("hostmon_ship_last_send_duration_seconds", GAUGE, "Duration of the last send attempt.", unit="seconds"),
+)
+
+
+class Shipper:
+    """Consumer that seals, spools and ships every collection it is given."""
+
+    def __init__(
+        self,
+        config: ShippingConfig,
+        *,
+        state_dir: str,
+        tenant_ids: Sequence[str],
+        agent_key_path: str | None = None,
+        ingest_public_key_path: str | None = None,
+        ingest_url: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not tenant_ids:
+            raise ValueError("tenant_ids must name at least the agent's own tenant")
+        self.config = config
+        self.state_dir = state_dir
+        self.tenant_ids = tuple(tenant_ids)
+        self.agent_key_path = agent_key_path or config.resolved_agent_key(state_dir)
+        self.ingest_public_key_path = ingest_public_key_path or config.ingest_public_key
+        self.ingest_url = ingest_url or config.ingest_url
+        self.rng = rng or random.Random()
+        self.batcher = Batcher(
+            config.batch_max_records, config.batch_max_age, config.batch_jitter, config.buffer_limit_records, self.rng
+        )
+        self.spool: Spool | None = None
+        self.seqs: SeqStore | None = None
+        self.sender: Sender | None = None
+        self.agent_key: keys.PrivateKey | None = None
+        self.ingest_key: keys.PublicKey | None = None
+        self._batch_task: asyncio.Task[None] | None = None
+        self._send_task: asyncio.Task[None] | None = None
+        self._batch_wake = asyncio.Event()
+        self._send_wake = asyncio.Event()
+        self._seal_lock = asyncio.Lock()
+        self._unspooled: collections.deque[tuple[wire.BatchHeader, bytes]] = collections.deque()
+        self._logged: set[tuple[Any, ...]] = set()
+        self._failing_since: float | None = None
+        # counters
+        self.invalid_records = 0
+        self.sealed = 0
+        self.seal_failures = 0
+        self.sent_batches = 0
+        self.sent_samples = 0
+        self.duplicates = 0
+        self.failed: dict[str, int] = {r: 0 for r in RETRY_REASONS}
+        self.retries = 0
+        self.rejected: dict[str, int] = {}
+        self.rejected_samples = 0
+        self.send_seconds = 0.0
+        self.send_attempts = 0
+        self.last_send_duration = 0.0
+
+    # -- life cycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load keys, open the spool and start the batch and send loops."""
+        if not self.ingest_url:
+            raise ConfigError(None, "shipping.ingest_url", "no ingest URL (the embedded ingest passes its own)")
+        if not self.ingest_public_key_path:
+            raise ConfigError(None, "shipping.ingest_public_key", "required when shipping to an ingest")
+        self.agent_key = keys.load_private_key(self.agent_key_path, (keys.ED25519,))
+        self.ingest_key = keys.load_public_key(self.ingest_public_key_path, keys.INGEST_ALGORITHMS)
+        if self.config.suite and self.ingest_key.alg != self.config.suite:
+            raise KeyFileError(
+                f"{self.ingest_public_key_path}: the ingest key is {self.ingest_key.alg}, "
+                f"but shipping.suite asks for {self.config.suite}"
+            )
+        spool_dir = self.config.resolved_spool_dir(self.state_dir)
+        self.spool = Spool(spool_dir, self.config.spool_limit_bytes, self.agent_key.public)
+        await asyncio.to_thread(self.spool.open)
+        self.seqs = SeqStore(os.path.join(self.state_dir, "shipping", "seq.json"))
+        floor = (self.spool.max_seq() or -1) + 1
+        await asyncio.to_thread(self.seqs.open, self.agent_key.key_id, floor)
+        self.sender = Sender(
+            self.ingest_url,
+            agent_id=self.agent_key.key_id,
+            ca_file=self.config.ca_file,
+            client_cert=self.config.client_cert,
+            client_key=self.config.client_key,
+            connect_timeout=self.config.connect_timeout,
+            request_timeout=self.config.request_timeout,
+        )
+        self._batch_task = asyncio.create_task(self._batch_loop(), name="hostmon-shipper-batch")
+        self._send_task = asyncio.create_task(self._send_loop(), name="hostmon-shipper-send")
+        log.info(
+            "shipping batches",
+            extra={
+                "ingest_url": self.ingest_url,
+                "agent_id": self.agent_key.key_id,
+                "ingest_key_id": self.ingest_key.key_id,
+                "suite": self.ingest_key.alg,
+                "spool": spool_dir,
+                "spooled_batches": len(self.spool),
+            },
+        )
+
+    async def stop(self, drain_timeout: float = 0.0) -> None:
+        """Seal what is buffered into the spool; optionally keep sending up to ``drain_timeout`` s."""
+        if self._batch_task is not None:
+            self._batch_task.cancel()
+            await asyncio.gather(self._batch_task, return_exceptions=True)
+            self._batch_task = None
+        if self.spool is not None:
+            await self.flush()
+            if drain_timeout > 0 and self._send_task is not None:
+                await self.wait_sent(drain_timeout)
+        if self._send_task is not None:
+            self._send_task.cancel()
+            await asyncio.gather(self._send_task, return_exceptions=True)
+            self._send_task = None
+        if self.sender is not None:
+            await self.sender.close()
+        if self._unspooled:
+            n = sum(h.n_samples + h.n_events for h, _ in self._unspooled)
+            log.error("batches could not be written to the spool before exit; their records are lost",
+                      extra={"batches": len(self._unspooled), "records": n})
+
+    # -- the Consumer protocol --------------------------------------------------------
+    def submit(self, collection: Collection) -> None:
+        """Take one collection (never blocks; a full buffer drops the collection and counts it)."""
+        before = self.batcher.dropped
+        was_empty = self.batcher.records == 0
+        self.batcher.add(collection.time, collection.samples, collection.events)
+        if self.batcher.dropped != before and ("buffer_full",) not in self._logged:
+            self._logged.add(("buffer_full",))
+            log.warning("shipper buffer full: collections are dropped (counted in hostmon_shipper_buffer_dropped_total)",
+                        extra={"limit_records": self.batcher.limit_records})
+        # wake the batch loop when a batch is full, or when a new batch started (it sets the deadline)
+        if self.batcher.records >= self.batcher.max_records or (was_empty and self.batcher.records):
+            self._batch_wake.set()
+
+    # -- batching and sealing ---------------------------------------------------------
+    async def _batch_loop(self) -> None:
+        while True:
+            if self._unspooled:
+                await self._write_unspooled()
+            if self.batcher.due():
+                await self._seal_one()
+                continue
+            timeout: float | None = None
+            if self.batcher.deadline is not None:
+                timeout = max(0.0, self.batcher.deadline - self.batcher.clock())
+            if self._unspooled:
+                timeout = 1.0 if timeout is None else min(timeout, 1.0)
+            self._batch_wake.clear()
+            try:
+                await asyncio.wait_for(self._batch_wake.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+
+    async def flush(self) -> None:
+        """Seal everything buffered now into the spool (the batch size still applies)."""
+        await self._write_unspooled()
+        while self.batcher.records:
+            before = self.batcher.records
+            await self._seal_one()
+            if self.batcher.records >= before:  # no progress (sequence file unwritable)
+                break
+
+    async def _seal_one(self) -> None:
+        assert self.spool is not None
+        async with self._seal_lock:
+            chunks = self.batcher.take()
+            if not chunks:
+                return
+            try:
+                sealed = await asyncio.to_thread(self._seal_chunks, chunks)
+            except SealError as e:
+                self.seal_failures += 1
+                n = sum(len(c) for c in chunks)
+                log.error("batch could not be sealed; its records are lost", extra={"reason": e.reason, "records": n, "error": str(e)})
+                return
+            except OSError as e:  # the sequence file could not be written
+                self.batcher.put_back(chunks)
+                self._log_once(("seq_write",), logging.ERROR, "cannot reserve a batch sequence number; retrying", error=str(e))
+                await asyncio.sleep(1.0)
+                return
+            if sealed is None:
+                return
+            self._unspooled.append(sealed)
+            await self._write_unspooled()
+
+    def _seal_chunks(self, chunks: list[Chunk]) -> tuple[wire.BatchHeader, bytes] | None:
+        """Encode, validate, number and seal (runs in a worker thread)."""
+        assert self.seqs is not None and self.agent_key is not None and self.ingest_key is not None
+        srecs: list[dict[str, Any]] = []
+        erecs: list[dict[str, Any]] = []
+        for c in chunks:
+            if c.samples:
+                srecs.extend(wire.encode_records(c.samples, (), default_time=c.time))
+            if c.events:
+                erecs.extend(wire.encode_records((), c.events))
+        default = self.tenant_ids[0]
+        tenants: set[str] = set()
+        records: list[dict[str, Any]] = []
+        invalid = 0
+        ns = 0
+        for r in srecs + erecs:
+            labels = r["l"]
+            if type(labels) is dict and "tenant_id" not in labels:
+                r["l"] = labels = {**labels, "tenant_id": default}
+            try:
+                kind = wire.check_record(r)
+            except SealError:
+                invalid += 1
+                continue
+            tenants.add(labels["tenant_id"])
+            records.append(r)
+            ns += kind == "s"
+        if invalid:
+            self.invalid_records += invalid
+            self._log_once(("invalid_records",), logging.WARNING,
+                           "records with wrong field types or sizes dropped before sealing "
+                           "(counted in hostmon_shipper_invalid_records_total)")
+        if not records:
+            return None
+        seq = self.seqs.next()
+        header = wire.BatchHeader(
+            wire.FORMAT_VERSION, self.ingest_key.alg, self.ingest_key.key_id, self.agent_key.key_id,
+            tuple(sorted(tenants)), seq, time.time(), ns, len(records) - ns,
+        )
+        blob = wire.seal(header, records, self.agent_key, self.ingest_key)
+        self.sealed += 1
+        return header, blob
+
+    async def _write_unspooled(self) -> None:
+        assert self.spool is not None
+        while self._unspooled:
+            header, blob = self._unspooled[0]
+            try:
+                await asyncio.to_thread(self.spool.put, header, blob)
+            except SpoolError as e:
+                self._log_once(("spool_write",), logging.ERROR,
+                               "cannot write to the spool; holding sealed batches in memory and retrying", error=str(e))
+                while len(self._unspooled) > UNSPOOLED_LIMIT:
+                    h, _ = self._unspooled.popleft()
+                    self.spool.dropped_batches += 1
+                    self.spool.dropped_samples += h.n_samples
+                    self.spool.dropped_events += h.n_events
+                return
+            self._unspooled.popleft()
+            self._logged.discard(("spool_write",))
+            self._send_wake.set()
+
+    # -- sending ----------------------------------------------------------------------
+    async def _send_loop(self) -> None:
+        assert self.spool is not None and self.sender is not None
+        attempt = 0
+        cfg = self.config
+        while True:
+            entry = self.spool.claim_oldest()
+            if entry is None:
+                self._send_wake.clear()
+                await self._send_wake.wait()
+                continue
+            blob = await asyncio.to_thread(self.spool.read, entry)
+            if blob is None:
+                continue
+            t0 = time.monotonic()
+            try:
+                res = await self.sender.send(blob, entry.seq)
+            except BaseException:
+                self.spool.release(entry.seq)
+                raise
+            dt = time.monotonic() - t0
+            self.send_attempts += 1
+            self.send_seconds += dt
+            self.last_send_duration = dt
+            if res.outcome == ACKED:
+                await asyncio.to_thread(self.spool.remove, entry.seq)
+                self.sent_batches += 1
+                self.sent_samples += entry.n_samples
+                self.duplicates += res.duplicate
+                if self._failing_since is not None:
+                    log.info("ingest reachable again", extra={"failed_for_seconds": round(time.monotonic() - self._failing_since, 1)})
+                    self._failing_since = None
+                attempt = 0
+            elif res.outcome == DROP:
+                await asyncio.to_thread(self.spool.remove, entry.seq)
+                status = str(res.status)
+                self.rejected[status] = self.rejected.get(status, 0) + 1
+                self.rejected_samples += entry.n_samples
+                self._log_once(("rejected", status, res.reason), logging.ERROR,
+                               "ingest rejected a batch for good; it is dropped (further rejections like it are counted, not logged)",
+                               status=res.status, reason=res.reason, seq=entry.seq)
+                attempt = 0
+            else:
+                self.spool.release(entry.seq)
+                self.failed[res.reason] = self.failed.get(res.reason, 0) + 1
+                self.retries += 1
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
+                    log.warning("cannot deliver batches to the ingest; keeping them in the spool and retrying",
+                                extra={"reason": res.reason, "status": res.status, "ingest_url": self.ingest_url})
+                wait = retry_wait(attempt, cfg.backoff_first, cfg.backoff_max, res.retry_after, self.rng)
+                attempt += 1
+                await asyncio.sleep(wait)
+
+    async def wait_sent(self, timeout: float) -> bool:
+        """Wait until the buffer and the spool are empty (all acknowledged); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.batcher.records == 0 and not self._unspooled and self.spool is not None and len(self.spool) == 0:
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+    def _log_once(self, key: tuple[Any, ...], level: int, msg: str, **extra: Any) -> None:
+        if key in self._logged:
+            return
+        self._logged.add(key)
+        log.log(level, msg, extra=extra)
+
+    # -- self-metrics -----------------------------------------------------------------
+    def self_metrics(self) -> Iterable[Sample]:
+        def s(name: str, value: float, labels: dict[str, str] | None = None) -> Sample:
+            return Sample(name, _TYPES[name], value, labels or {})
+
+        b = self.batcher
+        out = [
+            s("hostmon_shipper_buffer_records", b.records),
+            s("hostmon_shipper_buffer_limit_records", b.limit_records),
+            s("hostmon_shipper_buffer_dropped_total", b.dropped),
+            s("hostmon_shipper_invalid_records_total", self.invalid_records),
+            s("hostmon_shipper_batches_sealed_total", self.sealed),
+            s("hostmon_shipper_seal_failures_total", self.seal_failures),
+            s("hostmon_spool_limit_bytes", self.config.spool_limit_bytes),
+        ]
+        sp = self.spool
+        if sp is not None:
+            oldest = sp.oldest_created()
+            out += [
+                s("hostmon_spool_bytes", sp.bytes),
+                s("hostmon_spool_batches", len(sp)),
+                s("hostmon_spool_dropped_batches_total", sp.dropped_batches),
+                s("hostmon_spool_dropped_samples_total", sp.dropped_samples),
+                s("hostmon_spool_corrupt_total", sp.corrupt),
+                s("hostmon_spool_write_errors_total", sp.write_errors),
+                s("hostmon_spool_oldest_batch_age_seconds", max(0.0, time.time() - oldest) if oldest else 0.0),
+            ]
+        out += [
+            s("hostmon_ship_sent_batches_total", self.sent_batches),
+            s("hostmon_ship_sent_samples_total", self.sent_samples),
+            s("hostmon_ship_duplicate_total", self.duplicates),
+            s("hostmon_ship_retries_total", self.retries),
+            s("hostmon_ship_rejected_samples_total", self.rejected_samples),
+            s("hostmon_ship_send_duration_seconds_total", self.send_seconds),
+            s("hostmon_ship_send_attempts_total", self.send_attempts),
+            s("hostmon_ship_last_send_duration_seconds", self.last_send_duration),
+        ]
+        out += [s("hostmon_ship_failed_total", v, {"reason": r}) for r, v in sorted(self.failed.items())]
+        out += [s("hostmon_ship_rejected_total", v, {"status": st}) for st, v in sorted(self.rejected.items())]
+        return out
+
+
+_TYPES = {m.name: m.type for m in METRICS}

@@ -1,0 +1,338 @@
+"""The spool: sealed batches on disk, waiting for the ingest's acknowledgement.
+
+One file per batch, ``<seq:020d>.hmb``, holding the sealed envelope exactly as it
+is sent, so the spool is encrypted and signed at rest. A batch is written to a
+temporary file, fsync-ed, renamed into place and the directory fsync-ed: a crash
+leaves either the whole batch or no batch. The spool is bounded in bytes; making
+room drops the oldest batches (never the one being sent right now) and counts
+them. A file that is truncated or corrupt (does not parse, or its signature does
+not verify with the agent's own key) is moved into ``corrupt/`` and counted; the
+newest :data:`CORRUPT_KEEP` such files are kept for inspection.
+
+Sequence numbers (:class:`SeqStore`) are reserved durably in blocks before use,
+so they never repeat across restarts, crashes included.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from agent.errors import SealError, SpoolError
+from agent.shipping import wire
+
+SUFFIX = ".hmb"
+TMP_PREFIX = ".tmp-"
+CORRUPT_DIR = "corrupt"
+CORRUPT_KEEP = 32
+SEQ_BLOCK = 64
+
+log = logging.getLogger("hostmon.shipping.spool")
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_durably(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` atomically: temp file, fsync, rename, fsync the directory."""
+    d = os.path.dirname(path) or "."
+    tmp = os.path.join(d, f"{TMP_PREFIX}{os.path.basename(path)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), mode)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(d)
+
+
+@dataclasses.dataclass
+class SpoolEntry:
+    seq: int
+    path: str
+    size: int
+    n_samples: int
+    n_events: int
+    created: float
+
+
+class Spool:
+    """A bounded directory of sealed batches, oldest (lowest seq) first. Thread-safe."""
+
+    def __init__(self, directory: str, limit_bytes: int, agent_public_key: Any, max_batch_bytes: int = 64 << 20) -> None:
+        self.dir = directory
+        self.corrupt_dir = os.path.join(directory, CORRUPT_DIR)
+        self.limit_bytes = int(limit_bytes)
+        self.agent_public_key = agent_public_key
+        self.max_batch_bytes = max_batch_bytes
+        self._lock = threading.Lock()
+        self._entries: dict[int, SpoolEntry] = {}  # insertion order == seq order
+        self._in_flight: set[int] = set()
+        self.bytes = 0
+        self.dropped_batches = 0
+        self.dropped_samples = 0
+        self.dropped_events = 0
+        self.corrupt = 0
+        self.write_errors = 0
+
+    # -- start-up -------------------------------------------------------------------
+    def open(self) -> None:
+        """Create the directory (0700) and index what is there; corrupt files are moved aside."""
+        try:
+            os.makedirs(self.dir, mode=0o700, exist_ok=True)
+            os.makedirs(self.corrupt_dir, mode=0o700, exist_ok=True)
+            names = os.listdir(self.dir)
+        except OSError as e:
+            raise SpoolError(f"{self.dir}: cannot use the spool directory: {e.strerror}") from None
+        found: list[SpoolEntry] = []
+        for name in names:
+            path = os.path.join(self.dir, name)
+            if name == CORRUPT_DIR:
+                continue
+            if name.startswith(TMP_PREFIX):
+                # a write that never reached its rename: the batch is incomplete
+                self._move_aside(path, "incomplete write")
+                continue
+            if not name.endswith(SUFFIX):
+                continue
+            entry = self._check_file(path)
+            if entry is not None:
+                found.append(entry)
+        found.sort(key=lambda e: e.seq)
+        with self._lock:
+            self._entries = {e.seq: e for e in found}
+            self.bytes = sum(e.size for e in found)
+        if found:
+            log.info("spool holds batches from an earlier run", extra={"batches": len(found), "bytes": self.bytes})
+
+    def _check_file(self, path: str) -> SpoolEntry | None:
+        try:
+            with open(path, "rb") as f:
+                blob = f.read(self.max_batch_bytes + 1)
+        except OSError as e:
+            self._move_aside(path, f"unreadable: {e.strerror}")
+            return None
+        try:
+            header = self._verify(blob)
+        except SealError as e:
+            self._move_aside(path, e.reason)
+            return None
+        expected = f"{header.seq:020d}{SUFFIX}"
+        if os.path.basename(path) != expected:
+            self._move_aside(path, "file name does not match its sequence number")
+            return None
+        return SpoolEntry(header.seq, path, len(blob), header.n_samples, header.n_events, header.created)
+
+    def _verify(self, blob: bytes) -> wire.BatchHeader:
+        header, _, _, _ = wire.parse_envelope(blob, self.max_batch_bytes)
+        wire.verify(blob, self.agent_public_key)
+        return header
+
+    def _move_aside(self, path: str, why: str) -> None:
+        self.corrupt += 1
+        name = os.path.basename(path)
+        dest = os.path.join(self.corrupt_dir, f"{int(time.time())}-{name.lstrip('.')}")
+        try:
+            os.replace(path, dest)
+        except OSError:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        log.warning("corrupt spool file moved aside", extra={"path": path, "reason": why, "moved_to": dest})
+        self._prune_corrupt()
+
+    def _prune_corrupt(self) -> None:
+        try:
+            names = sorted(os.listdir(self.corrupt_dir))
+        except OSError:
+            return
+        for name in names[: max(0, len(names) - CORRUPT_KEEP)]:
+            try:
+                os.unlink(os.path.join(self.corrupt_dir, name))
+            except OSError:
+                pass
+
+    # -- queries ----------------------------------------------------------------------
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def seqs(self) -> list[int]:
+        with self._lock:
+            return list(self._entries)
+
+    def max_seq(self) -> int | None:
+        with self._lock:
+            return max(self._entries) if self._entries else None
+
+    def oldest_created(self) -> float | None:
+        with self._lock:
+            for e in self._entries.values():
+                return e.created
+        return None
+
+    # -- writing --------------------------------------------------------------------
+    def put(self, header: wire.BatchHeader, blob: bytes) -> list[int]:
+        """Store a sealed batch durably; returns the seqs dropped to make room.
+
+        Raises SpoolError when the file cannot be written (disk full, ...); the
+        spool is then unchanged and the caller still holds the batch.
+        """
+        size = len(blob)
+        dropped: list[int] = []
+        if size > self.limit_bytes:
+            with self._lock:
+                self._count_drop(header.n_samples, header.n_events)
+            log.error(
+                "batch larger than the whole spool limit, dropped",
+                extra={"seq": header.seq, "bytes": size, "limit_bytes": self.limit_bytes},
+            )
+            return [header.seq]
+        with self._lock:
+            while self.bytes + size > self.limit_bytes:
+                victim = next((e for s, e in self._entries.items() if s not in self._in_flight), None)
+                if victim is None:
+                    break
+                self._remove_locked(victim.seq)
+                self._count_drop(victim.n_samples, victim.n_events)
+                dropped.append(victim.seq)
+        if dropped:
+            log.warning(
+                "spool full: oldest batches dropped",
+                extra={"dropped_batches": len(dropped), "limit_bytes": self.limit_bytes},
+            )
+        path = os.path.join(self.dir, f"{header.seq:020d}{SUFFIX}")
+        try:
+            write_durably(path, blob)
+        except OSError as e:
+            with self._lock:
+                self.write_errors += 1
+            raise SpoolError(f"{path}: cannot write batch: {e.strerror}") from None
+        with self._lock:
+            self._entries[header.seq] = SpoolEntry(header.seq, path, size, header.n_samples, header.n_events, header.created)
+            self.bytes += size
+        return dropped
+
+    def _count_drop(self, n_samples: int, n_events: int) -> None:
+        self.dropped_batches += 1
+        self.dropped_samples += n_samples
+        self.dropped_events += n_events
+
+    def _remove_locked(self, seq: int) -> None:
+        e = self._entries.pop(seq, None)
+        self._in_flight.discard(seq)
+        if e is None:
+            return
+        self.bytes -= e.size
+        try:
+            os.unlink(e.path)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            log.warning("cannot delete spooled batch", extra={"path": e.path, "error": err.strerror})
+
+    # -- sending side -----------------------------------------------------------------
+    def claim_oldest(self) -> SpoolEntry | None:
+        """The oldest batch not already being sent, marked as being sent."""
+        with self._lock:
+            for seq, e in self._entries.items():
+                if seq not in self._in_flight:
+                    self._in_flight.add(seq)
+                    return e
+        return None
+
+    def release(self, seq: int) -> None:
+        """The send failed: the batch stays and may be sent (or dropped) again."""
+        with self._lock:
+            self._in_flight.discard(seq)
+
+    def remove(self, seq: int) -> None:
+        """Acknowledged (or rejected for good): delete the batch."""
+        with self._lock:
+            self._remove_locked(seq)
+
+    def read(self, entry: SpoolEntry) -> bytes | None:
+        """The batch's bytes, verified; a corrupt file is moved aside and None returned."""
+        try:
+            with open(entry.path, "rb") as f:
+                blob = f.read(self.max_batch_bytes + 1)
+            self._verify(blob)
+        except (OSError, SealError) as e:
+            reason = e.reason if isinstance(e, SealError) else "unreadable"
+            with self._lock:
+                self._entries.pop(entry.seq, None)
+                self._in_flight.discard(entry.seq)
+                self.bytes -= entry.size
+            if os.path.exists(entry.path):
+                self._move_aside(entry.path, reason)
+            else:
+                self.corrupt += 1
+                log.warning("spooled batch vanished", extra={"path": entry.path})
+            return None
+        return blob
+
+
+class SeqStore:
+    """Batch sequence numbers that never repeat: blocks are reserved durably before use.
+
+    The first number after a start is the largest of: the reserved high-water
+    mark on disk, one past the highest seq still in the spool, and the current
+    time in milliseconds, so even a lost state file does not bring old numbers
+    back (unless more than one batch per millisecond was sealed on average).
+    """
+
+    def __init__(self, path: str, block: int = SEQ_BLOCK) -> None:
+        self.path = path
+        self.block = block
+        self._next = 0
+        self._reserved = 0
+        self._lock = threading.Lock()
+
+    def open(self, agent_id: str, floor: int = 0) -> None:
+        stored = 0
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                data = json.load(f)
+            if isinstance(data, dict) and data.get("agent_id") == agent_id and isinstance(data.get("reserved"), int):
+                stored = data["reserved"]
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as e:
+            log.warning("sequence file unreadable; continuing above the clock", extra={"path": self.path, "error": str(e)})
+        self.agent_id = agent_id
+        self._next = max(stored, floor, int(time.time() * 1000))
+        self._reserved = self._next
+        os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
+
+    def next(self) -> int:
+        """The next sequence number, durably reserved before it is returned."""
+        with self._lock:
+            if self._next >= self._reserved:
+                reserved = self._next + self.block
+                data = json.dumps({"agent_id": self.agent_id, "reserved": reserved}).encode()
+                write_durably(self.path, data)
+                self._reserved = reserved
+            seq = self._next
+            self._next += 1
+            return seq

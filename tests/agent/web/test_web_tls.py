@@ -16,7 +16,6 @@ from agent.web.config import TLSServerConfig, WebConfig
 
 from .conftest import PKI, Issued, StartServer, client_ctx, eventually, get
 
-pytestmark = pytest.mark.asyncio
 
 CLIENT_ERRORS = (aiohttp.ClientError, ssl.SSLError, ConnectionError)
 

@@ -292,7 +292,8 @@ class DiskCollector(Collector):
         root = self.ctx.rootfs
         if root in ("", "/"):
             return mountpoint
-        return os.path.join(root, mountpoint.lstrip("/"))
+        rel = mountpoint.lstrip("/")
+        return os.path.join(root, rel) if rel else root
 
     def _filesystems(self) -> Iterator[Sample]:
         mounts = self._wanted(self._mounts())

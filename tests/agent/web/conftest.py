@@ -9,11 +9,13 @@ the server does not trust. Key files are written 0600, as the config requires.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import os
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
@@ -259,3 +261,28 @@ async def get(url: str, *, ctx: ssl.SSLContext | bool | None = None, source: str
     async with aiohttp.ClientSession(connector=connector) as s:
         async with s.get(url, **kw) as r:
             return r.status, dict(r.headers), await r.text()
+
+
+@contextlib.contextmanager
+def server_in_thread(cfg: WebConfig) -> Iterator[Server]:
+    """The test app on its own event loop in a thread, for tests that block (a real Prometheus)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="web-test-server", daemon=True)
+    thread.start()
+
+    async def start() -> Server:
+        app = build_app()
+        ctx = apply_web_security(app, cfg, server="agent")
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx).start()
+        return Server(app, runner, runner.addresses[0][1], ctx)
+
+    srv = asyncio.run_coroutine_threadsafe(start(), loop).result(30)
+    try:
+        yield srv
+    finally:
+        asyncio.run_coroutine_threadsafe(srv.runner.cleanup(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()

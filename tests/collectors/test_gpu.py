@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes.util
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -554,3 +555,29 @@ def test_gpu_check_says_so_on_a_machine_without_a_gpu(tmp_path: Path) -> None:
     r = _run_check(PATH=f"{tmp_path}:{os.environ['PATH']}")
     assert r.returncode == 77, r.stdout + r.stderr
     assert "no NVIDIA GPU on this machine" in r.stdout
+
+
+def test_the_gpu_metrics_pass_promtool_through_the_real_cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import shutil
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("promtool is missing (Debian package prometheus)")
+        pytest.skip("promtool is missing")
+    from agent.cli import main
+
+    fake_proc(tmp_path, 1, "python3")
+    nvml = FakeNVML([FakeGpu(fan_percent=40, compute_procs=[(1, MiB)]), FakeGpu(uuid=UUID1, lost=True)])
+    monkeypatch.setattr(GpuCollector, "nvml_loader", staticmethod(lambda: nvml))
+    monkeypatch.setenv("HOSTMON_PATHS__PROC_ROOT", str(tmp_path))
+    assert main(["collect", "--once", "--format", "prom", "--collector", "gpu"]) == 0
+    text = capsys.readouterr().out
+    # lost before start: no identity to read, reported under uuid="unknown", down
+    assert re.search(r'^hostmon_gpu_up\{gpu="1",uuid="unknown",name="unknown",[^}]*\} 0(\.0)?$', text, re.M), text
+    assert re.search(r'^hostmon_gpu_up\{gpu="0",uuid="GPU-00000000-1111-2222-3333-444444444444",[^}]*\} 1(\.0)?$', text, re.M)
+    assert 'groupname="python3"' in text
+    r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), r.stdout + r.stderr

@@ -262,8 +262,21 @@ class Agent:
         self._self_task: asyncio.Task[None] | None = None
         self._extra_tasks: list[asyncio.Task[Any]] = []
         self.store.add_provider(self._self_samples)
+        self.store.add_provider(self._server_samples)
 
     # -- self-metrics --------------------------------------------------------
+    def _server_samples(self) -> list[Sample]:
+        if self.server is None:
+            return []
+        try:
+            from agent.web.security import security_metrics
+        except ImportError:
+            return []
+        out = security_metrics(self.server.app)
+        for s in out:
+            s.labels.update(self.tags)
+        return out
+
     def _self_samples(self) -> list[Sample]:
         out = [
             Sample("hostmon_build_info", GAUGE, 1, {"version": __version__, "python": platform.python_version()}),
@@ -464,6 +477,8 @@ class Agent:
             log.error("config reload rejected; the running config stays in force", extra={"error": str(e)})
             return False
         old_listen = self.cfg.http.listen
+        if self.notifier is not None:
+            self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
         await self.stop_collectors()
         self.cfg = new
         self.tags = new.resolved_tags()
@@ -473,7 +488,7 @@ class Agent:
             await self.server.stop()
             await self._start_server()
         self.reloads["success"] += 1
-        log.info("config reloaded", extra={"file": self.config_path})
+        log.info("config reloaded", extra={"file": self.config_path})  # READY=1 follows the first collection
         return True
 
     async def _start_server(self) -> None:

@@ -55,6 +55,11 @@ def _check_not_negative(v: float) -> None:
         raise ValueError("must be 0 or more")
 
 
+def _check_workers(v: int) -> None:
+    if v < -1:
+        raise ValueError("must be -1 (one per CPU), 0 (threads, no worker processes) or a count")
+
+
 def _check_tenants(v: list[str]) -> None:
     if not v:
         raise ValueError("list at least one tenant id this agent may write")
@@ -100,7 +105,6 @@ class SqliteConfig:
     retention_seconds: float = field(30 * 86400.0, "Delete data of batches received longer ago than this; 0 keeps everything.", check=_check_not_negative)
     max_bytes: int = field(0, "Delete the oldest batches' data while the database uses more than this many bytes; 0 means no size limit.", check=_check_not_negative)
     retention_interval_seconds: float = field(60.0, "Seconds between two retention passes.", check=_check_positive)
-    store_samples: bool = field(True, "Store samples in SQLite; set false when remote_write is the sample store (batches and events are always stored).")
 
 
 @dataclasses.dataclass
@@ -115,6 +119,7 @@ class RemoteWriteConfig:
 class IngestConfig:
     listen: str = field(DEFAULT_LISTEN, "Address the ingest listens on; loopback by default, 0.0.0.0:9436 to accept agents from other hosts.", check=_check_listen)
     private_keys: list[str] = field([], "Ingest private key files (one per key id, several during a rotation); each must be chmod 600.")
+    decode_workers: int = field(-1, "Worker processes that verify and decrypt batches: -1 one per CPU, 0 none (threads of the ingest process).", check=_check_workers)
     tls_cert: str = field("", "PEM certificate chain for HTTPS; empty serves plain HTTP (put a TLS proxy in front, or set both tls_cert and tls_key).")
     tls_key: str = field("", "PEM private key for tls_cert; must be chmod 600.")
     agents: list[AgentEntry] = field([], "Enrolled agents: each public key with the tenants it may write.")

@@ -1,7 +1,9 @@
 """Read samples and events back from the ingest's SQLite database.
 
 Used by ``hostmon ingest query``; opens the file read-only (WAL lets it read
-while the ingest writes).
+while the ingest writes). The series index picks the blocks that hold records
+of the tenant (and name) in the time range; their records are then filtered
+exactly, so a query never returns another tenant's record.
 """
 
 from __future__ import annotations
@@ -11,7 +13,50 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any, TextIO
 
+from ingest.decode import EVENT, SAMPLE, read_block
 from ingest.sqlite_sink import connect_readonly
+
+
+def _blocks(
+    conn: sqlite3.Connection, tenant: str, kind: str, name: str | None, since: float | None, until: float | None
+) -> Iterator[tuple[int, bytes]]:
+    """(batch id, block) of the blocks whose index says they hold matching records, oldest first."""
+    sql = "SELECT DISTINCT i.batch FROM series_index i WHERE i.tenant = ? AND i.kind = ?"
+    args: list[Any] = [tenant, kind]
+    if name is not None:
+        sql += " AND i.name = ?"
+        args.append(name)
+    if since is not None:
+        sql += " AND i.max_ts >= ?"
+        args.append(since)
+    if until is not None:
+        sql += " AND i.min_ts < ?"
+        args.append(until)
+    sql += " ORDER BY i.batch"
+    ids = [r[0] for r in conn.execute(sql, args)]
+    for bid in ids:
+        row = conn.execute("SELECT records FROM blocks WHERE batch = ?", (bid,)).fetchone()
+        if row is not None:  # deleted by retention meanwhile
+            yield bid, row[0]
+
+
+def _matching(
+    conn: sqlite3.Connection, tenant: str, kind: str, name: str | None, since: float | None, until: float | None
+) -> list[dict[str, Any]]:
+    key = "s" if kind == SAMPLE else "e"
+    out: list[dict[str, Any]] = []
+    for _bid, block in _blocks(conn, tenant, kind, name, since, until):
+        for r in read_block(block):
+            if key not in r or r["l"].get("tenant_id") != tenant:
+                continue
+            if name is not None and r[key] != name:
+                continue
+            t = r["t"]
+            if (since is not None and t < since) or (until is not None and t >= until):
+                continue
+            out.append(r)
+    out.sort(key=lambda r: r["t"])  # stable: receipt order among equal times
+    return out
 
 
 def query_samples(
@@ -23,23 +68,9 @@ def query_samples(
     limit: int | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Samples of ``tenant`` (optionally one metric name) with ``since <= ts < until``, by time."""
-    sql = "SELECT name, labels, value, ts FROM samples WHERE tenant = ?"
-    args: list[Any] = [tenant]
-    if name is not None:
-        sql += " AND name = ?"
-        args.append(name)
-    if since is not None:
-        sql += " AND ts >= ?"
-        args.append(since)
-    if until is not None:
-        sql += " AND ts < ?"
-        args.append(until)
-    sql += " ORDER BY ts, id"
-    if limit is not None:
-        sql += " LIMIT ?"
-        args.append(limit)
-    for n, labels, value, ts in conn.execute(sql, args):
-        yield {"tenant_id": tenant, "name": n, "labels": json.loads(labels), "value": value, "timestamp": ts}
+    rows = _matching(conn, tenant, SAMPLE, name, since, until)
+    for r in rows[:limit] if limit is not None else rows:
+        yield {"tenant_id": tenant, "name": r["s"], "type": r["k"], "labels": r["l"], "value": r["v"], "timestamp": r["t"]}
 
 
 def query_events(
@@ -51,23 +82,9 @@ def query_events(
     limit: int | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Events of ``tenant`` (optionally one kind) with ``since <= time < until``, by time."""
-    sql = "SELECT kind, labels, fields, ts FROM events WHERE tenant = ?"
-    args: list[Any] = [tenant]
-    if kind is not None:
-        sql += " AND kind = ?"
-        args.append(kind)
-    if since is not None:
-        sql += " AND ts >= ?"
-        args.append(since)
-    if until is not None:
-        sql += " AND ts < ?"
-        args.append(until)
-    sql += " ORDER BY ts, id"
-    if limit is not None:
-        sql += " LIMIT ?"
-        args.append(limit)
-    for k, labels, fields, ts in conn.execute(sql, args):
-        yield {"tenant_id": tenant, "kind": k, "labels": json.loads(labels), "fields": json.loads(fields), "time": ts}
+    rows = _matching(conn, tenant, EVENT, kind, since, until)
+    for r in rows[:limit] if limit is not None else rows:
+        yield {"tenant_id": tenant, "kind": r["e"], "labels": r["l"], "fields": r["f"], "time": r["t"]}
 
 
 def open_db(path: str) -> sqlite3.Connection:

@@ -157,9 +157,12 @@ class RemoteWriteSink:
         """Send the samples; returns the HTTP status (2xx). Raises RemoteWriteError."""
         if not samples:
             return 204
+        return await self.write_body(compress(encode_write_request(samples)))
+
+    async def write_body(self, body: bytes) -> int:
+        """Send an already encoded and compressed WriteRequest. Raises RemoteWriteError."""
         if self._session is None:
             raise RuntimeError("remote write sink not started")
-        body = compress(encode_write_request(samples))
         try:
             async with self._session.post(self.url, data=body, headers=self.headers) as resp:
                 text = (await resp.content.read(512)).decode("utf-8", "replace").strip()

@@ -44,10 +44,10 @@ proof that an agent's retry then stores no duplicate).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
-import hashlib
-import json
 import logging
+import multiprocessing
 import os
 import signal
 import ssl
@@ -60,63 +60,23 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from agent.config import parse_listen
-from agent.errors import SealError
 from agent.shipping import wire
 from ingest.config import IngestConfig, LoadedKeys, load_keys
+from ingest.decode import STATUS, SAMPLE, Decoded, Decoder, DecoderSpec, Rejected, decode_in_worker, init_worker
 from ingest.remote_write import RemoteWriteError, RemoteWriteSink
-from ingest.sqlite_sink import DUPLICATE, REPLAY, STORED, BatchRows, SqliteSink
+from ingest.sqlite_sink import DUPLICATE, REPLAY, STORED, SqliteSink
 
 log = logging.getLogger("hostmon.ingest")
 
 BATCH_PATH = "/v1/batches"
 FAULT_ENV = "HOSTMON_INGEST_FAULT"
 
-# SealError reason (or the server's own reason) -> HTTP status
-STATUS: dict[str, int] = {
-    "wrong_content_type": 415,
-    "body_too_large": 413,
-    "too_large": 413,
-    "decompressed_too_large": 413,
-    "too_many_records": 413,
-    "busy": 503,
-    "malformed_envelope": 400,
-    "bad_magic": 400,
-    "unsupported_version": 400,
-    "bad_header": 400,
-    "unknown_suite": 400,
-    "unknown_key_id": 400,
-    "wrong_key": 400,
-    "created_in_future": 400,
-    "decrypt_failed": 400,
-    "bad_compression": 400,
-    "bad_msgpack": 400,
-    "bad_signature": 401,
-    "unknown_agent": 403,
-    "tenant_not_allowed": 403,
-    "replay": 409,
-    "too_old": 410,
-    "bad_record": 422,
-    "count_mismatch": 422,
-    "remote_write_unavailable": 503,
-}
-# wire's too_large is our body_too_large: one reason per cause in the metrics
-_RENAME = {"too_large": "body_too_large"}
-
-
-class Rejected(Exception):
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(reason)
-        self.reason = _RENAME.get(reason, reason)
-        self.detail = detail
-        self.status = STATUS.get(self.reason, 400)
-
-
 class IngestMetrics:
     def __init__(self, tenants: set[str], inflight_limit: int) -> None:
         disable_created_metrics()  # no *_created series: they double the output and no one reads them
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.rejected = Counter("hostmon_ingest_rejected", "Batches refused, by reason (nothing of them was stored).", ["reason"], registry=r)
-        for reason in sorted({_RENAME.get(k, k) for k in STATUS}):
+        for reason in sorted(STATUS):
             self.rejected.labels(reason)
         self.batches = Counter("hostmon_ingest_batches", "Batches answered 200, by result (stored, or duplicate of a stored batch).", ["result"], registry=r)
         for res in (STORED, DUPLICATE):
@@ -139,7 +99,7 @@ class IngestMetrics:
         self.rw_requests = Counter("hostmon_ingest_remote_write_requests", "Remote-write requests, by result (success, retryable_error, rejected).", ["result"], registry=r)
         for res in ("success", "retryable_error", "rejected"):
             self.rw_requests.labels(res)
-        self.rw_dropped = Counter("hostmon_ingest_remote_write_dropped_samples", "Samples the remote-write receiver refused for good (4xx); kept in SQLite when store_samples is on.", registry=r)
+        self.rw_dropped = Counter("hostmon_ingest_remote_write_dropped_samples", "Samples the remote-write receiver refused for good (4xx); they are still stored in SQLite.", registry=r)
         self.db_bytes = Gauge("hostmon_ingest_sqlite_used_bytes", "Bytes of the SQLite database in use (pages minus free pages).", registry=r)
         self.db_limit = Gauge("hostmon_ingest_sqlite_limit_bytes", "sqlite.max_bytes (0: no size limit).", registry=r)
         self.retention_deleted = Counter("hostmon_ingest_retention_deleted", "Rows deleted by retention, by kind (samples, events).", ["kind"], registry=r)
@@ -150,41 +110,6 @@ class IngestMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-def _labels_json(labels: dict[str, str], cache: dict[tuple[tuple[str, str], ...], str]) -> str:
-    key = tuple(labels.items())
-    s = cache.get(key)
-    if s is None:
-        s = json.dumps(labels, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        if len(cache) > 100_000:
-            cache.clear()
-        cache[key] = s
-    return s
-
-
-def records_to_rows(
-    records: list[dict[str, Any]],
-) -> tuple[list[tuple[str, str, str, float, float]], list[tuple[str, str, str, str, float]]]:
-    """Validated wire records -> sink rows (tenant, name, labels_json, value, ts) / events."""
-    cache: dict[tuple[tuple[str, str], ...], str] = {}
-    samples: list[tuple[str, str, str, float, float]] = []
-    events: list[tuple[str, str, str, str, float]] = []
-    for r in records:
-        labels = r["l"]
-        if "s" in r:
-            samples.append((labels["tenant_id"], r["s"], _labels_json(labels, cache), float(r["v"]), float(r["t"])))
-        else:
-            events.append(
-                (
-                    labels["tenant_id"],
-                    r["e"],
-                    _labels_json(labels, cache),
-                    json.dumps(r["f"], sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True),
-                    float(r["t"]),
-                )
-            )
-    return samples, events
 
 
 class IngestServer:
@@ -200,7 +125,6 @@ class IngestServer:
             retention_seconds=cfg.sqlite.retention_seconds,
             max_bytes=cfg.sqlite.max_bytes,
             dedupe_seconds=lim.max_batch_age_seconds + lim.max_clock_skew_seconds + 60,
-            store_samples=cfg.sqlite.store_samples,
         )
         self.remote: RemoteWriteSink | None = None
         if cfg.remote_write.url:
@@ -215,6 +139,21 @@ class IngestServer:
         self.metrics.agents.set(len(self.keys.agents))
         self.metrics.keys.set(len(self.keys.private))
         self.metrics.db_limit.set(cfg.sqlite.max_bytes)
+        self.spec = DecoderSpec(
+            private_keys=tuple((k.alg, k.raw) for k in self.keys.private.values()),
+            agents=tuple((e.name, e.public.raw, tuple(sorted(e.tenants))) for e in self.keys.agents.values()),
+            max_body_bytes=lim.max_body_bytes,
+            max_decompressed_bytes=lim.max_decompressed_bytes,
+            max_records=lim.max_records,
+            max_batch_age_seconds=lim.max_batch_age_seconds,
+            max_clock_skew_seconds=lim.max_clock_skew_seconds,
+            remote_write=self.remote is not None,
+        )
+        self.decoder = Decoder(self.spec)
+        workers = cfg.decode_workers if cfg.decode_workers >= 0 else (os.cpu_count() or 1)
+        self.workers = workers
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._threads = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(lim.max_inflight, 4)), thread_name_prefix="ingest-decode")
         self._inflight = 0
         self._fault = os.environ.get(FAULT_ENV, "")
         self._retention_task: asyncio.Task[None] | None = None
@@ -240,6 +179,14 @@ class IngestServer:
             await self.close()
 
     async def open(self) -> None:
+        if self.workers > 0 and self._pool is None:
+            # spawn, not fork: the ingest may run inside the agent, with threads
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=init_worker,
+                initargs=(self.spec,),
+            )
         await self.sink.open()
         if self.remote is not None:
             await self.remote.start()
@@ -255,6 +202,10 @@ class IngestServer:
         if self.remote is not None:
             await self.remote.close()
         await self.sink.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
     async def run_retention(self) -> None:
         res = await self.sink.retention()
@@ -350,91 +301,58 @@ class IngestServer:
             self._inflight -= 1
             self.metrics.inflight.set(self._inflight)
 
-    def _check_header(self, blob: bytes) -> tuple[wire.BatchHeader, bytes, bytes, Any, Any]:
-        """Structure, enrollment, signature, tenants, key id, age. Runs in a worker thread."""
-        lim = self.cfg.limits
-        try:
-            header, header_bytes, ct, _sig = wire.parse_envelope(blob, lim.max_body_bytes)
-        except SealError as e:
-            raise Rejected(e.reason, e.detail) from None
-        enrolled = self.keys.agents.get(header.agent_id)
-        if enrolled is None:
-            raise Rejected("unknown_agent", f"agent {header.agent_id[:32]} is not enrolled")
-        try:
-            wire.verify(blob, enrolled.public)
-        except SealError as e:
-            raise Rejected(e.reason, e.detail) from None
-        denied = [t for t in header.tenants if t not in enrolled.tenants]
-        if denied:
-            raise Rejected("tenant_not_allowed", f"agent {enrolled.name} may not write tenant {denied[0][:64]}")
-        key = self.keys.private.get(header.key_id)
-        if key is None:
-            raise Rejected("unknown_key_id", f"batch sealed to ingest key {header.key_id[:32]}, not held here")
-        now = time.time()
-        if header.created < now - lim.max_batch_age_seconds:
-            raise Rejected("too_old", f"batch created {now - header.created:.0f}s ago")
-        if header.created > now + lim.max_clock_skew_seconds:
-            raise Rejected("created_in_future", f"batch created {header.created - now:.0f}s in the future")
-        return header, header_bytes, ct, key, enrolled
-
-    def _open(self, header: wire.BatchHeader, header_bytes: bytes, ct: bytes, key: Any) -> tuple[list[Any], list[Any], list[dict[str, Any]]]:
-        lim = self.cfg.limits
-        try:
-            records = wire.open_records(header, header_bytes, ct, key, lim.max_decompressed_bytes, lim.max_records)
-        except SealError as e:
-            raise Rejected(e.reason, e.detail) from None
-        samples, events = records_to_rows(records)
-        return samples, events, records
+    async def _decode(self, blob: bytes) -> Decoded:
+        loop = asyncio.get_running_loop()
+        if self._pool is not None:
+            try:
+                return await loop.run_in_executor(self._pool, decode_in_worker, blob)
+            except concurrent.futures.process.BrokenProcessPool:
+                # A worker died (killed, out of memory): start a new pool, answer 503 so the agent retries.
+                log.error("a decode worker process died; restarting the pool")
+                self._pool = concurrent.futures.ProcessPoolExecutor(
+                    max_workers=self.workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=init_worker,
+                    initargs=(self.spec,),
+                )
+                raise Rejected("busy", "decode worker restarted; retry") from None
+        return await loop.run_in_executor(self._threads, self.decoder.decode, blob)
 
     async def _process(self, blob: bytes) -> web.Response:
-        loop = asyncio.get_running_loop()
-        header, header_bytes, ct, key, _enrolled = await loop.run_in_executor(None, self._check_header, blob)
-        digest = hashlib.sha256(blob).digest()
-        known = await self.sink.lookup(header.agent_id, header.seq)
+        d = await self._decode(blob)
+        known = await self.sink.lookup(d.agent_id, d.seq)
         if known is not None:
-            if known == digest:
+            if known == d.hash:
                 self.metrics.batches.labels(DUPLICATE).inc()
                 return web.json_response({"status": DUPLICATE})
-            raise Rejected("replay", f"sequence {header.seq} was stored with other content")
-        samples, events, records = await loop.run_in_executor(None, self._open, header, header_bytes, ct, key)
-        if self.remote is not None and samples:
-            await self._remote_write(records)
+            raise Rejected("replay", f"sequence {d.seq} was stored with other content")
+        if self.remote is not None and d.remote_write_body is not None:
+            await self._remote_write(d)
         t0 = time.perf_counter()
-        result = await self.sink.store(
-            BatchRows(header.agent_id, header.seq, digest, header.created, samples, events)
-        )
+        result = await self.sink.store(d)
         self.metrics.store_seconds.observe(time.perf_counter() - t0)
         if self._fault == "kill_after_commit" and result == STORED:
             os.kill(os.getpid(), signal.SIGKILL)
         if result == REPLAY:
-            raise Rejected("replay", f"sequence {header.seq} was stored with other content")
+            raise Rejected("replay", f"sequence {d.seq} was stored with other content")
         self.metrics.batches.labels(result).inc()
         if result == STORED:
-            per_tenant: dict[str, list[int]] = {}
-            for row in samples:
-                per_tenant.setdefault(row[0], [0, 0])[0] += 1
-            for row in events:
-                per_tenant.setdefault(row[0], [0, 0])[1] += 1
-            for t, (ns, ne) in per_tenant.items():
-                if ns:
-                    self.metrics.samples.labels(t).inc(ns)
-                if ne:
-                    self.metrics.events.labels(t).inc(ne)
+            for row in d.index:
+                (self.metrics.samples if row.kind == SAMPLE else self.metrics.events).labels(row.tenant).inc(row.n)
         return web.json_response({"status": result})
 
-    async def _remote_write(self, records: list[dict[str, Any]]) -> None:
-        assert self.remote is not None
-        samples = [(r["s"], r["l"], r["v"], r["t"]) for r in records if "s" in r]
+    async def _remote_write(self, d: Decoded) -> None:
+        assert self.remote is not None and d.remote_write_body is not None
         try:
-            await self.remote.write(samples)
+            await self.remote.write_body(d.remote_write_body)
         except RemoteWriteError as e:
             if e.retryable:
                 self.metrics.rw_requests.labels("retryable_error").inc()
                 log.warning("remote write failed, agent will retry: %s", e)
                 raise Rejected("remote_write_unavailable", "the remote-write receiver is unavailable; retry later") from None
             self.metrics.rw_requests.labels("rejected").inc()
-            self.metrics.rw_dropped.inc(len(samples))
-            log.error("remote write receiver refused %d samples for good: %s", len(samples), e)
+            self.metrics.rw_dropped.inc(d.n_samples)
+            log.error("remote write receiver refused %d samples for good (kept in SQLite): %s", d.n_samples, e)
             return
         self.metrics.rw_requests.labels("success").inc()
 

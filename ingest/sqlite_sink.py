@@ -18,10 +18,17 @@ event loop never waits on SQLite and there is exactly one writer connection.
 Readers (``hostmon ingest query``) open their own read-only connection; WAL lets
 them read while the ingest writes.
 
-Retention runs periodically on the writer thread: by age (rows of batches
-*received* longer ago than ``retention_seconds``; receipt order is rowid order,
-so this is a range delete on the primary key) and by size (oldest batches'
-rows are deleted until the used pages fit ``max_bytes``; freed pages are
+Layout (like a TSDB's chunks, so a batch costs a handful of rows, not one row
+per sample): ``blocks`` holds each stored batch's validated records as one
+zstd-compressed msgpack block; ``series_index`` has one row per (batch, tenant,
+sample name or event kind) with the count and time range, so a query reads
+only the blocks that hold what it asks for and filters their records by
+tenant, name and time (see :mod:`ingest.query`).
+
+Retention runs periodically on the writer thread: by age (blocks of batches
+*received* longer ago than ``retention_seconds``; receipt order is batch id
+order, so this is a range delete on the primary key) and by size (the oldest
+blocks are deleted until the used pages fit ``max_bytes``; freed pages are
 returned to the file system with incremental vacuum). Dedupe records are kept
 for ``dedupe_seconds`` (the maximum batch age plus clock skew): a batch older
 than that is refused by age, so its record is no longer needed.
@@ -38,6 +45,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from ingest.decode import EVENT, SAMPLE, Decoded
+
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -51,32 +60,24 @@ CREATE TABLE IF NOT EXISTS batches (
     received REAL NOT NULL,
     n_samples INTEGER NOT NULL,
     n_events INTEGER NOT NULL,
-    first_sample INTEGER,
-    first_event INTEGER,
     UNIQUE (agent_id, seq)
 );
 CREATE INDEX IF NOT EXISTS batches_received ON batches (received);
-CREATE INDEX IF NOT EXISTS batches_created ON batches (created);
-CREATE TABLE IF NOT EXISTS samples (
-    id INTEGER PRIMARY KEY,
-    batch INTEGER NOT NULL,
-    tenant TEXT NOT NULL,
-    name TEXT NOT NULL,
-    labels TEXT NOT NULL,
-    value REAL NOT NULL,
-    ts REAL NOT NULL
+CREATE TABLE IF NOT EXISTS blocks (
+    batch INTEGER PRIMARY KEY,
+    records BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS samples_tenant_name_ts ON samples (tenant, name, ts);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS series_index (
     batch INTEGER NOT NULL,
     tenant TEXT NOT NULL,
     kind TEXT NOT NULL,
-    labels TEXT NOT NULL,
-    fields TEXT NOT NULL,
-    ts REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_tenant_ts ON events (tenant, ts);
+    name TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    min_ts REAL NOT NULL,
+    max_ts REAL NOT NULL,
+    PRIMARY KEY (batch, tenant, kind, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS series_index_lookup ON series_index (tenant, kind, name, max_ts);
 """
 
 STORED = "stored"
@@ -87,23 +88,8 @@ SYNCHRONOUS_MODES = ("full", "normal")
 
 
 @dataclasses.dataclass(slots=True)
-class BatchRows:
-    """One verified, decoded batch, ready to store.
-
-    ``samples`` rows are ``(tenant, name, labels_json, value, ts)``;
-    ``events`` rows are ``(tenant, kind, labels_json, fields_json, ts)``.
-    """
-
-    agent_id: str
-    seq: int
-    hash: bytes
-    created: float
-    samples: Sequence[tuple[str, str, str, float, float]]
-    events: Sequence[tuple[str, str, str, str, float]]
-
-
-@dataclasses.dataclass(slots=True)
 class RetentionResult:
+    blocks_deleted: int = 0
     samples_deleted: int = 0
     events_deleted: int = 0
     batches_forgotten: int = 0
@@ -141,6 +127,19 @@ def connect_readonly(path: str) -> sqlite3.Connection:
     return conn
 
 
+def counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Stored batches (dedupe records), blocks, samples and events."""
+    out = {
+        "batches": int(conn.execute("SELECT COUNT(*) FROM batches").fetchone()[0]),
+        "blocks": int(conn.execute("SELECT COUNT(*) FROM blocks").fetchone()[0]),
+        "samples": 0,
+        "events": 0,
+    }
+    for kind, n in conn.execute("SELECT kind, COALESCE(SUM(n), 0) FROM series_index GROUP BY kind"):
+        out["samples" if kind == SAMPLE else "events"] = int(n)
+    return out
+
+
 class SqliteSink:
     """Owns the writer thread and its connection. All public coroutines are loop-safe."""
 
@@ -152,14 +151,12 @@ class SqliteSink:
         retention_seconds: float = 30 * 86400,
         max_bytes: int = 0,
         dedupe_seconds: float = 7 * 86400 + 600,
-        store_samples: bool = True,
     ) -> None:
         self.path = path
         self.synchronous = synchronous
         self.retention_seconds = retention_seconds
         self.max_bytes = max_bytes
         self.dedupe_seconds = dedupe_seconds
-        self.store_samples = store_samples
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-sqlite")
         self._conn: sqlite3.Connection | None = None
 
@@ -176,7 +173,7 @@ class SqliteSink:
         row = self._c().execute("SELECT hash FROM batches WHERE agent_id = ? AND seq = ?", (agent_id, seq)).fetchone()
         return bytes(row[0]) if row else None
 
-    def _store_sync(self, b: BatchRows, received: float) -> str:
+    def _store_sync(self, b: Decoded, received: float) -> str:
         c = self._c()
         c.execute("BEGIN IMMEDIATE")
         try:
@@ -184,27 +181,17 @@ class SqliteSink:
             if row is not None:
                 c.execute("ROLLBACK")
                 return DUPLICATE if bytes(row[0]) == b.hash else REPLAY
-            n_samples = len(b.samples) if self.store_samples else 0
             cur = c.execute(
                 "INSERT INTO batches (agent_id, seq, hash, created, received, n_samples, n_events) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (b.agent_id, b.seq, b.hash, b.created, received, n_samples, len(b.events)),
+                (b.agent_id, b.seq, b.hash, b.created, received, b.n_samples, b.n_events),
             )
             batch_id = cur.lastrowid
-            first_sample = first_event = None
-            if n_samples:
-                first_sample = c.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM samples").fetchone()[0]
+            if b.index:
+                c.execute("INSERT INTO blocks (batch, records) VALUES (?, ?)", (batch_id, b.block))
                 c.executemany(
-                    "INSERT INTO samples (batch, tenant, name, labels, value, ts) VALUES (?, ?, ?, ?, ?, ?)",
-                    [(batch_id, *r) for r in b.samples],
+                    "INSERT INTO series_index (batch, tenant, kind, name, n, min_ts, max_ts) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(batch_id, r.tenant, r.kind, r.name, r.n, r.min_ts, r.max_ts) for r in b.index],
                 )
-            if b.events:
-                first_event = c.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM events").fetchone()[0]
-                c.executemany(
-                    "INSERT INTO events (batch, tenant, kind, labels, fields, ts) VALUES (?, ?, ?, ?, ?, ?)",
-                    [(batch_id, *r) for r in b.events],
-                )
-            if first_sample is not None or first_event is not None:
-                c.execute("UPDATE batches SET first_sample = ?, first_event = ? WHERE id = ?", (first_sample, first_event, batch_id))
             c.execute("COMMIT")
         except BaseException:
             if c.in_transaction:
@@ -219,45 +206,43 @@ class SqliteSink:
         free = c.execute("PRAGMA freelist_count").fetchone()[0]
         return int((pages - free) * page_size)
 
-    def _delete_before_batch_sync(self, batch_id: int) -> tuple[int, int]:
-        """Delete the samples and events of every batch with id < batch_id (inside a transaction).
+    def _delete_blocks_before_sync(self, batch_id: int) -> tuple[int, int, int]:
+        """Delete the blocks (and their index rows) of every batch with id < batch_id.
 
-        Row ids grow with receipt, so this is a range delete on the primary key:
-        everything below the first row of the first later batch that has data.
-        The batches rows stay (dedupe) with their data pointers cleared.
+        Runs inside the caller's transaction; returns (blocks, samples, events) deleted.
+        The batches rows stay: they are the dedupe records.
         """
         c = self._c()
-        s_cut, e_cut = c.execute(
-            "SELECT MIN(first_sample), MIN(first_event) FROM batches WHERE id >= ?", (batch_id,)
-        ).fetchone()
-        if s_cut is None:
-            s_cut = c.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM samples").fetchone()[0]
-        if e_cut is None:
-            e_cut = c.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM events").fetchone()[0]
-        ns = c.execute("DELETE FROM samples WHERE id < ?", (s_cut,)).rowcount
-        ne = c.execute("DELETE FROM events WHERE id < ?", (e_cut,)).rowcount
-        c.execute(
-            "UPDATE batches SET first_sample = NULL, first_event = NULL WHERE id < ? "
-            "AND (first_sample IS NOT NULL OR first_event IS NOT NULL)",
-            (batch_id,),
+        counts = dict(
+            c.execute(
+                "SELECT kind, COALESCE(SUM(n), 0) FROM series_index WHERE batch < ? GROUP BY kind", (batch_id,)
+            ).fetchall()
         )
-        return ns, ne
+        nb = c.execute("DELETE FROM blocks WHERE batch < ?", (batch_id,)).rowcount
+        c.execute("DELETE FROM series_index WHERE batch < ?", (batch_id,))
+        return nb, int(counts.get(SAMPLE, 0)), int(counts.get(EVENT, 0))
 
     def _retention_sync(self, now: float) -> RetentionResult:
         c = self._c()
         res = RetentionResult()
+
+        def add(r: tuple[int, int, int]) -> None:
+            res.blocks_deleted += r[0]
+            res.samples_deleted += r[1]
+            res.events_deleted += r[2]
+
         c.execute("BEGIN IMMEDIATE")
         try:
             if self.retention_seconds > 0:
-                row = c.execute("SELECT MIN(id) FROM batches WHERE received >= ?", (now - self.retention_seconds,)).fetchone()
-                cut = row[0] if row[0] is not None else (c.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM batches").fetchone()[0])
-                ns, ne = self._delete_before_batch_sync(cut)
-                res.samples_deleted += ns
-                res.events_deleted += ne
+                cut = c.execute(
+                    "SELECT COALESCE((SELECT MIN(id) FROM batches WHERE received >= ?), (SELECT COALESCE(MAX(id), 0) + 1 FROM batches))",
+                    (now - self.retention_seconds,),
+                ).fetchone()[0]
+                add(self._delete_blocks_before_sync(cut))
             if self.dedupe_seconds > 0:
                 res.batches_forgotten = c.execute(
                     "DELETE FROM batches WHERE created < ? AND received < ? "
-                    "AND first_sample IS NULL AND first_event IS NULL",
+                    "AND id < (SELECT COALESCE(MIN(batch), 1 << 62) FROM blocks)",
                     (now - self.dedupe_seconds, now - self.dedupe_seconds),
                 ).rowcount
             c.execute("COMMIT")
@@ -266,42 +251,34 @@ class SqliteSink:
                 c.execute("ROLLBACK")
             raise
         if self.max_bytes > 0:
-            # Delete the oldest tenth of the stored batches at a time until the
-            # used pages fit. Dedupe rows stay (they are small and needed).
+            # Delete the oldest tenth of the remaining blocks at a time until the
+            # used pages fit. Dedupe rows stay (small, and needed).
             for _ in range(64):
-                used = self._used_bytes_sync()
-                if used <= self.max_bytes:
+                if self._used_bytes_sync() <= self.max_bytes:
                     break
-                lo, hi = c.execute(
-                    "SELECT MIN(id), MAX(id) FROM batches WHERE first_sample IS NOT NULL OR first_event IS NOT NULL"
-                ).fetchone()
+                lo, n = c.execute("SELECT MIN(batch), COUNT(*) FROM blocks").fetchone()
                 if lo is None:
                     break
-                alive = lo
-                step = max(1, (hi - alive + 1) // 10)
+                cut = c.execute(
+                    "SELECT batch FROM blocks ORDER BY batch LIMIT 1 OFFSET ?", (max(1, n // 10),)
+                ).fetchone()
+                cut_id = cut[0] if cut is not None else lo + 1
                 c.execute("BEGIN IMMEDIATE")
                 try:
-                    ns, ne = self._delete_before_batch_sync(alive + step)
+                    add(self._delete_blocks_before_sync(cut_id))
                     c.execute("COMMIT")
                 except BaseException:
                     if c.in_transaction:
                         c.execute("ROLLBACK")
                     raise
-                res.samples_deleted += ns
-                res.events_deleted += ne
-                if ns == 0 and ne == 0:
-                    break
-        if res.samples_deleted or res.events_deleted or res.batches_forgotten:
+                c.execute("PRAGMA incremental_vacuum")
+        if res.blocks_deleted or res.batches_forgotten:
             c.execute("PRAGMA incremental_vacuum")
         res.used_bytes = self._used_bytes_sync()
         return res
 
     def _counts_sync(self) -> dict[str, int]:
-        c = self._c()
-        return {
-            t: int(c.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])  # noqa: S608 - fixed names
-            for t in ("batches", "samples", "events")
-        }
+        return counts(self._c())
 
     def _close_sync(self) -> None:
         if self._conn is not None:
@@ -319,7 +296,7 @@ class SqliteSink:
         """The stored hash of (agent_id, seq), or None."""
         return await self._run(self._lookup_sync, agent_id, seq)  # type: ignore[no-any-return]
 
-    async def store(self, batch: BatchRows) -> str:
+    async def store(self, batch: Decoded) -> str:
         """Store atomically with its dedupe record: returns STORED, DUPLICATE or REPLAY (nothing written)."""
         return await self._run(self._store_sync, batch, time.time())  # type: ignore[no-any-return]
 
@@ -340,7 +317,7 @@ class SqliteSink:
     def open_sync(self) -> None:
         self._executor.submit(self._open_sync).result()
 
-    def store_sync(self, batch: BatchRows, received: float | None = None) -> str:
+    def store_sync(self, batch: Decoded, received: float | None = None) -> str:
         return self._executor.submit(self._store_sync, batch, time.time() if received is None else received).result()  # type: ignore[no-any-return]
 
     def retention_sync(self, now: float | None = None) -> RetentionResult:

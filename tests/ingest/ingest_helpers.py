@@ -17,6 +17,8 @@ from typing import Any
 
 from agent.shipping import keys as keymod
 from agent.shipping import wire
+from ingest.query import query_samples
+from ingest.sqlite_sink import counts
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -116,9 +118,21 @@ def seal(
 
 
 def db_counts(path: str | Path) -> dict[str, int]:
+    """batches (dedupe records), blocks, samples, events stored; all zero when no database yet."""
+    if not Path(path).exists():
+        return {"batches": 0, "blocks": 0, "samples": 0, "events": 0}
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("batches", "samples", "events")}
+        return counts(conn)
+    finally:
+        conn.close()
+
+
+def all_samples(path: str | Path, tenant: str = "acme") -> list[tuple[str, tuple[tuple[str, str], ...], float, float]]:
+    """Every stored sample of ``tenant`` as (name, sorted labels, value, ts), in time order."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return [(r["name"], tuple(sorted(r["labels"].items())), r["value"], r["timestamp"]) for r in query_samples(conn, tenant)]
     finally:
         conn.close()
 

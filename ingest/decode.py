@@ -1,0 +1,215 @@
+"""Check and decode one batch envelope: the CPU-bound half of the ingest.
+
+:class:`Decoder` runs every check that needs no database (structure,
+enrollment, signature, tenants, key id, age, decryption, bounded
+decompression, record types) and returns a :class:`Decoded` batch ready to be
+stored, or raises :class:`Rejected` with a fixed reason. It holds no state
+between calls, so it runs in a pool of worker *processes* (``decode_workers``:
+the ingest then uses every core, free of the GIL) or in threads of the ingest
+process (the embedded ingest). What crosses the process boundary is small: the
+envelope in, a compressed block and a per-(tenant, name) summary out.
+
+Nothing is decrypted before the envelope's signature checked out against the
+enrolled key of the agent it names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from typing import Any
+
+import msgpack
+import zstandard
+
+from agent.errors import SealError
+from agent.shipping import keys as keymod
+from agent.shipping import wire
+
+# SealError reason (or the ingest's own reason) -> HTTP status
+STATUS: dict[str, int] = {
+    "wrong_content_type": 415,
+    "body_too_large": 413,
+    "decompressed_too_large": 413,
+    "too_many_records": 413,
+    "busy": 503,
+    "remote_write_unavailable": 503,
+    "malformed_envelope": 400,
+    "bad_magic": 400,
+    "unsupported_version": 400,
+    "bad_header": 400,
+    "unknown_suite": 400,
+    "unknown_key_id": 400,
+    "wrong_key": 400,
+    "created_in_future": 400,
+    "decrypt_failed": 400,
+    "bad_compression": 400,
+    "bad_msgpack": 400,
+    "bad_signature": 401,
+    "unknown_agent": 403,
+    "tenant_not_allowed": 403,
+    "replay": 409,
+    "too_old": 410,
+    "bad_record": 422,
+    "count_mismatch": 422,
+}
+# wire's too_large is the body limit: one reason per cause in the metrics
+_RENAME = {"too_large": "body_too_large", "seal_failed": "bad_record"}
+
+SAMPLE = "sample"
+EVENT = "event"
+BLOCK_ZSTD_LEVEL = 1
+
+
+class Rejected(Exception):
+    """A batch refused with ``reason`` (a fixed token) and its HTTP ``status``."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.reason = _RENAME.get(reason, reason)
+        self.detail = detail
+        self.status = STATUS.get(self.reason, 400)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses the process pool intact
+        return (Rejected, (self.reason, self.detail))
+
+
+@dataclasses.dataclass(slots=True)
+class IndexRow:
+    tenant: str
+    kind: str  # SAMPLE or EVENT
+    name: str  # metric name or event kind
+    n: int
+    min_ts: float
+    max_ts: float
+
+
+@dataclasses.dataclass(slots=True)
+class Decoded:
+    agent_id: str
+    seq: int
+    created: float
+    hash: bytes  # SHA-256 of the whole envelope: the dedupe identity
+    n_samples: int
+    n_events: int
+    block: bytes  # zstd(msgpack(records)), the validated records as stored
+    index: list[IndexRow]
+    remote_write_body: bytes | None = None  # snappy protobuf, when asked for
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderSpec:
+    """Picklable description of a :class:`Decoder` (for worker processes)."""
+
+    private_keys: tuple[tuple[str, bytes], ...]  # (alg, raw private key)
+    agents: tuple[tuple[str, bytes, tuple[str, ...]], ...]  # (name, raw ed25519 public key, tenants)
+    max_body_bytes: int
+    max_decompressed_bytes: int
+    max_records: int
+    max_batch_age_seconds: float
+    max_clock_skew_seconds: float
+    remote_write: bool = False
+
+
+class Decoder:
+    def __init__(self, spec: DecoderSpec) -> None:
+        self.spec = spec
+        self.private: dict[str, keymod.PrivateKey] = {}
+        for alg, raw in spec.private_keys:
+            k = keymod.private_from_raw(alg, raw)
+            self.private[k.key_id] = k
+        self.agents: dict[str, tuple[str, keymod.PublicKey, frozenset[str]]] = {}
+        for name, raw, tenants in spec.agents:
+            pub = keymod.public_from_raw(keymod.ED25519, raw)
+            self.agents[keymod.agent_id_of(pub)] = (name, pub, frozenset(tenants))
+
+    def decode(self, blob: bytes, now: float | None = None) -> Decoded:
+        s = self.spec
+        try:
+            header, header_bytes, ct, _sig = wire.parse_envelope(blob, s.max_body_bytes)
+        except SealError as e:
+            raise Rejected(e.reason, e.detail) from None
+        enrolled = self.agents.get(header.agent_id)
+        if enrolled is None:
+            raise Rejected("unknown_agent", f"agent {header.agent_id[:32]} is not enrolled")
+        name, pub, allowed = enrolled
+        try:
+            wire.verify(blob, pub)
+        except SealError as e:
+            raise Rejected(e.reason, e.detail) from None
+        denied = [t for t in header.tenants if t not in allowed]
+        if denied:
+            raise Rejected("tenant_not_allowed", f"agent {name} may not write tenant {denied[0][:64]}")
+        key = self.private.get(header.key_id)
+        if key is None:
+            raise Rejected("unknown_key_id", f"batch sealed to ingest key {header.key_id[:32]}, not held here")
+        now = time.time() if now is None else now
+        if header.created < now - s.max_batch_age_seconds:
+            raise Rejected("too_old", f"batch created {now - header.created:.0f}s ago")
+        if header.created > now + s.max_clock_skew_seconds:
+            raise Rejected("created_in_future", f"batch created {header.created - now:.0f}s in the future")
+        try:
+            records = wire.open_records(header, header_bytes, ct, key, s.max_decompressed_bytes, s.max_records)
+        except SealError as e:
+            raise Rejected(e.reason, e.detail) from None
+        index = summarize(records)
+        block = zstandard.ZstdCompressor(level=BLOCK_ZSTD_LEVEL).compress(msgpack.packb(records, use_bin_type=True))
+        rw = None
+        if s.remote_write and header.n_samples:
+            from ingest.remote_write import compress, encode_write_request
+
+            rw = compress(encode_write_request((r["s"], r["l"], r["v"], r["t"]) for r in records if "s" in r))
+        return Decoded(
+            header.agent_id,
+            header.seq,
+            header.created,
+            hashlib.sha256(blob).digest(),
+            header.n_samples,
+            header.n_events,
+            block,
+            index,
+            rw,
+        )
+
+
+def summarize(records: list[dict[str, Any]]) -> list[IndexRow]:
+    """One index row per (tenant, kind, name) with its count and time range."""
+    acc: dict[tuple[str, str, str], list[Any]] = {}
+    for r in records:
+        if "s" in r:
+            key = (r["l"]["tenant_id"], SAMPLE, r["s"])
+        else:
+            key = (r["l"]["tenant_id"], EVENT, r["e"])
+        t = r["t"]
+        a = acc.get(key)
+        if a is None:
+            acc[key] = [1, t, t]
+        else:
+            a[0] += 1
+            if t < a[1]:
+                a[1] = t
+            elif t > a[2]:
+                a[2] = t
+    return [IndexRow(k[0], k[1], k[2], a[0], float(a[1]), float(a[2])) for k, a in acc.items()]
+
+
+def read_block(block: bytes) -> list[dict[str, Any]]:
+    """The records of a stored block (trusted: written by the ingest after validation)."""
+    return msgpack.unpackb(zstandard.ZstdDecompressor().decompress(block), raw=False)  # type: ignore[no-any-return]
+
+
+# -- worker-process entry points ------------------------------------------------------
+
+_worker: Decoder | None = None
+
+
+def init_worker(spec: DecoderSpec) -> None:
+    global _worker
+    _worker = Decoder(spec)
+
+
+def decode_in_worker(blob: bytes, now: float | None = None) -> Decoded:
+    if _worker is None:
+        raise RuntimeError("worker not initialised")
+    return _worker.decode(blob, now)

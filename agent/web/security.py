@@ -23,7 +23,7 @@ import contextlib
 import logging
 import os
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from aiohttp import web
 
@@ -269,3 +269,29 @@ def security_metrics(app: web.Application) -> list[Sample]:
     """The security layer's self-metrics for ``app``; [] when apply_web_security was not called."""
     sec = security_of(app)
     return sec.self_metrics() if sec is not None else []
+
+
+class PrometheusCollector:
+    """The security self-metrics as a prometheus_client custom collector (for servers that use a
+    ``CollectorRegistry``, like the ingest): ``registry.register(PrometheusCollector(app))``."""
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+        self._specs = {m.name: m for m in METRICS}
+
+    def describe(self) -> list[object]:
+        return []  # no fixed description: families appear once apply_web_security ran
+
+    def collect(self) -> Iterator[object]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
+        for s in security_metrics(self._app):
+            fam = families.get(s.name)
+            if fam is None:
+                spec = self._specs[s.name]
+                cls = CounterMetricFamily if spec.type == COUNTER else GaugeMetricFamily
+                fam = cls(s.name, spec.help, labels=list(spec.labels))
+                families[s.name] = fam
+            fam.add_metric([s.labels[k] for k in self._specs[s.name].labels], s.value)
+        yield from families.values()

@@ -11,7 +11,7 @@ import pytest
 from agent import config as config_mod
 from agent.errors import ConfigError
 from agent.web.config import WebConfig
-from agent.web.security import REFUSAL_REASONS, WebSecurity, apply_web_security
+from agent.web.security import REFUSAL_REASONS, WEB_SECURITY_KEY, WebSecurity, apply_web_security
 
 from .conftest import PKI
 
@@ -172,3 +172,22 @@ def test_refusal_reasons_are_a_fixed_set_and_all_exported_at_zero() -> None:
     sec.count("whatever")
     assert sec.refused["tls_handshake_failed"] == 1 and sec.refused["auth_failed"] == 1
     assert set(sec.refused) == set(REFUSAL_REASONS)
+
+
+def test_prometheus_client_collector_exposes_the_same_figures() -> None:
+    from aiohttp import web
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from agent.web.security import PrometheusCollector
+
+    app = web.Application()
+    apply_web_security(app, WebConfig(), server="ingest")
+    sec = app[WEB_SECURITY_KEY]
+    sec.count("rate_limited")
+    sec.count("rate_limited")
+    registry = CollectorRegistry()
+    registry.register(PrometheusCollector(app))
+    text = generate_latest(registry).decode()
+    assert 'hostmon_web_requests_refused_total{reason="rate_limited",server="ingest"} 2.0' in text
+    assert "# TYPE hostmon_web_requests_refused_total counter" in text
+    assert 'hostmon_web_rate_limit_clients_max{server="ingest"} 10000.0' in text

@@ -150,7 +150,7 @@ _FROM_END = re.compile(r" from (" + _ADDR + r")(?: port (\d+))?$")
 _FAILED = re.compile(r"Failed (\S+) for (invalid user |illegal user )?")
 _CLOSED = re.compile(r"Connection (closed|reset) by (?:(authenticating|invalid) user (.*) )?(" + _ADDR + r")(?: port (\d+))?( \[preauth\])?$")
 _DISCONNECTED = re.compile(r"Disconnected from (?:(authenticating|invalid) user (.*) )?(" + _ADDR + r")(?: port (\d+))?( \[preauth\])?$")
-_RECV_DISC = re.compile(r"Received disconnect from (" + _ADDR + r")(?: port (\d+))?: ?(\d+): (.*?)( \[preauth\])?$")
+_RECV_DISC = re.compile(r"Received disconnect from ([\w.:%-]+?)(?: port (\d+))?: ?(\d+):")
 _DISCONNECTING_USER = re.compile(
     r"Disconnecting (?:invalid|authenticating) user (.*) (" + _ADDR + r") port (\d+): (Too many authentication failures|Change of username or service not allowed.*?)(?: \[preauth\])?$"
 )
@@ -188,21 +188,15 @@ _METHODS = {
     "keyboard-interactive/pam": "keyboard_interactive",
     "hostbased": "hostbased",
 }
-# sshd lines whose first word never starts a failure: skipped before any regex.
-_SSHD_SKIP_FIRST = frozenset(
+# First words of the sshd messages the parser looks at; any other line is dropped before any regex.
+_SSHD_FIRST = frozenset(
     (
-        "input_userauth_request:",
-        "reverse",
-        "Address",
-        "Postponed",
-        "pam_unix(sshd:session):",
-        "pam_unix(sshd:account):",
-        "Server",
-        "Server listening",
-        "Received",  # handled separately below (kept out of this set on purpose)
+        "Failed", "Invalid", "Illegal", "Accepted", "Connection", "Received", "Disconnected", "Disconnecting",
+        "Disconnecting:", "maximum", "User", "ROOT", "PAM:", "Did", "Bad", "kex_exchange_identification:",
+        "banner", "ssh_dispatch_run_fatal:", "kex_protocol_error:", "Unable", "no", "Timeout", "Read", "Write",
+        "refused", "SSH:", "message", "(pam_unix)",
     )
 )
-_SSHD_SKIP_FIRST = _SSHD_SKIP_FIRST - {"Received"}
 
 MAX_PENDING_USERS = 16
 
@@ -251,6 +245,30 @@ class AuthParser:
         self.lines += 1
         if "\x00" in line:
             line = line.replace("\x00", "\\0")
+        # Fast path for the common BSD shape "Mmm dd hh:mm:ss host prog[pid]: msg" (fixed widths).
+        if len(line) > 17 and line[3] == " " and line[6] == " " and line[9] == ":" and line[15] == " ":
+            sp = line.find(" ", 16)
+            if sp > 16:
+                if line[sp - 1] == ":":
+                    hostname, tag, ms = None, line[16 : sp - 1], sp + 1
+                else:
+                    sp2 = line.find(" ", sp + 1)
+                    hostname = line[16:sp]
+                    tag = line[sp + 1 : sp2 - 1] if sp2 > 0 and line[sp2 - 1] == ":" else ""
+                    ms = sp2 + 1
+                    if ":" in hostname or "[" in hostname:
+                        tag = ""
+                if tag and tag[0] != "[":
+                    i = tag.find("[")
+                    if i < 0:
+                        prog, pid = tag, None
+                    elif tag[-1] == "]" and tag[i + 1 : -1].isdigit():
+                        prog, pid = tag[:i], tag[i + 1 : -1]
+                    else:
+                        prog = ""
+                    if prog:
+                        t = self.clock.convert(line[0:3], line[4:6], line[7:15])
+                        return self.handle(t, hostname, prog, pid, line[ms:])
         c0 = line[:1]
         if c0.isalpha():
             m = _BSD.match(line)
@@ -421,6 +439,15 @@ class AuthParser:
         complete ones win; among those, the address already known for the
         connection, else the last one (a user name comes before the trailer).
         """
+        if text.count(" from ") == 1:
+            m = _TRAILER.search(text)
+            if m is None:
+                return None
+            ip, host = normalise_address(m.group(1))
+            if ip is None and host is None:
+                return None
+            p = m.group(2)
+            return (m.start(), ip, host, int(p) if p else None)
         best_q = 0
         cands: list[tuple[int, str | None, str | None, int | None]] = []
         for m in _TRAILER.finditer(text):
@@ -452,12 +479,12 @@ class AuthParser:
     def _sshd(self, t: float | None, hostname: str | None, pid: str | None, msg: str, count: int) -> list[AuthFailure]:
         sp = msg.find(" ")
         first = msg[:sp] if sp > 0 else msg
-        if first in _SSHD_SKIP_FIRST:
-            return []
         if first == "error:" or first == "fatal:":
             msg = msg[sp + 1:]
             sp = msg.find(" ")
             first = msg[:sp] if sp > 0 else msg
+        if first not in _SSHD_FIRST and not (first.startswith("pam_") and first.endswith(":auth):")):
+            return []
         out: list[AuthFailure] = []
         conn = self._conn(hostname, pid, t)
         if self._evicted_out:
@@ -471,7 +498,7 @@ class AuthParser:
                 return out
             method, invalid = m.group(1), m.group(2) is not None
             rest = msg[m.end():]
-            pk = self._pick(rest, conn)
+            pk = _quick_trailer(rest) or self._pick(rest, conn)
             if pk is None:
                 return out
             start, ip, host, port = pk
@@ -498,7 +525,7 @@ class AuthParser:
             if not (msg.startswith("Invalid user ") or msg.startswith("Illegal user ")):
                 return out
             rest = msg[12:]
-            pk = self._pick(rest, conn)
+            pk = _quick_trailer(rest) or self._pick(rest, conn)
             if pk is None:
                 return out
             start, ip, host, port = pk
@@ -506,7 +533,7 @@ class AuthParser:
             out.append(AuthFailure(t, "sshd", "invalid_user", _clean_user(rest[:start]), ip, host, port, count, seq))
             return out
 
-        if first == "pam_unix(sshd:auth):" or (first.startswith("pam_") and "authentication failure" in msg) or first == "(pam_unix)":
+        if first[0] == "p" or first == "(pam_unix)":
             m = _PAM_LINE.match(msg)
             if m is None:
                 return out
@@ -570,7 +597,8 @@ class AuthParser:
             m = _RECV_DISC.match(msg)
             if m is None:
                 return out
-            a, port_s, code, text, preauth = m.groups()
+            a, port_s, code = m.groups()
+            preauth = msg.endswith("[preauth]")
             ip, host = normalise_address(a)
             port = int(port_s) if port_s else None
             self._learn(conn, ip, host, port, out)
@@ -818,6 +846,27 @@ class AuthParser:
         return []
 
 
+def _quick_trailer(text: str) -> tuple[int, str | None, str | None, int | None] | None:
+    """The usual line: exactly one " from " and it ends with "ADDR port N sshV" or "ADDR[ port N]"."""
+    i = text.find(" from ")
+    if i < 0 or text.find(" from ", i + 6) >= 0:
+        return None
+    parts = text[i + 6 :].split(" ")
+    n = len(parts)
+    if n == 4 and parts[1] == "port" and parts[3] in ("ssh2", "ssh1") and parts[2].isdigit():
+        port: int | None = int(parts[2])
+    elif n == 3 and parts[1] == "port" and parts[2].isdigit():
+        port = int(parts[2])
+    elif n == 1:
+        port = None
+    else:
+        return None
+    ip, host = normalise_address(parts[0])
+    if ip is None and host is None:
+        return None
+    return (i, ip, host, port)
+
+
 def _pam_fields(text: str) -> tuple[str, str, str | None]:
     """(ruser, rhost, user) of ``logname=.. uid=.. euid=.. tty=.. ruser=.. rhost=.. [user=..]``.
 
@@ -825,6 +874,19 @@ def _pam_fields(text: str) -> tuple[str, str, str | None]:
     shortest ``ruser`` that lets the rest parse wins, so ``rhost=`` typed inside
     a user name does not move the address.
     """
+    if text.endswith(" [preauth]"):
+        text = text[:-10]
+    i = text.find(" ruser=")
+    if i >= 0 and text.count(" rhost=") == 1 and text.count("user=") <= 2:
+        j = text.find(" rhost=", i)
+        ruser = text[i + 7 : j]
+        rest = text[j + 7 :]
+        k = rest.find(" ")
+        if k < 0:
+            return ruser, rest, None
+        tail = rest[k:].lstrip(" ")
+        if tail.startswith("user="):
+            return ruser, rest[:k], tail[5:]
     m = _PAM_FIELDS.match(text)
     if m is None:
         return "", "", None

@@ -25,13 +25,23 @@ docs/gpu.md lists every metric with the NVML call it comes from.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import os
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
-from agent.api import GAUGE, COUNTER, Collector, CollectorConfig, CollectorUnavailable, MetricSpec, Sample, field
+from agent.api import (
+    COUNTER,
+    GAUGE,
+    Collector,
+    CollectorConfig,
+    CollectorUnavailable,
+    MetricSpec,
+    Sample,
+    field,
+)
 from agent.errors import HostmonError
 from agent.registry import register
 
@@ -128,7 +138,7 @@ class _Unsupported(Exception):
 class _Gpu:
     """What the collector remembers about one GPU between cycles."""
 
-    __slots__ = ("index", "handle", "labels", "unsupported", "errors", "mem_v2", "throttle_fn")
+    __slots__ = ("errors", "handle", "index", "labels", "mem_v2", "throttle_fn", "unsupported")
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -223,7 +233,10 @@ class GpuCollector(Collector):
             raise CollectorUnavailable(
                 "the NVML bindings (nvidia-ml-py, module pynvml) are not installed; install hostmon[gpu]"
             ) from e
-        code = lambda name, default: int(getattr(nvml, name, default))  # noqa: E731
+
+        def code(name: str, default: int) -> int:
+            return int(getattr(nvml, name, default))
+
         unavailable = {
             code("NVML_ERROR_LIBRARY_NOT_FOUND", 12),
             code("NVML_ERROR_DRIVER_NOT_LOADED", 9),
@@ -264,10 +277,8 @@ class GpuCollector(Collector):
 
     @staticmethod
     def _shutdown(nvml: Any) -> None:
-        try:
+        with contextlib.suppress(Exception):  # nothing useful to do when shutdown fails
             nvml.nvmlShutdown()
-        except Exception:  # noqa: BLE001 - nothing useful to do when shutdown fails
-            pass
 
     def _open(self, gpu: _Gpu) -> None:
         nvml = self._nvml

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import types
 from collections import Counter
-from typing import Any
+from typing import Any, ClassVar
 
 # --- constants (same names and values as pynvml) ------------------------------
 NVML_SUCCESS = 0
@@ -78,14 +78,15 @@ globals().update(ERROR_CODES)
 class NVMLError(Exception):
     """Like pynvml.NVMLError: ``NVMLError(code)`` builds the subclass for that code; ``.value`` is the code."""
 
-    _by_code: dict[int, type[NVMLError]] = {}
+    _by_code: ClassVar[dict[int, type[NVMLError]]] = {}
     value: int
 
-    def __new__(cls, value: int | None = None) -> NVMLError:  # noqa: D102
+    def __new__(cls, value: int | None = None) -> NVMLError:  # noqa: PYI034 - returns a subclass, like pynvml
+        target = cls
         if cls is NVMLError and value is not None:
-            cls = NVMLError._by_code.get(value, NVMLError)
-        code = getattr(cls, "_code", value)
-        obj = Exception.__new__(cls)
+            target = NVMLError._by_code.get(value, NVMLError)
+        code = getattr(target, "_code", value)
+        obj = Exception.__new__(target)
         obj.value = code if code is not None else ERROR_CODES["NVML_ERROR_UNKNOWN"]
         return obj
 
@@ -272,7 +273,7 @@ class FakeNVML:
     def nvmlDeviceGetEnforcedPowerLimit(self, handle: _Handle) -> int:
         return self._gpu("nvmlDeviceGetEnforcedPowerLimit", handle).power_limit_mw
 
-    def nvmlDeviceGetClockInfo(self, handle: _Handle, type: int) -> int:  # noqa: A002 - the real name
+    def nvmlDeviceGetClockInfo(self, handle: _Handle, type: int) -> int:
         g = self._gpu("nvmlDeviceGetClockInfo", handle)
         if type == NVML_CLOCK_SM:
             return g.sm_clock_mhz
@@ -294,7 +295,7 @@ class FakeNVML:
             return g.pcie_rx_kbs
         raise NVMLError(ERROR_CODES["NVML_ERROR_INVALID_ARGUMENT"])
 
-    def nvmlDeviceGetTotalEccErrors(self, handle: _Handle, errorType: int, counterType: int) -> int:  # noqa: N803
+    def nvmlDeviceGetTotalEccErrors(self, handle: _Handle, errorType: int, counterType: int) -> int:
         g = self._gpu("nvmlDeviceGetTotalEccErrors", handle)
         counts = g.ecc_volatile if counterType == NVML_VOLATILE_ECC else g.ecc_aggregate
         return counts[0] if errorType == NVML_MEMORY_ERROR_TYPE_CORRECTED else counts[1]

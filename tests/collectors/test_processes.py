@@ -1,0 +1,264 @@
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from agent.api import CollectorContext, Sample
+from agent.tenancy import Tenancy, TenantRule
+from collectors import _procfs
+from collectors.processes import ProcessesCollector, ProcessesConfig, select_top
+from helpers import free_port, require_tool
+
+FIX = Path(__file__).parent / "fixtures"
+_spec = importlib.util.spec_from_file_location("hostmon_nodeexp", FIX / "nodeexp.py")
+nodeexp = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
+_spec.loader.exec_module(nodeexp)  # type: ignore[union-attr]
+
+PAGE = _procfs.PAGE_SIZE
+HZ = _procfs.USER_HZ
+DOCKER_ID = "ab" * 32
+
+
+def make(proc: str = str(FIX / "proc"), tenancy: Tenancy | None = None, **cfg: object) -> ProcessesCollector:
+    ctx = CollectorContext(proc_root=proc, sys_root=str(FIX / "sys"), rootfs="/", tags={"tenant_id": "host-t"}, tenancy=tenancy)
+    return ProcessesCollector(ProcessesConfig(**cfg), ctx)
+
+
+def assert_declared(samples: list[Sample]) -> None:
+    specs = {m.name: m for m in ProcessesCollector.metrics}
+    for s in samples:
+        assert s.name in specs, f"{s.name} not declared"
+        assert tuple(s.labels) == specs[s.name].labels, (s.name, s.labels)
+        assert s.type == specs[s.name].type
+
+
+def groups(samples: list[Sample], name: str) -> dict[tuple[str, str], float]:
+    return {(s.labels["groupname"], s.labels["tenant_id"]): s.value for s in samples if s.name == name}
+
+
+def plain(samples: list[Sample]) -> dict[str, float]:
+    return {s.name: s.value for s in samples if not s.labels}
+
+
+def copy_fixture(tmp_path: Path) -> Path:
+    dst = tmp_path / "proc"
+    shutil.copytree(FIX / "proc", dst)
+    return dst
+
+
+def set_stat(proc: Path, pid: int, comm: str, state: str, utime: int, stime: int, start: int, rss: int = 100) -> None:
+    (proc / str(pid)).mkdir(exist_ok=True)
+    (proc / str(pid) / "stat").write_text(
+        f"{pid} ({comm}) {state} 0 {pid} {pid} 0 -1 4194560 100 0 0 0 {utime} {stime} 0 0 20 0 1 0 {start} 40767488 {rss} 0 0\n"
+    )
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def test_parse_pid_stat_comm_with_spaces_and_parentheses() -> None:
+    data = b"4242 (evil) S (x) R 1 4242 4242 0 -1 4194560 100 0 0 0 1234 567 0 0 20 0 7 0 99999 40767488 321 184467\n"
+    comm, state, utime, stime, threads, start, rss = _procfs.parse_pid_stat(data)
+    assert comm == b"evil) S (x" and state == b"R"
+    assert (utime, stime, threads, start, rss) == (1234, 567, 7, 99999, 321)
+    with pytest.raises(ValueError):
+        _procfs.parse_pid_stat(b"12 no comm here")
+    with pytest.raises(ValueError):
+        _procfs.parse_pid_stat(b"12 (x) S 1 2 3\n")
+
+
+def test_parse_pid_stat_of_this_process() -> None:
+    comm, state, *_rest = _procfs.parse_pid_stat(Path(f"/proc/{os.getpid()}/stat").read_bytes())
+    assert comm == Path(f"/proc/{os.getpid()}/comm").read_bytes().strip()
+    assert state == b"R"
+
+
+# --------------------------------------------------------------------------- fixture tree
+
+
+def test_fixture_tree_exact_values_without_tenant_rules() -> None:
+    c = make()
+    out = list(c.collect())
+    assert_declared(out)
+    assert {s.labels["state"]: s.value for s in out if s.name == "node_processes_state"} == {
+        "S": 5, "R": 1, "D": 1, "I": 1, "Z": 1}
+    p = plain(out)
+    assert p["node_processes_threads"] == 11 and p["node_processes_pids"] == 9
+    assert p["node_processes_max_processes"] == 32768 and p["node_processes_max_threads"] == 192729
+    assert p["hostmon_process_groups"] == 7 and p["hostmon_process_permission_errors_total"] == 0
+    cpu = groups(out, "hostmon_process_group_cpu_seconds_total")
+    assert cpu[("nginx", "host-t")] == pytest.approx((1000 + 500 + 300 + 200) / HZ)
+    assert cpu[("tmux: server", "host-t")] == pytest.approx(10 / HZ)
+    assert cpu[("(sd-pam)", "host-t")] == 0
+    assert groups(out, "hostmon_process_group_resident_memory_bytes")[("postgres", "host-t")] == 25000 * PAGE
+    fds = groups(out, "hostmon_process_group_open_fds")
+    assert fds[("nginx", "host-t")] == 10 and fds[("systemd", "host-t")] == 3 and fds[("zombie", "host-t")] == 0
+    assert groups(out, "hostmon_process_group_count") == {
+        ("systemd", "host-t"): 1, ("nginx", "host-t"): 2, ("postgres", "host-t"): 2, ("tmux: server", "host-t"): 1,
+        ("(sd-pam)", "host-t"): 1, ("kworker/0:1-events", "host-t"): 1, ("zombie", "host-t"): 1,
+    }  # nothing folded: no "other" series yet
+    assert c.take_partial_errors() == {}
+
+
+def test_only_top_n_by_cpu_and_by_memory_get_series_the_rest_fold_into_other() -> None:
+    out = list(make(top_n=1).collect())
+    count = groups(out, "hostmon_process_group_count")
+    # top 1 by CPU: nginx (20 s); top 1 by RSS: postgres (25000 pages); everything else is "other"
+    assert count == {("nginx", "host-t"): 2, ("postgres", "host-t"): 2, ("other", "host-t"): 5}
+    assert groups(out, "hostmon_process_group_resident_memory_bytes")[("other", "host-t")] == (3081 + 800 + 300) * PAGE
+    assert groups(out, "hostmon_process_group_open_fds")[("other", "host-t")] == 3 + 2 + 1
+    assert groups(out, "hostmon_process_group_cpu_seconds_total")[("other", "host-t")] == pytest.approx((382 + 10 + 2 + 2) / HZ)
+
+
+def test_select_top_is_a_union_and_never_picks_a_group_named_other() -> None:
+    g = {(b"a", "t"): [1, 10, 0, 5], (b"b", "t"): [1, 99, 0, 0], (b"other", "t"): [1, 1000, 0, 1000], (b"c", "t"): [1, 1, 0, 0]}
+    assert select_top(g, 1) == {(b"a", "t"), (b"b", "t")}
+    assert select_top(g, 0) == set()
+    assert select_top(g, 5) == {(b"a", "t"), (b"b", "t"), (b"c", "t")}
+
+
+def test_tenant_rules_put_each_group_under_its_owner() -> None:
+    uid = os.stat(FIX / "proc" / "1").st_uid
+    ten = Tenancy(
+        [
+            TenantRule(tenant_id="web", container_id_regex="^ab"),
+            TenantRule(tenant_id="db", cgroup_regex=r"^/kubepods\.slice/"),
+            TenantRule(tenant_id="users", cgroup_regex=r"^/user\.slice/", users=[str(uid)]),
+        ],
+        "host-t",
+    )
+    out = list(make(tenancy=ten).collect())
+    assert_declared(out)
+    count = groups(out, "hostmon_process_group_count")
+    assert count[("nginx", "web")] == 2
+    assert count[("postgres", "db")] == 2
+    assert count[("tmux: server", "users")] == 1 and count[("(sd-pam)", "users")] == 1
+    assert count[("systemd", "host-t")] == 1
+    assert not [k for k in count if k[0] == "nginx" and k[1] != "web"]
+
+
+def test_cpu_counter_stays_monotonic_when_processes_exit_and_pids_are_reused(tmp_path: Path) -> None:
+    proc = copy_fixture(tmp_path)
+    c = make(str(proc))
+    first = groups(list(c.collect()), "hostmon_process_group_cpu_seconds_total")
+    assert first[("nginx", "host-t")] == pytest.approx(2000 / HZ)
+    # pid 12 used 100 more ticks; pid 13 exited (its 500 ticks must not be taken back)
+    set_stat(proc, 12, "nginx", "S", 1100, 500, 2000)
+    shutil.rmtree(proc / "13")
+    # pid 20 was reused by a new postgres (different start time) that used 30 ticks so far
+    set_stat(proc, 20, "postgres", "S", 20, 10, 9999, rss=10)
+    second = groups(list(c.collect()), "hostmon_process_group_cpu_seconds_total")
+    assert second[("nginx", "host-t")] == pytest.approx(2100 / HZ)
+    assert second[("postgres", "host-t")] == pytest.approx((110 + 30) / HZ)
+    # a group with no live process is forgotten (its series stops; no one series per PID ever)
+    shutil.rmtree(proc / "12")
+    third = groups(list(c.collect()), "hostmon_process_group_cpu_seconds_total")
+    assert ("nginx", "host-t") not in third
+
+
+def test_other_counter_never_goes_down_when_groups_move_in_and_out(tmp_path: Path) -> None:
+    proc = copy_fixture(tmp_path)
+    c = make(str(proc), top_n=1)
+    o1 = groups(list(c.collect()), "hostmon_process_group_cpu_seconds_total")[("other", "host-t")]
+    # systemd (in "other") becomes the top CPU user: it leaves "other", which must not drop
+    set_stat(proc, 1, "systemd", "S", 140 + 5000, 242, 14, rss=3081)
+    out = list(c.collect())
+    cpu = groups(out, "hostmon_process_group_cpu_seconds_total")
+    assert ("systemd", "host-t") in cpu
+    assert cpu[("systemd", "host-t")] == pytest.approx((382 + 5000) / HZ)
+    assert cpu[("other", "host-t")] >= o1
+
+
+def test_vanished_process_is_not_an_error_and_malformed_stat_is(tmp_path: Path) -> None:
+    proc = copy_fixture(tmp_path)
+    (proc / "777").mkdir()  # listed, but gone before its stat could be read
+    (proc / "778").mkdir()
+    (proc / "778" / "stat").write_text("garbage\n")
+    c = make(str(proc))
+    out = list(c.collect())
+    assert plain(out)["node_processes_pids"] == 9
+    assert c.take_partial_errors() == {"pid_stat_malformed": 1}
+
+
+def test_open_fds_can_be_switched_off() -> None:
+    out = list(make(open_fds=False).collect())
+    assert not [s for s in out if s.name == "hostmon_process_group_open_fds"]
+
+
+# --------------------------------------------------------------------------- real /proc
+
+
+def test_real_proc_smoke_groups_spawned_children() -> None:
+    kids = [subprocess.Popen(["sleep", "600"]) for _ in range(5)]
+    try:
+        c = ProcessesCollector(ProcessesConfig(top_n=1000), CollectorContext(tags={"tenant_id": "me"}))
+        out = list(c.collect())
+        assert_declared(out)
+        count = groups(out, "hostmon_process_group_count")
+        assert count[("sleep", "me")] >= 5
+        me = Path(f"/proc/{os.getpid()}/comm").read_text().strip()
+        assert count[(me, "me")] >= 1
+        assert groups(out, "hostmon_process_group_open_fds")[(me, "me")] >= 3
+        assert groups(out, "hostmon_process_group_resident_memory_bytes")[(me, "me")] > 1e6
+        p = plain(out)
+        assert p["node_processes_pids"] >= 6 and p["node_processes_threads"] >= p["node_processes_pids"]
+        assert c.take_partial_errors() == {}
+        # With the default top 20, the number of group series is bounded whatever the process count.
+        out = list(ProcessesCollector(ProcessesConfig(), CollectorContext()).collect())
+        assert len(groups(out, "hostmon_process_group_count")) <= 2 * 20 + 1
+    finally:
+        for k in kids:
+            k.send_signal(signal.SIGKILL)
+            k.wait()
+
+
+_PERM_CHILD = textwrap.dedent(
+    """
+    import json, logging, os, sys
+    from agent.api import CollectorContext
+    from collectors.processes import ProcessesCollector, ProcessesConfig
+    if os.getuid() == 0:  # after the imports: the interpreter's files may not be readable by nobody
+        os.setgid(65534); os.setuid(65534)
+    records = []
+    class H(logging.Handler):
+        def emit(self, r): records.append(r.getMessage())
+    logging.getLogger().addHandler(H()); logging.getLogger().setLevel(logging.DEBUG)
+    c = ProcessesCollector(ProcessesConfig(), CollectorContext())
+    # Linux >= 6.2 lets anyone count another user's fds with stat(); listing them needs permission.
+    # Take the listing path (as on older kernels) so the kernel's own EACCES is exercised.
+    c._fd_size_ok = False
+    out = list(c.collect())
+    perm = [s.value for s in out if s.name == "hostmon_process_permission_errors_total"][0]
+    print(json.dumps({"uid": os.getuid(), "perm": perm, "log_lines": len(records), "partial": c.take_partial_errors()}))
+    """
+)
+
+
+def test_permission_errors_on_other_users_processes_are_counted_not_logged() -> None:
+    # Run as "nobody" (or as the current non-root user) against the real /proc, where
+    # pid 1 and the processes of other users cannot have their fd directory listed.
+    r = subprocess.run([sys.executable, "-c", _PERM_CHILD], capture_output=True, text=True, timeout=60, cwd="/")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["uid"] != 0
+    assert res["perm"] >= 1
+    assert res["log_lines"] == 0
+    assert res["partial"] == {}
+
+
+def test_same_series_as_node_exporter_on_the_fixture_tree() -> None:
+    binary = require_tool("prometheus-node-exporter")
+    theirs = nodeexp.scrape(binary, str(FIX / "proc"), str(FIX / "sys"), ["processes"], free_port())
+    out = list(make().collect())
+    assert len([k for k in theirs if k[0] == "node_processes_state"]) == 5
+    names = {s.name for s in out if s.name.startswith("node_")}
+    assert nodeexp.compare(nodeexp.ours(out), theirs, names) == []

@@ -263,7 +263,7 @@ class IngestServer:
         headers = {"Retry-After": "1"} if e.status == 503 else None
         if e.status not in (503,):
             log.info("batch refused: %s %s", e.reason, e.detail)
-        return web.json_response({"error": e.reason, "detail": e.detail[:300]}, status=e.status, headers=headers)
+        return web.json_response({"status": "rejected", "reason": e.reason, "detail": e.detail[:300]}, status=e.status, headers=headers)
 
     async def handle_batch(self, request: web.Request) -> web.Response:
         try:

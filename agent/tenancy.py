@@ -65,15 +65,30 @@ def cgroup_paths(text: str) -> list[str]:
     return [line.split(":", 2)[-1] for line in text.splitlines() if line]
 
 
+def check_regex(pattern: str) -> None:
+    """Config check: ``pattern`` compiles as a Python regular expression (empty is allowed: unset)."""
+    if pattern:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise ValueError(f"{pattern!r} is not a valid regular expression: {e}") from None
+
+
 @dataclass
 class TenantRule:
     """One ``[[tenant_rules]]`` entry: processes matching every given matcher belong to ``tenant_id``."""
 
-    tenant_id: str = cfg_field("", "Tenant id given to the processes this rule matches (letters, digits, '_', '.', '-').")
+    tenant_id: str = cfg_field(
+        "", "Tenant id given to the processes this rule matches (letters, digits, '_', '.', '-').", check=validate_tenant_id
+    )
     users: list[str] = cfg_field([], "User names or numeric uids whose processes match; empty means any user.")
-    cgroup_regex: str = cfg_field("", "Regular expression searched in the process's cgroup paths; empty means not checked.")
+    cgroup_regex: str = cfg_field(
+        "", "Regular expression searched in the process's cgroup paths; empty means not checked.", check=check_regex
+    )
     container_id_regex: str = cfg_field(
-        "", "Regular expression matched against the container id found in the cgroup path; empty means not checked."
+        "",
+        "Regular expression searched in the container id (64 hex digits) found in the cgroup path; empty means not checked.",
+        check=check_regex,
     )
 
     def __post_init__(self) -> None:

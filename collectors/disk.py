@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from agent import registry
+from agent.tenancy import check_regex
 from agent.api import COUNTER, GAUGE, Collector, CollectorConfig, CollectorContext, MetricSpec, Sample, field
 from collectors import _procfs
 from collectors.cpu import pressure_samples
@@ -44,21 +45,30 @@ DEFAULT_DEVICE_EXCLUDE = r"^(z?ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$"
 StatFn = Callable[[str], os.statvfs_result]
 
 
+def _positive(v: float) -> None:
+    if v <= 0:
+        raise ValueError("must be greater than 0")
+
+
 @dataclass
 class DiskConfig(CollectorConfig):
     mount_points_exclude: str = field(
-        DEFAULT_MOUNT_POINTS_EXCLUDE, "Regular expression of mount points left out (node_exporter's default)."
+        DEFAULT_MOUNT_POINTS_EXCLUDE, "Regular expression of mount points left out (node_exporter's default).", check=check_regex
     )
     fs_types_exclude: str = field(
-        DEFAULT_FS_TYPES_EXCLUDE, "Regular expression of file system types left out (node_exporter's default)."
+        DEFAULT_FS_TYPES_EXCLUDE, "Regular expression of file system types left out (node_exporter's default).", check=check_regex
     )
     device_exclude: str = field(
-        DEFAULT_DEVICE_EXCLUDE, "Regular expression of block devices left out of the I/O counters (partitions, loop, ram)."
+        DEFAULT_DEVICE_EXCLUDE,
+        "Regular expression of block devices left out of the I/O counters (partitions, loop, ram).",
+        check=check_regex,
     )
     stat_timeout: float = field(
-        1.5, "Seconds to wait for the statvfs calls of one collection; a mount still pending is reported stale."
+        1.5, "Seconds to wait for the statvfs calls of one collection; a mount still pending is reported stale.", check=_positive
     )
-    stat_workers: int = field(4, "Worker threads that run statvfs calls (calls stuck on a stale mount are not counted).")
+    stat_workers: int = field(
+        4, "Worker threads that run statvfs calls (calls stuck on a stale mount are not counted).", check=_positive
+    )
     max_stuck_calls: int = field(
         32, "Most statvfs calls left hanging on stale mounts; beyond it, further hung mounts stop being retried."
     )

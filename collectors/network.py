@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from agent import registry
+from agent.tenancy import check_regex
 from agent.api import COUNTER, GAUGE, Collector, CollectorConfig, CollectorContext, MetricSpec, Sample, field
 from collectors import _procfs
 
@@ -49,7 +50,9 @@ def _netdev_specs() -> tuple[MetricSpec, ...]:
 
 @dataclass
 class NetworkConfig(CollectorConfig):
-    device_exclude: str = field("", "Regular expression of interfaces left out (e.g. '^veth'); empty keeps all.")
+    device_exclude: str = field(
+        "", "Regular expression of interfaces left out (e.g. '^veth'); empty keeps all.", check=check_regex
+    )
     tcp_states: bool = field(True, "Count TCP connections by state from the kernel's tcp and tcp6 tables.")
 
 

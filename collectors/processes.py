@@ -40,9 +40,18 @@ _GROUP_LABELS = ("groupname", "tenant_id")
 _VANISHED = (errno.ENOENT, errno.ESRCH)
 
 
+def _non_negative(v: int) -> None:
+    if v < 0:
+        raise ValueError("must be 0 or more")
+
+
 @dataclass
 class ProcessesConfig(CollectorConfig):
-    top_n: int = field(20, "Process groups with their own series: the top N by CPU plus the top N by memory; the rest fold into 'other'.")
+    top_n: int = field(
+        20,
+        "Process groups with their own series: the top N by CPU plus the top N by memory; the rest fold into 'other'.",
+        check=_non_negative,
+    )
     open_fds: bool = field(True, "Count open file descriptors per group (one directory listing per process).")
 
 

@@ -489,10 +489,11 @@ class GpuCollector(Collector):
                 continue
             key = self._identify(pid)
             groups[key] = groups.get(key, 0) + int(mem)
+        # a group named "other" ranks last, so it takes no top slot and lands in the fold's series
         ranked = sorted(groups.items(), key=lambda kv: (kv[0][0] == OTHER, -kv[1], kv[0]))
         series: dict[tuple[str, str], int] = {}
         for rank, ((proc, tenant), mem) in enumerate(ranked):
-            key = (proc, tenant) if rank < self.config.top_processes and proc != OTHER else (OTHER, tenant)
+            key = (proc, tenant) if rank < self.config.top_processes else (OTHER, tenant)
             series[key] = series.get(key, 0) + mem
         for (proc, tenant), mem in series.items():
             labels = {**gpu.labels, "groupname": proc, "tenant_id": tenant}

@@ -367,7 +367,7 @@ def test_process_memory_keeps_the_top_groups_and_folds_the_rest_per_tenant(
     gpu = FakeGpu(
         compute_procs=[(pid, mib * MiB) for pid, (_, _, mib) in procs.items() if pid != 106]
         + [(108, None)],  # NVML cannot size it: counted, not sized
-        graphics_procs=[(106, 200 * MiB), (101, 4000 * MiB)],  # 101 has both contexts: once
+        graphics_procs=[(106, 200 * MiB), (101, None)],  # 101 has both contexts: counted once, sized once
     )
     tenancy = Tenancy(
         [TenantRule("acme", cgroup_regex="/acme/"), TenantRule("globex", cgroup_regex="/globex/")],

@@ -524,7 +524,7 @@ class AuthParser:
         if first == "Invalid" or first == "Illegal":
             if not (msg.startswith("Invalid user ") or msg.startswith("Illegal user ")):
                 return out
-            rest = msg[12:]
+            rest = msg[13:]
             pk = _quick_trailer(rest) or self._pick(rest, conn)
             if pk is None:
                 return out

@@ -80,7 +80,7 @@ class ProcessesCollector(Collector):
             "bytes",
         ),
         MetricSpec("hostmon_process_group_open_fds", GAUGE, "Open file descriptors of the processes of a group.", _GROUP_LABELS),
-        MetricSpec("hostmon_process_group_count", GAUGE, "Number of processes in a group.", _GROUP_LABELS),
+        MetricSpec("hostmon_process_group_processes", GAUGE, "Number of processes in a group.", _GROUP_LABELS),
         MetricSpec("hostmon_process_groups", GAUGE, "Distinct (name, tenant) process groups found, before folding into 'other'."),
         MetricSpec(
             "hostmon_process_permission_errors_total",
@@ -245,7 +245,7 @@ class ProcessesCollector(Collector):
                 yield s("hostmon_process_group_resident_memory_bytes", g[1] * page, labels)
                 if self.config.open_fds:
                     yield s("hostmon_process_group_open_fds", float(g[2]), labels)
-                yield s("hostmon_process_group_count", float(g[0]), labels)
+                yield s("hostmon_process_group_processes", float(g[0]), labels)
             else:
                 o = other.setdefault(key[1], [0, 0, 0, 0])
                 for i in range(4):
@@ -260,7 +260,7 @@ class ProcessesCollector(Collector):
             yield s("hostmon_process_group_resident_memory_bytes", o[1] * page, labels)
             if self.config.open_fds:
                 yield s("hostmon_process_group_open_fds", float(o[2]), labels)
-            yield s("hostmon_process_group_count", float(o[0]), labels)
+            yield s("hostmon_process_group_processes", float(o[0]), labels)
         yield s("hostmon_process_groups", float(len(groups)))
         yield s("hostmon_process_permission_errors_total", float(self._perm_errors))
 

@@ -102,7 +102,7 @@ def test_fixture_tree_exact_values_without_tenant_rules() -> None:
     assert groups(out, "hostmon_process_group_resident_memory_bytes")[("postgres", "host-t")] == 25000 * PAGE
     fds = groups(out, "hostmon_process_group_open_fds")
     assert fds[("nginx", "host-t")] == 10 and fds[("systemd", "host-t")] == 3 and fds[("zombie", "host-t")] == 0
-    assert groups(out, "hostmon_process_group_count") == {
+    assert groups(out, "hostmon_process_group_processes") == {
         ("systemd", "host-t"): 1, ("nginx", "host-t"): 2, ("postgres", "host-t"): 2, ("tmux: server", "host-t"): 1,
         ("(sd-pam)", "host-t"): 1, ("kworker/0:1-events", "host-t"): 1, ("zombie", "host-t"): 1,
     }  # nothing folded: no "other" series yet
@@ -111,7 +111,7 @@ def test_fixture_tree_exact_values_without_tenant_rules() -> None:
 
 def test_only_top_n_by_cpu_and_by_memory_get_series_the_rest_fold_into_other() -> None:
     out = list(make(top_n=1).collect())
-    count = groups(out, "hostmon_process_group_count")
+    count = groups(out, "hostmon_process_group_processes")
     # top 1 by CPU: nginx (20 s); top 1 by RSS: postgres (25000 pages); everything else is "other"
     assert count == {("nginx", "host-t"): 2, ("postgres", "host-t"): 2, ("other", "host-t"): 5}
     assert groups(out, "hostmon_process_group_resident_memory_bytes")[("other", "host-t")] == (3081 + 800 + 300) * PAGE
@@ -138,7 +138,7 @@ def test_tenant_rules_put_each_group_under_its_owner() -> None:
     )
     out = list(make(tenancy=ten).collect())
     assert_declared(out)
-    count = groups(out, "hostmon_process_group_count")
+    count = groups(out, "hostmon_process_group_processes")
     assert count[("nginx", "web")] == 2
     assert count[("postgres", "db")] == 2
     assert count[("tmux: server", "users")] == 1 and count[("(sd-pam)", "users")] == 1
@@ -203,7 +203,7 @@ def test_real_proc_smoke_groups_spawned_children() -> None:
         c = ProcessesCollector(ProcessesConfig(top_n=1000), CollectorContext(tags={"tenant_id": "me"}))
         out = list(c.collect())
         assert_declared(out)
-        count = groups(out, "hostmon_process_group_count")
+        count = groups(out, "hostmon_process_group_processes")
         assert count[("sleep", "me")] >= 5
         me = Path(f"/proc/{os.getpid()}/comm").read_text().strip()
         assert count[(me, "me")] >= 1
@@ -214,7 +214,7 @@ def test_real_proc_smoke_groups_spawned_children() -> None:
         assert c.take_partial_errors() == {}
         # With the default top 20, the number of group series is bounded whatever the process count.
         out = list(ProcessesCollector(ProcessesConfig(), CollectorContext()).collect())
-        assert len(groups(out, "hostmon_process_group_count")) <= 2 * 20 + 1
+        assert len(groups(out, "hostmon_process_group_processes")) <= 2 * 20 + 1
     finally:
         for k in kids:
             k.send_signal(signal.SIGKILL)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -103,7 +104,8 @@ class JournalReader:
     def _run(self, cmd: list[str], limit: int) -> list[dict[str, Any]] | None:
         try:
             proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True,
+                start_new_session=True,  # its own process group: a timeout kills it and anything it started
             )
         except OSError as e:
             self.status, self.error = "error", f"{self.journalctl}: {e.strerror}"
@@ -111,7 +113,19 @@ class JournalReader:
         out: list[dict[str, Any]] = []
         deadline = time.monotonic() + self.timeout
         assert proc.stdout is not None
-        watchdog = threading.Timer(self.timeout, proc.kill)  # a blocked read cannot outlive the timeout
+        def kill_group() -> None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+        timed_out: list[bool] = []
+
+        def on_timeout() -> None:
+            timed_out.append(True)
+            kill_group()
+
+        watchdog = threading.Timer(self.timeout, on_timeout)  # a blocked read cannot outlive the timeout
         watchdog.daemon = True
         watchdog.start()
         try:
@@ -137,15 +151,18 @@ class JournalReader:
         finally:
             watchdog.cancel()
             if proc.poll() is None:
-                proc.terminate()
+                kill_group()
             try:
-                _, err = proc.communicate(timeout=2)
+                _, err = proc.communicate(timeout=5)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                kill_group()
                 _, err = proc.communicate()
         rc = proc.returncode
+        if timed_out:
+            self.status, self.error = "error", f"{self.journalctl}: killed after {self.timeout}s"
+            return out
         err_s = (err or b"").decode("utf-8", "replace").strip()
-        if rc not in (0, None, -15) and not out:
+        if rc not in (0, None, -signal.SIGKILL) and not out:
             low = err_s.lower()
             if "no journal files" in low or "no such file" in low:
                 self.status = "missing"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 from dataclasses import dataclass
 
 # Clock ticks per second of the times in /proc/stat and /proc/PID/stat (USER_HZ).
@@ -334,6 +335,46 @@ def count_tcp_states(text: str, counts: dict[str, int] | None = None) -> dict[st
         if name is not None:  # NEW_SYN_RECV (12) is internal; node_exporter ignores it too
             counts[name] = counts.get(name, 0) + 1
     return counts
+
+
+# --------------------------------------------------------------------------- sock_diag (netlink)
+
+_NLMSG_HDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+TCPDIAG_GETSOCK = 18  # the v1 request: the kernel dumps IPv4 and IPv6 in one walk of the hash table
+NLM_F_REQUEST_DUMP = 0x1 | 0x300
+
+
+def inet_diag_tcp_request(seq: int = 1) -> bytes:
+    """A netlink TCPDIAG_GETSOCK dump request for TCP sockets of every state (struct inet_diag_req)."""
+    body = struct.pack("=BBBB", 2, 0, 0, 0) + b"\0" * 48 + struct.pack("=II", 0xFFF, 0)
+    return _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), TCPDIAG_GETSOCK, NLM_F_REQUEST_DUMP, seq, 0) + body
+
+
+def count_inet_diag_states(data: bytes, counts: dict[str, int]) -> bool:
+    """Add the states of the inet_diag_msg records in one netlink read to ``counts``; True at NLMSG_DONE.
+
+    Raises OSError for an NLMSG_ERROR answer (carrying the kernel's errno).
+    """
+    off = 0
+    n = len(data)
+    hdr = _NLMSG_HDR
+    while off + hdr.size <= n:
+        length, typ = hdr.unpack_from(data, off)[:2]
+        if length < hdr.size:
+            raise ValueError(f"netlink: bad message length {length}")
+        if typ == NLMSG_DONE:
+            return True
+        if typ == NLMSG_ERROR:
+            err = -struct.unpack_from("=i", data, off + hdr.size)[0]
+            raise OSError(err, f"sock_diag: {os.strerror(err) if err > 0 else 'error'}")
+        if length >= hdr.size + 2:
+            name = TCP_STATES.get(data[off + hdr.size + 1])  # inet_diag_msg: family, state, ...
+            if name is not None:
+                counts[name] = counts.get(name, 0) + 1
+        off += (length + 3) & ~3
+    return False
 
 
 # --------------------------------------------------------------------------- /proc/PID/stat

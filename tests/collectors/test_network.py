@@ -118,3 +118,103 @@ def test_same_series_as_node_exporter_on_the_fixture_tree() -> None:
     assert len([k for k in theirs if k[0] == "node_network_receive_bytes_total"]) == 4
     names = {s.name for s in out} - {"node_tcp_connection_states"}  # node_exporter 1.5's tcpstat uses netlink only
     assert nodeexp.compare(nodeexp.ours(out), theirs, names) == []
+
+
+# --------------------------------------------------------------------------- sock_diag netlink
+
+
+def _nlmsg(typ: int, payload: bytes) -> bytes:
+    import struct
+
+    msg = struct.pack("=IHHII", 16 + len(payload), typ, 2, 1, 0) + payload
+    return msg + b"\0" * (-len(msg) % 4)
+
+
+def _diag_msg(family: int, state: int) -> bytes:
+    import struct
+
+    # struct inet_diag_msg: family, state, timer, retrans, sockid (48 bytes), expires, rqueue, wqueue, uid, inode
+    return struct.pack("=BBBB", family, state, 0, 0) + b"\0" * 48 + struct.pack("=IIIII", 0, 0, 0, 1000, 4242)
+
+
+def test_count_inet_diag_states_parses_a_dump() -> None:
+    counts: dict[str, int] = {}
+    part1 = _nlmsg(20, _diag_msg(2, 10)) + _nlmsg(20, _diag_msg(10, 1)) + _nlmsg(20, _diag_msg(2, 6))
+    assert _procfs.count_inet_diag_states(part1, counts) is False
+    assert counts == {"listen": 1, "established": 1, "time_wait": 1}
+    assert _procfs.count_inet_diag_states(_nlmsg(20, _diag_msg(2, 1)) + _nlmsg(3, b"\0\0\0\0"), counts) is True
+    assert counts["established"] == 2
+
+
+def test_count_inet_diag_states_raises_the_kernel_error() -> None:
+    import errno
+    import struct
+
+    with pytest.raises(OSError) as e:
+        _procfs.count_inet_diag_states(_nlmsg(2, struct.pack("=i", -errno.EPERM) + b"\0" * 16), {})
+    assert e.value.errno == errno.EPERM
+
+
+def test_request_is_a_v1_dump_of_every_state() -> None:
+    import struct
+
+    req = _procfs.inet_diag_tcp_request()
+    length, typ, flags = struct.unpack_from("=IHH", req)
+    assert length == len(req) == 16 + 60 and typ == 18 and flags == 0x301
+    assert struct.unpack_from("=I", req, 16 + 52)[0] == 0xFFF
+
+
+def test_auto_source_uses_netlink_only_on_a_real_procfs() -> None:
+    from collectors.network import is_procfs
+
+    assert is_procfs("/proc")
+    assert not is_procfs(str(FIX / "proc"))
+    mounts = "proc /host/proc proc rw,nosuid 0 0\n/dev/vda / ext4 rw 0 0\n"
+    assert is_procfs("/host/proc", mounts) and not is_procfs("/host", mounts)
+
+
+def test_netlink_and_proc_files_agree_on_real_listening_sockets() -> None:
+    from collectors.network import tcp_states_netlink
+
+    socks = []
+    try:
+        for fam, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            s = socket.socket(fam)
+            s.bind((addr, 0))
+            s.listen()
+            socks.append(s)
+        nl = tcp_states_netlink()
+        files = _procfs.count_tcp_states((Path("/proc/net/tcp")).read_text())
+        files = _procfs.count_tcp_states((Path("/proc/net/tcp6")).read_text(), files)
+        assert nl["listen"] >= 2
+        assert nl["listen"] == files["listen"]  # listening sockets do not come and go during the test
+        out, c = run("/proc", "/sys")
+        assert c._netlink
+        assert by(out, "node_tcp_connection_states", "state")["listen"] == nl["listen"]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_netlink_failure_falls_back_to_the_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A seccomp profile that forbids AF_NETLINK cannot be set up from a test: the failure is injected.
+    import collectors.network as network
+
+    def denied() -> dict[str, int]:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(network, "tcp_states_netlink", denied)
+    out, c = run(str(FIX / "proc"), tcp_source="netlink")
+    assert by(out, "node_tcp_connection_states", "state")["listen"] == 3  # the fixture files
+    assert c.take_partial_errors() == {"tcp_netlink_failed": 1}
+    assert not c._netlink
+
+
+def test_config_rejects_unknown_tcp_source_and_bad_regex() -> None:
+    from agent.config import load_dataclass
+    from agent.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"collectors.network.tcp_source: must be one of auto, netlink, proc"):
+        load_dataclass({"tcp_source": "ss"}, NetworkConfig, "f.toml", "collectors.network")
+    with pytest.raises(ConfigError, match=r"collectors.network.device_exclude: .* not a valid regular expression"):
+        load_dataclass({"device_exclude": "("}, NetworkConfig, "f.toml", "collectors.network")

@@ -340,19 +340,19 @@ class Shipper:
             self.send_seconds += dt
             self.last_send_duration = dt
             if res.outcome == ACKED:
-                await asyncio.to_thread(self.spool.remove, entry.seq)
                 self.sent_batches += 1
                 self.sent_samples += entry.n_samples
                 self.duplicates += res.duplicate
+                await asyncio.to_thread(self.spool.remove, entry.seq)
                 if self._failing_since is not None:
                     log.info("ingest reachable again", extra={"failed_for_seconds": round(time.monotonic() - self._failing_since, 1)})
                     self._failing_since = None
                 attempt = 0
             elif res.outcome == DROP:
-                await asyncio.to_thread(self.spool.remove, entry.seq)
                 status = str(res.status)
                 self.rejected[status] = self.rejected.get(status, 0) + 1
                 self.rejected_samples += entry.n_samples
+                await asyncio.to_thread(self.spool.remove, entry.seq)
                 self._log_once(("rejected", status, res.reason), logging.ERROR,
                                "ingest rejected a batch for good; it is dropped (further rejections like it are counted, not logged)",
                                status=res.status, reason=res.reason, seq=entry.seq)

@@ -4,8 +4,8 @@ One file per batch, ``<seq:020d>.hmb``, holding the sealed envelope exactly as i
 is sent, so the spool is encrypted and signed at rest. A batch is written to a
 temporary file, fsync-ed, renamed into place and the directory fsync-ed: a crash
 leaves either the whole batch or no batch. The spool is bounded in bytes; making
-room drops the oldest batches (never the one being sent right now) and counts
-them. A file that is truncated or corrupt (does not parse, or its signature does
+room drops the oldest batches and counts them (one evicted while it is being
+sent is counted when that send fails; if it succeeds nothing was lost). A file that is truncated or corrupt (does not parse, or its signature does
 not verify with the agent's own key) is moved into ``corrupt/`` and counted; the
 newest :data:`CORRUPT_KEEP` such files are kept for inspection.
 
@@ -88,6 +88,7 @@ class Spool:
         self._lock = threading.Lock()
         self._entries: dict[int, SpoolEntry] = {}  # insertion order == seq order
         self._in_flight: set[int] = set()
+        self._doomed: dict[int, SpoolEntry] = {}  # evicted while being sent
         self.bytes = 0
         self.dropped_batches = 0
         self.dropped_samples = 0
@@ -210,12 +211,14 @@ class Spool:
             )
             return [header.seq]
         with self._lock:
-            while self.bytes + size > self.limit_bytes:
-                victim = next((e for s, e in self._entries.items() if s not in self._in_flight), None)
-                if victim is None:
-                    break
+            while self.bytes + size > self.limit_bytes and self._entries:
+                victim = next(iter(self._entries.values()))
+                if victim.seq in self._in_flight:
+                    # being sent right now: its fate (sent, rejected or dropped) is counted when the send ends
+                    self._doomed[victim.seq] = victim
+                else:
+                    self._count_drop(victim.n_samples, victim.n_events)
                 self._remove_locked(victim.seq)
-                self._count_drop(victim.n_samples, victim.n_events)
                 dropped.append(victim.seq)
         if dropped:
             log.warning(
@@ -254,7 +257,11 @@ class Spool:
 
     # -- sending side -----------------------------------------------------------------
     def claim_oldest(self) -> SpoolEntry | None:
-        """The oldest batch not already being sent, marked as being sent."""
+        """The oldest batch not already being sent, marked as being sent.
+
+        A batch evicted while it is being sent is counted as dropped only if that
+        send fails (:meth:`release`); if the ingest acknowledges it, it was not lost.
+        """
         with self._lock:
             for seq, e in self._entries.items():
                 if seq not in self._in_flight:
@@ -266,10 +273,14 @@ class Spool:
         """The send failed: the batch stays and may be sent (or dropped) again."""
         with self._lock:
             self._in_flight.discard(seq)
+            victim = self._doomed.pop(seq, None)
+            if victim is not None:  # evicted meanwhile: now it is really dropped
+                self._count_drop(victim.n_samples, victim.n_events)
 
     def remove(self, seq: int) -> None:
         """Acknowledged (or rejected for good): delete the batch."""
         with self._lock:
+            self._doomed.pop(seq, None)  # delivered after all: not a drop
             self._remove_locked(seq)
 
     def read(self, entry: SpoolEntry) -> bytes | None:
@@ -281,9 +292,13 @@ class Spool:
         except (OSError, SealError) as e:
             reason = e.reason if isinstance(e, SealError) else "unreadable"
             with self._lock:
-                self._entries.pop(entry.seq, None)
                 self._in_flight.discard(entry.seq)
-                self.bytes -= entry.size
+                doomed = self._doomed.pop(entry.seq, None)
+                if doomed is not None:  # evicted to make room between claim and read
+                    self._count_drop(doomed.n_samples, doomed.n_events)
+                    return None
+                if self._entries.pop(entry.seq, None) is not None:
+                    self.bytes -= entry.size
             if os.path.exists(entry.path):
                 self._move_aside(entry.path, reason)
             else:

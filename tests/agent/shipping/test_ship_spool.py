@@ -102,15 +102,22 @@ def test_full_spool_drops_exactly_the_oldest_batches_and_counts_them(tmp_path, a
     assert sorted(os.listdir(tmp_path)) == sorted([f"{s:020d}.hmb" for s in range(113, 120)] + ["corrupt"])
 
 
-def test_the_batch_being_sent_is_not_evicted(tmp_path, agent, ingest) -> None:
-    batches = [make_batch(agent, ingest, seq) for seq in range(1, 5)]
+def test_a_batch_evicted_while_being_sent_counts_as_dropped_only_if_that_send_fails(tmp_path, agent, ingest) -> None:
+    batches = [make_batch(agent, ingest, seq) for seq in range(1, 6)]
     size = len(batches[0][1])
     sp = open_spool(tmp_path, agent, limit=size * 2)
     sp.put(*batches[0])
     sp.put(*batches[1])
     assert sp.claim_oldest().seq == 1
-    assert sp.put(*batches[2]) == [2]
-    assert sp.seqs() == [1, 3]
+    assert sp.put(*batches[2]) == [1]  # still the oldest that goes
+    assert sp.seqs() == [2, 3] and sp.dropped_batches == 0  # fate of 1 not known yet
+    sp.remove(1)  # the ingest acknowledged it: nothing was lost
+    assert sp.dropped_batches == 0
+    assert sp.claim_oldest().seq == 2
+    assert sp.put(*batches[3]) == [2]
+    sp.release(2)  # that send failed: now it is a drop
+    assert sp.dropped_batches == 1 and sp.dropped_samples == 5
+    assert sp.seqs() == [3, 4] and sp.bytes == 2 * size
 
 
 def test_batch_bigger_than_the_limit_is_dropped_and_counted(tmp_path, agent, ingest) -> None:

@@ -17,12 +17,13 @@ Tenant ids become label values, so they are validated as safe label values
 
 from __future__ import annotations
 
+import dataclasses
 import pwd
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from agent.api import field as cfg_field
+from agent.api import field
 
 TENANT_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
@@ -41,7 +42,7 @@ _CONTAINER_ID_RE = re.compile(
 def validate_tenant_id(s: str) -> str:
     """Return ``s`` if it is a safe label value (``[A-Za-z0-9_.-]{1,64}``), else raise ValueError saying why."""
     if not isinstance(s, str):
-        raise ValueError(f"tenant id must be a string, not {type(s).__name__}")
+        raise ValueError(f"tenant id must be a string, not {type(s).__name__}")  # noqa: TRY004 - one error type for callers
     if not TENANT_ID_RE.fullmatch(s):
         raise ValueError(
             f"tenant id {s!r} is not allowed: use 1 to 64 characters among letters, digits, '_', '.' and '-'"
@@ -78,14 +79,14 @@ def check_regex(pattern: str) -> None:
 class TenantRule:
     """One ``[[tenant_rules]]`` entry: processes matching every given matcher belong to ``tenant_id``."""
 
-    tenant_id: str = cfg_field(
+    tenant_id: str = field(
         "", "Tenant id given to the processes this rule matches (letters, digits, '_', '.', '-').", check=validate_tenant_id
     )
-    users: list[str] = cfg_field([], "User names or numeric uids whose processes match; empty means any user.")
-    cgroup_regex: str = cfg_field(
+    users: list[str] = field([], "User names or numeric uids whose processes match; empty means any user.")  # noqa: RUF009
+    cgroup_regex: str = field(
         "", "Regular expression searched in the process's cgroup paths; empty means not checked.", check=check_regex
     )
-    container_id_regex: str = cfg_field(
+    container_id_regex: str = field(
         "",
         "Regular expression searched in the container id (64 hex digits) found in the cgroup path; empty means not checked.",
         check=check_regex,
@@ -106,9 +107,8 @@ class TenantRule:
         return self._cgroup_re is not None or self._container_re is not None
 
     def matches(self, uid: int, cgroup: Callable[[], str | None]) -> bool:
-        if self.users:
-            if uid not in self._uids and not self._late_resolve(uid):
-                return False
+        if self.users and uid not in self._uids and not self._late_resolve(uid):
+            return False
         if not self.needs_cgroup:
             return True
         text = cgroup()
@@ -166,7 +166,7 @@ def _resolve_users(users: Sequence[str | int], tenant: str) -> tuple[set[int], s
 class Tenancy:
     """The ordered rules plus the default tenant; ``tenant_for`` is called once per process per collection."""
 
-    rules: list[TenantRule] = field(default_factory=list)
+    rules: list[TenantRule] = dataclasses.field(default_factory=list)
     default_tenant: str = "default"
 
     def __post_init__(self) -> None:

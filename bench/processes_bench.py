@@ -27,9 +27,9 @@ import psutil
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from agent.api import CollectorContext  # noqa: E402
-from agent.tenancy import Tenancy, TenantRule  # noqa: E402
-from collectors.processes import ProcessesCollector, ProcessesConfig  # noqa: E402
+from agent.api import CollectorContext
+from agent.tenancy import Tenancy, TenantRule
+from collectors.processes import ProcessesCollector, ProcessesConfig
 
 
 def _count_pids(proc: str = "/proc") -> int:

@@ -12,7 +12,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from agent import registry
-from agent.api import COUNTER, GAUGE, Collector, CollectorConfig, MetricSpec, Sample, field
+from agent.api import (
+    COUNTER,
+    GAUGE,
+    Collector,
+    CollectorConfig,
+    MetricSpec,
+    Sample,
+    field,
+)
 from collectors import _procfs
 
 

@@ -29,8 +29,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from agent import registry
+from agent.api import (
+    COUNTER,
+    GAUGE,
+    Collector,
+    CollectorConfig,
+    CollectorContext,
+    MetricSpec,
+    Sample,
+    field,
+)
 from agent.tenancy import check_regex
-from agent.api import COUNTER, GAUGE, Collector, CollectorConfig, CollectorContext, MetricSpec, Sample, field
 from collectors import _procfs
 from collectors.cpu import pressure_samples
 
@@ -109,7 +118,7 @@ _DISK_METRICS: tuple[tuple[str, str, float], ...] = (
 
 
 class _Job:
-    __slots__ = ("path", "done", "started", "cancelled", "abandoned", "result", "error")
+    __slots__ = ("abandoned", "cancelled", "done", "error", "path", "result", "started")
 
     def __init__(self, path: str) -> None:
         self.path = path

@@ -17,7 +17,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from agent import registry
-from agent.api import COUNTER, GAUGE, Collector, CollectorConfig, CollectorContext, MetricSpec, Sample, field
+from agent.api import (
+    COUNTER,
+    GAUGE,
+    Collector,
+    CollectorConfig,
+    CollectorContext,
+    MetricSpec,
+    Sample,
+    field,
+)
 from collectors import _procfs
 from collectors.cpu import pressure_samples
 

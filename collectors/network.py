@@ -31,8 +31,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from agent import registry
+from agent.api import (
+    COUNTER,
+    GAUGE,
+    Collector,
+    CollectorConfig,
+    CollectorContext,
+    MetricSpec,
+    Sample,
+    field,
+)
 from agent.tenancy import check_regex
-from agent.api import COUNTER, GAUGE, Collector, CollectorConfig, CollectorContext, MetricSpec, Sample, field
 from collectors import _procfs
 
 _HELP = {

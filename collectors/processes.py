@@ -31,7 +31,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from agent import registry
-from agent.api import COUNTER, GAUGE, Collector, CollectorConfig, CollectorContext, MetricSpec, Sample, field
+from agent.api import (
+    COUNTER,
+    GAUGE,
+    Collector,
+    CollectorConfig,
+    CollectorContext,
+    MetricSpec,
+    Sample,
+    field,
+)
 from collectors import _procfs
 
 OTHER = "other"
@@ -166,8 +175,7 @@ class ProcessesCollector(Collector):
             if p is not None and p[0] != start:
                 p = None  # PID reused by a new process
             delta = cpu - p[1] if p is not None else cpu
-            if delta < 0:
-                delta = 0
+            delta = max(delta, 0)
 
             if tenancy is None:
                 uid = -1

@@ -8,7 +8,12 @@ import pytest
 
 from agent.config import load_dataclass
 from agent.errors import ConfigError
-from agent.tenancy import Tenancy, TenantRule, container_id_from_cgroup, validate_tenant_id
+from agent.tenancy import (
+    Tenancy,
+    TenantRule,
+    container_id_from_cgroup,
+    validate_tenant_id,
+)
 
 HEX = "0123456789abcdef" * 4  # 64 hex digits
 
@@ -75,7 +80,7 @@ def test_config_errors_name_file_and_key() -> None:
 def test_users_by_name_and_uid() -> None:
     root = pwd.getpwuid(0).pw_name
     t = Tenancy([TenantRule(tenant_id="ops", users=[root]), TenantRule(tenant_id="svc", users=["1234"])], "dflt")
-    never = lambda: pytest.fail("cgroup must not be read for user-only rules")  # noqa: E731
+    never = lambda: pytest.fail("cgroup must not be read for user-only rules")
     assert t.tenant_for(0, never) == "ops"
     assert t.tenant_for(1234, never) == "svc"
     assert t.tenant_for(4321, never) == "dflt"

@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import free_port, require_tool
 
 from agent.api import Collector, CollectorContext, Sample
 from collectors import _procfs
 from collectors.cpu import CPUCollector
-from helpers import free_port, require_tool
 
 FIX = Path(__file__).parent / "fixtures"
 _spec = importlib.util.spec_from_file_location("hostmon_nodeexp", FIX / "nodeexp.py")
@@ -138,7 +138,7 @@ def test_config_switches_off_guest_and_pressure() -> None:
 
 
 def test_real_proc_smoke() -> None:
-    out, c = run(CPUCollector, "/proc", "/sys")
+    out, _ = run(CPUCollector, "/proc", "/sys")
     assert_declared(CPUCollector, out)
     v = values(out)
     ncpu = os.cpu_count() or 1

@@ -7,11 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import free_port, require_tool
 
 from agent.api import CollectorContext, Sample
 from collectors import _procfs
 from collectors.disk import DiskCollector, DiskConfig
-from helpers import free_port, require_tool
 
 FIX = Path(__file__).parent / "fixtures"
 _spec = importlib.util.spec_from_file_location("hostmon_nodeexp", FIX / "nodeexp.py")

@@ -2,15 +2,14 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import free_port, require_tool
 
 from agent.api import Collector, CollectorContext, Sample
 from collectors import _procfs
 from collectors.memory import MemoryCollector
-from helpers import free_port, require_tool
 
 FIX = Path(__file__).parent / "fixtures"
 _spec = importlib.util.spec_from_file_location("hostmon_nodeexp", FIX / "nodeexp.py")

@@ -6,11 +6,11 @@ import socket
 from pathlib import Path
 
 import pytest
+from helpers import free_port, require_tool
 
 from agent.api import CollectorContext, Sample
 from collectors import _procfs
 from collectors.network import NetworkCollector, NetworkConfig
-from helpers import free_port, require_tool
 
 FIX = Path(__file__).parent / "fixtures"
 _spec = importlib.util.spec_from_file_location("hostmon_nodeexp", FIX / "nodeexp.py")
@@ -198,7 +198,7 @@ def test_netlink_and_proc_files_agree_on_real_listening_sockets() -> None:
 
 def test_netlink_failure_falls_back_to_the_files(monkeypatch: pytest.MonkeyPatch) -> None:
     # A seccomp profile that forbids AF_NETLINK cannot be set up from a test: the failure is injected.
-    import collectors.network as network
+    from collectors import network
 
     def denied() -> dict[str, int]:
         raise PermissionError(1, "Operation not permitted")

@@ -11,6 +11,11 @@ A rule matches when ALL of its given matchers match (``users``, ``cgroup_regex``
 process (``/proc/PID/cgroup``) is read lazily, only when a rule that is tried needs
 it, because it is the costly part for a thousand processes.
 
+User names are resolved with the agent's own user database: in a container that
+is the container's ``/etc/passwd``, not the host's, so give numeric uids there. A
+name unknown at load time is looked up again (uid to name) when a process of an
+unknown uid is seen, so a user created later still matches.
+
 Tenant ids become label values, so they are validated as safe label values
 (``[A-Za-z0-9_.-]{1,64}``) by :func:`validate_tenant_id`.
 """

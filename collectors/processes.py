@@ -15,9 +15,11 @@ processes used since the previous collection, so it stays monotonic when
 processes exit or groups move in and out of the top N (process-exporter does
 the same); a group with no live process is forgotten.
 
-Reading another user's ``fd`` directory fails when the agent is not root: each
+Listing another user's ``fd`` directory fails when the agent is not root: each
 such failure is counted in ``hostmon_process_permission_errors_total``, never
-logged per process. A process that exits while being read is normal, not an error.
+logged per process. (Linux 6.2 and later report the fd count as the size of
+``/proc/PID/fd`` to anyone, so there a non-root agent gets every count and the
+counter stays low; the size is trusted only after it matched a listing once.) A process that exits while being read is normal, not an error.
 
 The ``node_processes_*`` figures have node_exporter's names (its ``processes``
 collector); the group figures are hostmon's own.

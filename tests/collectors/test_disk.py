@@ -250,15 +250,30 @@ def test_pool_with_every_worker_stuck_still_answers_and_retries_queued_mounts() 
 
 
 def test_real_proc_smoke() -> None:
+    import re
+
     c = DiskCollector(DiskConfig(), CollectorContext())
     out = list(c.collect())
     c.stop()
     assert_declared(out)
+    cfg = DiskConfig()
+    try:
+        text = Path("/proc/1/mounts").read_text()
+    except OSError:
+        text = Path("/proc/self/mounts").read_text()
+    expected = {
+        m.mountpoint
+        for m in _procfs.parse_mounts(text)
+        if not re.search(cfg.mount_points_exclude, m.mountpoint) and not re.search(cfg.fs_types_exclude, m.fstype)
+    }
+    errors = by(out, "node_filesystem_device_error", "mountpoint")
+    assert set(errors) == expected
     size = by(out, "node_filesystem_size_bytes", "mountpoint")
-    assert size.get("/", 0) > 0
-    assert by(out, "node_filesystem_avail_bytes", "mountpoint")["/"] <= size["/"]
-    assert not any(m.startswith(("/proc", "/sys")) for m in size)
+    avail = by(out, "node_filesystem_avail_bytes", "mountpoint")
+    for mp, sz in size.items():
+        assert 0 <= avail[mp] <= sz
     assert all(s.value >= 0 for s in out)
+    assert by(out, "node_disk_reads_completed_total", "device") or not Path("/proc/diskstats").read_text().strip()
 
 
 def test_same_series_as_node_exporter_on_the_fixture_tree(tmp_path: Path) -> None:

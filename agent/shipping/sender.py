@@ -3,7 +3,7 @@
 TLS verification stays on (system CA store, or ``ca_file``); mutual TLS with
 ``client_cert``/``client_key``. Every outcome is classified as ``acked`` (2xx:
 delete from the spool), ``drop`` (a 4xx that can never succeed: delete and
-count) or ``retry`` (connection errors, timeouts, 408, 429, 5xx and anything
+count) or ``retry`` (connection errors, timeouts, 408, 425, 429, 5xx and anything
 unexpected: keep and back off).
 """
 
@@ -28,7 +28,7 @@ RETRY = "retry"
 DROP = "drop"
 
 DROP_STATUSES = frozenset({400, 401, 403, 409, 413, 422})
-RETRY_REASONS = ("connect", "timeout", "tls", "http_408", "http_429", "http_5xx", "http_other")
+RETRY_REASONS = ("connect", "timeout", "tls", "http_408", "http_425", "http_429", "http_5xx", "http_other")
 BATCHES_PATH = "/v1/batches"
 MAX_REASON_LEN = 64
 
@@ -52,6 +52,8 @@ def classify(status: int) -> tuple[str, str]:
         return RETRY, "http_429"
     if status == 408:
         return RETRY, "http_408"
+    if status == 425:  # "too early": the batch is dated in the ingest's future (clock skew)
+        return RETRY, "http_425"
     if 500 <= status < 600:
         return RETRY, "http_5xx"
     return RETRY, "http_other"

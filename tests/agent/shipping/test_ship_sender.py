@@ -62,6 +62,7 @@ async def test_status_classes_against_a_real_server() -> None:
         (500, None, {}),
         (408, None, {}),
         (404, None, {}),
+        (425, None, {}),
         (400, {"status": "rejected", "reason": "<script>" * 50}, {}),
     ]
     ingest = ScriptedIngest(script)
@@ -86,6 +87,7 @@ async def test_status_classes_against_a_real_server() -> None:
         ("retry", 500, "http_5xx", False),
         ("retry", 408, "http_408", False),
         ("retry", 404, "http_other", False),
+        ("retry", 425, "http_425", False),
         ("drop", 400, "unspecified", False),  # hostile reason text is not passed on
     ]
     assert results[8].retry_after == 7.0

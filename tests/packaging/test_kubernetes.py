@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import copy
-import subprocess
 import posixpath
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -132,9 +132,9 @@ def host_path_of(ds: dict[str, Any], container_path: str) -> tuple[str, dict[str
     best = None
     for m in c["volumeMounts"]:
         mp = m["mountPath"].rstrip("/") or "/"
-        if container_path == mp or container_path.startswith(mp + "/"):
-            if best is None or len(mp) > len(best["mountPath"]):
-                best = m
+        on_mount = container_path == mp or container_path.startswith(mp + "/")
+        if on_mount and (best is None or len(mp) > len(best["mountPath"])):
+            best = m
     assert best is not None, f"{container_path} is not on any volume mount"
     (vol,) = [v for v in ds["spec"]["template"]["spec"]["volumes"] if v["name"] == best["name"]]
     rel = posixpath.relpath(container_path, best["mountPath"])
@@ -274,7 +274,7 @@ def hostmon(*argv: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
     return subprocess.run(
         [sys.executable, "-c", "import sys; from agent.cli import main; sys.exit(main(sys.argv[1:]))", *argv],
-        capture_output=True,
+        check=False, capture_output=True,
         text=True,
         timeout=60,
         env={**os.environ, **(env or {})},

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-
 RequireTool = Callable[[str, str], str]
 REPO = Path(__file__).resolve().parents[2]
 SYSTEMD_DIR = REPO / "systemd"
@@ -66,7 +65,7 @@ def unit_copy_with_stub_binary(tmp_path: Path, name: str) -> Path:
 def test_systemd_analyze_verify_is_clean(name: str, tmp_path: Path, require_tool: RequireTool) -> None:
     exe = require_tool("systemd-analyze", "apt-get install systemd")
     unit = unit_copy_with_stub_binary(tmp_path, name)
-    proc = subprocess.run([exe, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([exe, "verify", str(unit)], check=False, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip() == "", proc.stderr  # no warnings either
 
@@ -76,14 +75,14 @@ def test_verify_would_catch_a_broken_unit(tmp_path: Path, require_tool: RequireT
     exe = require_tool("systemd-analyze", "apt-get install systemd")
     unit = unit_copy_with_stub_binary(tmp_path, "hostmon.service")
     unit.write_text(unit.read_text().replace("LockPersonality=yes", "LockPersonality=yes\nProtectEverything=yes"))
-    proc = subprocess.run([exe, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([exe, "verify", str(unit)], check=False, capture_output=True, text=True, timeout=60)
     assert "ProtectEverything" in proc.stderr
 
 
 def exposure(exe: str, unit: Path) -> float:
     proc = subprocess.run(
         [exe, "security", "--offline=true", "--no-pager", str(unit)],
-        capture_output=True,
+        check=False, capture_output=True,
         text=True,
         timeout=60,
     )
@@ -160,7 +159,7 @@ def test_sysusers_creates_both_users(tmp_path: Path, require_tool: RequireTool) 
     exe = require_tool("systemd-sysusers", "apt-get install systemd")
     (tmp_path / "etc").mkdir()
     conf = SYSTEMD_DIR / "sysusers.d" / "hostmon.conf"
-    proc = subprocess.run([exe, f"--root={tmp_path}", str(conf)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([exe, f"--root={tmp_path}", str(conf)], check=False, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     passwd = {line.split(":")[0]: line.split(":") for line in (tmp_path / "etc/passwd").read_text().splitlines()}
     for user, home in (("hostmon", "/var/lib/hostmon"), ("hostmon-ingest", "/var/lib/hostmon-ingest")):
@@ -182,7 +181,7 @@ def test_tmpfiles_creates_private_state_directories(tmp_path: Path, require_tool
     )
     proc = subprocess.run(
         [tmpfiles, "--create", f"--root={tmp_path}", str(SYSTEMD_DIR / "tmpfiles.d" / "hostmon.conf")],
-        capture_output=True,
+        check=False, capture_output=True,
         text=True,
         timeout=60,
     )
@@ -192,3 +191,20 @@ def test_tmpfiles_creates_private_state_directories(tmp_path: Path, require_tool
         st = (tmp_path / "var/lib" / name).stat()
         assert stat.S_IMODE(st.st_mode) == 0o700
         assert st.st_uid == uids[user]
+
+
+def test_process_fds_drop_in_keeps_exposure_at_most_2(tmp_path: Path, require_tool: RequireTool) -> None:
+    """The optional drop-in (systemd/examples/process-fds.conf) merged the way systemd merges it."""
+    exe = require_tool("systemd-analyze", "apt-get install systemd")
+    unit = tmp_path / "hostmon.service"
+    unit.write_text((SYSTEMD_DIR / "hostmon.service").read_text())
+    dropin = tmp_path / "hostmon.service.d" / "process-fds.conf"
+    dropin.parent.mkdir()
+    dropin.write_text((SYSTEMD_DIR / "examples" / "process-fds.conf").read_text())
+    proc = subprocess.run(
+        [exe, "security", "--offline=true", "--no-pager", str(unit)], check=False, capture_output=True, text=True, timeout=60
+    )
+    # the drop-in was applied: the DAC capability is now reported
+    assert re.search(r"✗ CapabilityBoundingSet=~CAP_\(DAC_\*", proc.stdout), proc.stdout
+    assert exposure(exe, unit) <= MAX_EXPOSURE
+    assert exposure(exe, SYSTEMD_DIR / "hostmon.service") < exposure(exe, unit)

@@ -1,0 +1,239 @@
+"""The Debian package: built with dpkg-deb, inspected, installed with apt-get on
+this machine, checked (check-config, the sandboxed agent's collection), then
+removed and purged. Runs as root (CI does); slow because it builds a venv."""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import pwd
+import re
+import stat
+import subprocess
+import sys
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+RequireTool = Callable[[str, str], str]
+REPO = Path(__file__).resolve().parents[2]
+VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+APT_ENV = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+
+pytestmark = pytest.mark.slow
+
+
+def run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300, **kw)  # type: ignore[call-overload]
+
+
+def need_root() -> None:
+    if os.geteuid() != 0:
+        msg = "installing a .deb needs root"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+def package_installed() -> bool:
+    proc = run(["dpkg-query", "-W", "-f=${db:Status-Status}", "hostmon"])
+    return proc.returncode == 0 and proc.stdout.strip() not in ("", "not-installed")
+
+
+@pytest.fixture(scope="module")
+def deb(tmp_path_factory: pytest.TempPathFactory, require_tool: RequireTool) -> Path:
+    require_tool("dpkg-deb", "apt-get install dpkg")
+    if not Path("/usr/bin/python3.11").exists():
+        msg = "/usr/bin/python3.11 missing (apt-get install python3.11 python3.11-venv)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    out = tmp_path_factory.mktemp("deb")
+    proc = run([str(REPO / "packaging" / "deb" / "build.sh"), str(out)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    arch = run(["dpkg", "--print-architecture"]).stdout.strip()
+    path = Path(proc.stdout.strip().splitlines()[-1])
+    assert path == out / f"hostmon_{VERSION}_{arch}.deb"
+    assert path.is_file()
+    return path
+
+
+def test_deb_info_and_contents(deb: Path, tmp_path: Path) -> None:
+    info = run(["dpkg-deb", "--info", str(deb)])
+    assert info.returncode == 0, info.stderr
+    fields = dict(re.findall(r"^ (\w[\w-]*): (.*)$", info.stdout, re.MULTILINE))
+    assert fields["Package"] == "hostmon"
+    assert fields["Version"] == VERSION
+    assert "python3.11" in fields["Depends"]
+    for script in ("postinst", "prerm", "postrm", "conffiles"):
+        assert re.search(rf"\b{script}\b", info.stdout), script
+    conffiles = run(["dpkg-deb", "--ctrl-tarfile", str(deb)])
+    assert conffiles.returncode == 0
+
+    contents = run(["dpkg-deb", "--contents", str(deb)])
+    assert contents.returncode == 0, contents.stderr
+    listing = contents.stdout
+    for path in (
+        "./opt/hostmon/bin/hostmon",
+        "./lib/systemd/system/hostmon.service",
+        "./lib/systemd/system/hostmon-ingest.service",
+        "./usr/lib/sysusers.d/hostmon.conf",
+        "./usr/lib/tmpfiles.d/hostmon.conf",
+        "./etc/hostmon/hostmon.toml",
+        "./usr/share/doc/hostmon/deployment.md",
+        "./usr/share/doc/hostmon/examples/process-fds.conf",
+    ):
+        assert re.search(rf" {re.escape(path)}$", listing, re.MULTILINE), path
+    assert re.search(r" \./usr/bin/hostmon -> /opt/hostmon/bin/hostmon$", listing, re.MULTILINE)
+    # every file root-owned
+    assert all(" root/root " in line for line in listing.splitlines())
+
+    # the relocated venv names /opt/hostmon, never the build's staging directory
+    root = tmp_path / "x"
+    assert run(["dpkg-deb", "-x", str(deb), str(root)]).returncode == 0
+    assert (root / "opt/hostmon/bin/hostmon").read_text().startswith("#!/opt/hostmon/bin/python\n")
+    leaked = run(["grep", "-rlI", "hostmon-deb.", str(root / "opt/hostmon/bin"), str(root / "opt/hostmon/pyvenv.cfg")])
+    assert leaked.stdout == "", leaked.stdout
+    assert os.readlink(root / "opt/hostmon/bin/python3.11") == "/usr/bin/python3.11"
+    # the packaged units are the repository's
+    assert (root / "lib/systemd/system/hostmon.service").read_text() == (REPO / "systemd/hostmon.service").read_text()
+
+
+MDWE_HELPER = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+    sys.exit("prctl(PR_SET_MDWE): " + os.strerror(ctypes.get_errno()))
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+def mdwe_supported() -> bool:
+    """Linux >= 6.3 has prctl(PR_SET_MDWE), the kernel's own MemoryDenyWriteExecute."""
+    proc = run([sys.executable, "-c", "import ctypes; print(ctypes.CDLL(None).prctl(66, 0, 0, 0, 0))"])
+    return proc.returncode == 0 and proc.stdout.strip() not in ("", "-1")
+
+
+def sandboxed(argv: list[str], groups: list[str], caps: str = "") -> subprocess.CompletedProcess[str]:
+    """Run as the hostmon user the way hostmon.service does, as far as this machine can.
+
+    From the unit: User/Group=hostmon, SupplementaryGroups, an empty (or the
+    drop-in's) capability set, NoNewPrivileges, and MemoryDenyWriteExecute
+    (the kernel's PR_SET_MDWE, where available). Mount-namespace directives
+    (ProtectSystem, ...) only take away writes the agent does not make.
+    """
+    inh = "+" + caps.replace(",", ",+") if caps else "-all"
+    capset = f"-all,{inh}" if caps else "-all"
+    cmd = [
+        "setpriv",
+        "--reuid=hostmon",
+        "--regid=hostmon",
+        f"--groups={','.join(groups)}",
+        f"--inh-caps={inh}",
+        f"--bounding-set={capset}",
+        "--no-new-privs",
+    ]
+    if caps:
+        cmd.append(f"--ambient-caps={inh}")
+    if mdwe_supported():
+        cmd += ["/usr/bin/python3.11", "-c", MDWE_HELPER]
+    return run(cmd + argv)
+
+
+def collector_results(stdout: str) -> tuple[dict[str, float], float, dict[str, float]]:
+    samples = json.loads(stdout)["samples"]
+    success = {s["labels"]["collector"]: s["value"] for s in samples if s["name"] == "hostmon_collector_success"}
+    perm = sum(s["value"] for s in samples if s["name"] == "hostmon_process_permission_errors_total")
+    auth_up = {s["labels"]["source"]: s["value"] for s in samples if s["name"] == "hostmon_auth_source_up"}
+    return success, perm, auth_up
+
+
+def unit_groups() -> list[str]:
+    text = Path("/lib/systemd/system/hostmon.service").read_text()
+    (line,) = re.findall(r"^SupplementaryGroups=(.*)$", text, re.MULTILINE)
+    return line.split()
+
+
+def test_install_check_config_sandboxed_collection_remove_purge(
+    deb: Path, require_tool: RequireTool
+) -> None:
+    need_root()
+    apt = require_tool("apt-get", "Debian's apt")
+    require_tool("setpriv", "apt-get install util-linux")
+    if package_installed():
+        pytest.fail("a hostmon package is already installed here; purge it first (apt-get purge hostmon)")
+    proc = run([apt, "install", "-y", f"./{deb.name}"], cwd=deb.parent, env=APT_ENV)
+    try:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+        # -- installed layout
+        assert os.path.realpath("/usr/bin/hostmon") == "/opt/hostmon/bin/hostmon"
+        user = pwd.getpwnam("hostmon")
+        assert user.pw_uid < 1000 and user.pw_shell == "/usr/sbin/nologin"
+        pwd.getpwnam("hostmon-ingest")
+        st = os.stat("/var/lib/hostmon")
+        assert st.st_uid == user.pw_uid and stat.S_IMODE(st.st_mode) == 0o700
+        # enabled (not started: no systemd here, and the operator reviews the config first)
+        wants = Path("/etc/systemd/system/multi-user.target.wants")
+        assert (wants / "hostmon.service").is_symlink()
+        assert not (wants / "hostmon-ingest.service").exists()
+
+        # -- the default config passes the installed binary's own check
+        check = run(["/usr/bin/hostmon", "check-config", "/etc/hostmon/hostmon.toml"])
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert "OK" in check.stdout
+
+        # -- the agent collects under the unit's identity and sandbox
+        groups = unit_groups()
+        for g in groups:
+            grp.getgrnam(g)
+        root = run(["/usr/bin/hostmon", "collect", "--once", "--format", "json"])
+        assert root.returncode == 0, root.stderr
+        r_success, _, r_auth = collector_results(root.stdout)
+        sb = sandboxed(["/opt/hostmon/bin/hostmon", "collect", "--once", "--format", "json"], groups)
+        assert sb.returncode == 0, sb.stderr
+        s_success, s_perm, s_auth = collector_results(sb.stdout)
+        assert s_success == r_success, "a collector fails under the sandbox that works as root"
+        assert set(s_success.values()) == {1}, s_success
+        # the supplementary groups give the same auth sources root can read
+        assert s_auth == r_auth
+        # the optional drop-in's capability restores other users' fd counts
+        dropin = Path("/usr/share/doc/hostmon/examples/process-fds.conf").read_text()
+        assert "CAP_DAC_READ_SEARCH" in dropin
+        sb_cap = sandboxed(
+            ["/opt/hostmon/bin/hostmon", "collect", "--once", "--format", "json", "--collector", "processes"],
+            groups,
+            caps="dac_read_search",
+        )
+        assert sb_cap.returncode == 0, sb_cap.stderr
+        _, cap_perm, _ = collector_results(sb_cap.stdout)
+        assert cap_perm == 0
+        # without it, other users' (root's, at least PID 1's) fd counts are
+        # refused, and the refusals are counted, not silent
+        assert s_perm > 0
+
+        # -- remove: code and units go, the conffile stays
+        proc = run([apt, "remove", "-y", "hostmon"], env=APT_ENV)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        for gone in ("/opt/hostmon", "/usr/bin/hostmon", "/lib/systemd/system/hostmon.service"):
+            assert not os.path.lexists(gone), gone
+        assert Path("/etc/hostmon/hostmon.toml").exists()
+
+        # -- purge: config, state and enablement go too
+        proc = run([apt, "purge", "-y", "hostmon"], env=APT_ENV)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        for gone in (
+            "/etc/hostmon",
+            "/var/lib/hostmon",
+            "/var/lib/hostmon-ingest",
+            str(wants / "hostmon.service"),
+            "/var/lib/systemd/deb-systemd-helper-enabled/hostmon.service.dsh-also",
+        ):
+            assert not os.path.lexists(gone), gone
+        assert not package_installed()
+    finally:
+        if package_installed():
+            run([apt, "purge", "-y", "hostmon"], env=APT_ENV)

@@ -46,7 +46,6 @@ from agent.api import (
 from collectors import _procfs
 
 OTHER = "other"
-_OTHER_B = OTHER.encode()
 _GROUP_LABELS = ("groupname", "tenant_id")
 _VANISHED = (errno.ENOENT, errno.ESRCH)
 
@@ -105,7 +104,7 @@ class ProcessesCollector(Collector):
     def __init__(self, config: CollectorConfig, ctx: CollectorContext) -> None:
         super().__init__(config, ctx)
         self._prev: dict[int, tuple[int, int, int, str]] = {}
-        self._group_cpu: dict[tuple[bytes, str], int] = {}  # ticks, cumulative
+        self._group_cpu: dict[tuple[str, str], int] = {}  # ticks, cumulative
         self._other_cpu: dict[str, int] = {}  # tenant -> ticks, cumulative
         self._perm_errors = 0
         # Whether st_size of /proc/PID/fd is the fd count (Linux >= 6.2; not in a fixture tree):
@@ -240,17 +239,30 @@ class ProcessesCollector(Collector):
             if v is not None:
                 yield s(metric, float(v))
 
+        # Label values are decoded names: two raw names that decode alike (invalid UTF-8
+        # replaced) are one group, never two series with the same labels.
+        named: dict[tuple[str, str], list[int]] = {}
+        for (comm, tenant), g in groups.items():
+            key = (comm.decode("utf-8", "replace"), tenant)
+            m = named.get(key)
+            if m is None:
+                named[key] = g
+            else:
+                for i in range(4):
+                    m[i] += g[i]
+        groups_by_name = named
+
         # Cumulative CPU per group; groups without a live process are forgotten.
-        group_cpu = {k: self._group_cpu.get(k, 0) + g[3] for k, g in groups.items()}
+        group_cpu = {k: self._group_cpu.get(k, 0) + g[3] for k, g in groups_by_name.items()}
         self._group_cpu = group_cpu
 
-        top = select_top(groups, self.config.top_n)
+        top = select_top(groups_by_name, self.config.top_n)
         other: dict[str, list[int]] = {}
         hz = float(_procfs.USER_HZ)
         page = float(_procfs.PAGE_SIZE)
-        for key, g in groups.items():
+        for key, g in groups_by_name.items():
             if key in top:
-                labels = {"groupname": key[0].decode("utf-8", "replace"), "tenant_id": key[1]}
+                labels = {"groupname": key[0], "tenant_id": key[1]}
                 yield s("hostmon_process_group_cpu_seconds_total", group_cpu[key] / hz, labels)
                 yield s("hostmon_process_group_resident_memory_bytes", g[1] * page, labels)
                 if self.config.open_fds:
@@ -271,7 +283,7 @@ class ProcessesCollector(Collector):
             if self.config.open_fds:
                 yield s("hostmon_process_group_open_fds", float(o[2]), labels)
             yield s("hostmon_process_group_processes", float(o[0]), labels)
-        yield s("hostmon_process_groups", float(len(groups)))
+        yield s("hostmon_process_groups", float(len(groups_by_name)))
         yield s("hostmon_process_permission_errors_total", float(self._perm_errors))
 
 
@@ -290,7 +302,7 @@ class _CgroupReader:
             return None
 
 
-def select_top(groups: dict[tuple[bytes, str], list[int]], n: int) -> set[tuple[bytes, str]]:
+def select_top(groups: dict[tuple[str, str], list[int]], n: int) -> set[tuple[str, str]]:
     """The groups that get their own series: top ``n`` by CPU used this cycle (if any) plus top ``n`` by RSS.
 
     ``groups`` maps key -> [count, rss, fds, cpu_delta]. Ties break on the key so the
@@ -299,7 +311,7 @@ def select_top(groups: dict[tuple[bytes, str], list[int]], n: int) -> set[tuple[
     """
     if n <= 0:
         return set()
-    cands = [(k, g) for k, g in groups.items() if k[0] != _OTHER_B]
+    cands = [(k, g) for k, g in groups.items() if k[0] != OTHER]
     by_cpu = sorted((x for x in cands if x[1][3] > 0), key=lambda x: (-x[1][3], x[0]))[:n]
     by_mem = sorted(cands, key=lambda x: (-x[1][1], x[0]))[:n]
     return {k for k, _ in by_cpu} | {k for k, _ in by_mem}

@@ -120,10 +120,23 @@ def test_only_top_n_by_cpu_and_by_memory_get_series_the_rest_fold_into_other() -
 
 
 def test_select_top_is_a_union_and_never_picks_a_group_named_other() -> None:
-    g = {(b"a", "t"): [1, 10, 0, 5], (b"b", "t"): [1, 99, 0, 0], (b"other", "t"): [1, 1000, 0, 1000], (b"c", "t"): [1, 1, 0, 0]}
-    assert select_top(g, 1) == {(b"a", "t"), (b"b", "t")}
+    g = {("a", "t"): [1, 10, 0, 5], ("b", "t"): [1, 99, 0, 0], ("other", "t"): [1, 1000, 0, 1000], ("c", "t"): [1, 1, 0, 0]}
+    assert select_top(g, 1) == {("a", "t"), ("b", "t")}
     assert select_top(g, 0) == set()
-    assert select_top(g, 5) == {(b"a", "t"), (b"b", "t"), (b"c", "t")}
+    assert select_top(g, 5) == {("a", "t"), ("b", "t"), ("c", "t")}
+
+
+def test_names_that_decode_alike_are_one_group_not_duplicate_series(tmp_path: Path) -> None:
+    proc = copy_fixture(tmp_path)
+    (proc / "50").mkdir()
+    (proc / "50" / "stat").write_bytes(b"50 (x\xff) S 0 50 50 0 -1 4194560 100 0 0 0 7 0 0 0 20 0 1 0 6000 4 10 0 0\n")
+    (proc / "51").mkdir()
+    (proc / "51" / "stat").write_bytes(b"51 (x\xfe) S 0 51 51 0 -1 4194560 100 0 0 0 3 0 0 0 20 0 1 0 6001 4 10 0 0\n")
+    out = list(make(str(proc), top_n=100).collect())
+    keys = [(s.labels["groupname"], s.labels["tenant_id"]) for s in out if s.name == "hostmon_process_group_processes"]
+    assert len(keys) == len(set(keys))
+    assert groups(out, "hostmon_process_group_processes")[("x\ufffd", "host-t")] == 2
+    assert groups(out, "hostmon_process_group_cpu_seconds_total")[("x\ufffd", "host-t")] == pytest.approx(10 / HZ)
 
 
 def test_tenant_rules_put_each_group_under_its_owner() -> None:

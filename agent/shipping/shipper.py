@@ -49,6 +49,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("hostmon_shipper_invalid_records_total", COUNTER, "Records dropped before sealing because a field had the wrong type or size."),
     MetricSpec("hostmon_shipper_batches_sealed_total", COUNTER, "Batches sealed (packed, compressed, encrypted, signed)."),
     MetricSpec("hostmon_shipper_seal_failures_total", COUNTER, "Batches that could not be sealed; their records are lost and counted here."),
+    MetricSpec("hostmon_shipper_loop_crashes_total", COUNTER, "Unexpected errors in the shipper's batch or send loop (each loop restarts itself)."),
     MetricSpec("hostmon_spool_bytes", GAUGE, "Bytes of sealed batches in the spool.", unit="bytes"),
     MetricSpec("hostmon_spool_batches", GAUGE, "Sealed batches in the spool waiting for the ingest's acknowledgement."),
     MetricSpec("hostmon_spool_limit_bytes", GAUGE, "Most bytes the spool holds (shipping.spool_limit_bytes).", unit="bytes"),
@@ -111,6 +112,7 @@ class Shipper:
         self._failing_since: float | None = None
         # counters
         self.invalid_records = 0
+        self.loop_crashes = 0
         self.sealed = 0
         self.seal_failures = 0
         self.sent_batches = 0
@@ -153,8 +155,8 @@ class Shipper:
             connect_timeout=self.config.connect_timeout,
             request_timeout=self.config.request_timeout,
         )
-        self._batch_task = asyncio.create_task(self._batch_loop(), name="hostmon-shipper-batch")
-        self._send_task = asyncio.create_task(self._send_loop(), name="hostmon-shipper-send")
+        self._batch_task = asyncio.create_task(self._supervise(self._batch_loop), name="hostmon-shipper-batch")
+        self._send_task = asyncio.create_task(self._supervise(self._send_loop), name="hostmon-shipper-send")
         log.info(
             "shipping batches",
             extra={
@@ -188,12 +190,25 @@ class Shipper:
             log.error("batches could not be written to the spool before exit; their records are lost",
                       extra={"batches": len(self._unspooled), "records": n})
 
+    async def _supervise(self, loop: Any) -> None:
+        """Run a loop forever: an unexpected error is logged and the loop restarts a second later."""
+        while True:
+            try:
+                await loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.loop_crashes += 1
+                log.exception("shipper loop failed; restarting it", extra={"loop": loop.__name__})
+                await asyncio.sleep(1.0)
+
     # -- the Consumer protocol --------------------------------------------------------
     def submit(self, collection: Collection) -> None:
         """Take one collection (never blocks; a full buffer drops the collection and counts it)."""
         before = self.batcher.dropped
         was_empty = self.batcher.records == 0
-        self.batcher.add(collection.time, collection.samples, collection.events)
+        # shallow copies: the runtime may reuse its lists after submit() returns
+        self.batcher.add(collection.time, list(collection.samples), list(collection.events))
         if self.batcher.dropped != before and ("buffer_full",) not in self._logged:
             self._logged.add(("buffer_full",))
             log.warning("shipper buffer full: collections are dropped (counted in hostmon_shipper_buffer_dropped_total)",
@@ -397,6 +412,7 @@ class Shipper:
             s("hostmon_shipper_invalid_records_total", self.invalid_records),
             s("hostmon_shipper_batches_sealed_total", self.sealed),
             s("hostmon_shipper_seal_failures_total", self.seal_failures),
+            s("hostmon_shipper_loop_crashes_total", self.loop_crashes),
             s("hostmon_spool_limit_bytes", self.config.spool_limit_bytes),
         ]
         sp = self.spool

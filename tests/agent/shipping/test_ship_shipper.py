@@ -311,3 +311,37 @@ async def test_mlkem_suite_ships_end_to_end(tmp_path) -> None:
     finally:
         await runner.cleanup()
     assert {h.suite for h, _, _ in ingest.stored.values()} == {"mlkem768-x25519"}
+
+
+async def test_disk_full_holds_sealed_batches_in_memory_and_loses_nothing_once_space_returns(env, monkeypatch) -> None:
+    """ENOSPC cannot be produced here without a tiny filesystem, so the write fails by patching (the only fake)."""
+    import errno
+
+    from agent.shipping import spool as spool_mod
+
+    tmp_path, a, i, ingest = env
+    port = free_port()
+    runner = await start_server(ingest, port)
+    real = spool_mod.write_durably
+    failures = {"left": 3}
+
+    def flaky(path: str, data: bytes, mode: int = 0o600) -> None:
+        if path.endswith(".hmb") and failures["left"] > 0:
+            failures["left"] -= 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data, mode)
+
+    monkeypatch.setattr(spool_mod, "write_durably", flaky)
+    sh = make_shipper(tmp_path, a, i, port, batch_max_records=10, batch_max_age=3600.0)
+    await sh.start()
+    try:
+        sh.submit(collection(10, 0))
+        await eventually(lambda: metric(sh, "hostmon_spool_write_errors_total") >= 1)
+        assert len(ingest.samples()) == 0  # nothing is sent before it is on disk
+        await eventually(lambda: len(ingest.samples()) == 10, timeout=15)
+        await sh.stop()
+    finally:
+        await runner.cleanup()
+    assert metric(sh, "hostmon_spool_write_errors_total") == 3
+    assert metric(sh, "hostmon_spool_dropped_batches_total") == 0
+    assert sorted(s.value for s in ingest.samples()) == [float(j) for j in range(10)]

@@ -138,7 +138,7 @@ class Decoder:
             wire.verify(blob, pub)
         except SealError as e:
             raise Rejected(e.reason, e.detail) from None
-        denied = [t for t in header.tenants if t not in allowed]
+        denied = [] if "*" in allowed else [t for t in header.tenants if t not in allowed]
         if denied:
             raise Rejected("tenant_not_allowed", f"agent {name} may not write tenant {denied[0][:64]}")
         key = self.private.get(header.key_id)

@@ -134,7 +134,7 @@ class IngestServer:
                 ca_file=cfg.remote_write.ca_file,
                 headers=cfg.remote_write.headers,
             )
-        tenants = {t for e in self.keys.agents.values() for t in e.tenants}
+        tenants = {t for e in self.keys.agents.values() for t in e.tenants if t != "*"}
         self.metrics = IngestMetrics(tenants, lim.max_inflight)
         self.metrics.agents.set(len(self.keys.agents))
         self.metrics.keys.set(len(self.keys.private))

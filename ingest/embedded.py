@@ -1,0 +1,90 @@
+"""The embedded ingest: ``hostmon run`` with no ``shipping.ingest_url`` ships to itself.
+
+:func:`start_embedded_ingest` starts the same ingest server as ``hostmon
+ingest run`` inside the agent's event loop, on 127.0.0.1 only, with its SQLite
+database and its key pair in ``STATE_DIR/ingest/`` (the key pair is created on
+first start, private key 0600). The agent's public key is enrolled for the
+given tenants. Batches are verified, decrypted and stored exactly as a central
+ingest would, so a newcomer sees the whole path (collect, seal, spool, ship,
+store) and reads it back with::
+
+    hostmon ingest query --db STATE_DIR/ingest/ingest.db --tenant TENANT
+
+Decoding runs in threads of the agent process (no worker processes).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable, Sequence
+
+from agent.shipping import keys as keymod
+from ingest.config import AgentEntry, Enrollment, IngestConfig, LoadedKeys, SqliteConfig
+from ingest.server import IngestServer
+
+log = logging.getLogger("hostmon.ingest.embedded")
+
+ANY_TENANT = "*"
+
+
+def ingest_dir(state_dir: str) -> str:
+    return os.path.join(state_dir, "ingest")
+
+
+def public_key_path(state_dir: str) -> str:
+    """The embedded ingest's public key file (exists once :func:`start_embedded_ingest` returned)."""
+    return os.path.join(ingest_dir(state_dir), f"{keymod.INGEST_KEY_NAME}.pub")
+
+
+def database_path(state_dir: str) -> str:
+    return os.path.join(ingest_dir(state_dir), "ingest.db")
+
+
+async def start_embedded_ingest(
+    state_dir: str,
+    agent_public_key_path: str,
+    tenants: Sequence[str] | None,
+    listen: str = "127.0.0.1:0",
+    suite: str = keymod.X25519,
+) -> tuple[str, Callable[[], Awaitable[None]]]:
+    """Start a local ingest; returns ``(url, stop)`` where ``await stop()`` shuts it down.
+
+    ``tenants`` are the tenant ids the local agent may write; ``None`` allows any
+    (the agent is the only writer of its own embedded ingest). ``listen`` must be
+    a loopback address; port 0 picks a free port. The ingest public key to seal
+    to is :func:`public_key_path` (``STATE_DIR/ingest/ingest.pub``).
+    Raises KeyFileError / ConfigError like the standalone ingest.
+    """
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        raise ValueError(f"the embedded ingest listens on loopback only, not {listen!r}")
+    d = ingest_dir(state_dir)
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    kf = keymod.ensure_keypair(d, keymod.INGEST_KEY_NAME, suite)
+    private = keymod.load_private_key(kf.private_path, keymod.INGEST_ALGORITHMS)
+    agent_pub = keymod.load_public_key(agent_public_key_path, (keymod.ED25519,))
+    allowed = frozenset(tenants) if tenants is not None else frozenset({ANY_TENANT})
+    agent_id = keymod.agent_id_of(agent_pub)
+
+    cfg = IngestConfig(
+        listen=listen,
+        private_keys=[kf.private_path],
+        agents=[AgentEntry(public_key=agent_public_key_path, tenants=sorted(allowed), name="local agent")],
+        sqlite=SqliteConfig(path=database_path(state_dir)),
+        decode_workers=0,
+    )
+    cfg.source = "<embedded ingest>"
+    loaded = LoadedKeys({private.key_id: private}, {agent_id: Enrollment(agent_id, "local agent", agent_pub, allowed)})
+    server = IngestServer(cfg, loaded)
+    url = await server.start()
+    log.info(
+        "embedded ingest started: no shipping.ingest_url is set, so this agent ships to itself",
+        extra={
+            "url": url,
+            "database": cfg.sqlite.path,
+            "ingest_public_key": kf.public_path,
+            "query": f"hostmon ingest query --db {cfg.sqlite.path} --tenant {next(iter(sorted(allowed)))}",
+        },
+    )
+    return url, server.stop

@@ -1,0 +1,61 @@
+"""The embedded ingest (issue 4, point 7): the agent's own Shipper ships to an ingest in the same process."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+from ingest_helpers import all_samples, db_counts
+
+from agent.api import Event, Sample
+from agent.errors import KeyFileError
+from agent.handoff import Collection
+from agent.shipping import keys as keymod
+from agent.shipping.config import ShippingConfig
+from agent.shipping.shipper import Shipper
+from ingest.embedded import database_path, public_key_path, start_embedded_ingest
+
+
+async def test_agent_ships_to_its_embedded_ingest_and_reads_back(tmp_path: Path) -> None:
+    state = str(tmp_path / "state")
+    agent = keymod.generate_agent_identity(os.path.join(state, "keys"))
+    url, stop = await start_embedded_ingest(state, agent.public_path, ["acme"])
+    try:
+        assert url.startswith("http://127.0.0.1:")
+        key_file = Path(state) / "ingest" / "ingest.key"
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        shipper = Shipper(ShippingConfig(ingest_url=url, ingest_public_key=public_key_path(state)), state_dir=state, tenant_ids=["acme"])
+        await shipper.start()
+        now = time.time()
+        shipper.submit(Collection("cpu", now, [Sample("node_load1", "gauge", 0.5, {"tenant_id": "acme", "host": "h"}, now)],
+                                  [Event("auth_failure", now, {"user": "root"}, {"tenant_id": "acme", "host": "h"})]))
+        await shipper.flush()
+        assert await shipper.wait_sent(20)
+        await shipper.stop()
+        assert db_counts(database_path(state)) == {"batches": 1, "blocks": 1, "samples": 1, "events": 1}
+        assert all_samples(database_path(state)) == [("node_load1", (("host", "h"), ("tenant_id", "acme")), 0.5, now)]
+    finally:
+        await stop()
+    # A restart keeps the key pair (the agent's spooled batches stay decryptable).
+    kid = keymod.load_private_key(Path(state) / "ingest" / "ingest.key").key_id
+    url2, stop2 = await start_embedded_ingest(state, agent.public_path, ["acme"])
+    await stop2()
+    assert keymod.load_private_key(Path(state) / "ingest" / "ingest.key").key_id == kid
+
+
+async def test_embedded_ingest_listens_on_loopback_only(tmp_path: Path) -> None:
+    agent = keymod.generate_agent_identity(tmp_path / "keys")
+    with pytest.raises(ValueError, match="loopback"):
+        await start_embedded_ingest(str(tmp_path), agent.public_path, ["acme"], listen="0.0.0.0:0")
+
+
+async def test_embedded_ingest_refuses_a_readable_private_key(tmp_path: Path) -> None:
+    agent = keymod.generate_agent_identity(tmp_path / "keys")
+    url, stop = await start_embedded_ingest(str(tmp_path), agent.public_path, None)
+    await stop()
+    os.chmod(tmp_path / "ingest" / "ingest.key", 0o644)
+    with pytest.raises(KeyFileError, match="too open"):
+        await start_embedded_ingest(str(tmp_path), agent.public_path, None)

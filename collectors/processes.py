@@ -2,8 +2,8 @@
 
 Per process it reads only what it needs, straight from ``{proc_root}``:
 ``/proc/PID/stat`` (name, state, CPU ticks, threads, start time, RSS), a listing of
-``/proc/PID/fd`` (open descriptors), ``os.stat(/proc/PID)`` (owner uid, only when
-tenant rules exist) and ``/proc/PID/cgroup`` (only when a tenant rule needs it, and
+``/proc/PID/fd`` (open descriptors), the owner uid (only when tenant rules exist; it comes
+with the stat() of ``/proc/PID/fd`` that gives the fd count on Linux >= 6.2) and ``/proc/PID/cgroup`` (only when a tenant rule needs it, and
 then once per process life, cached by PID and start time). That keeps the cost
 to a few tens of microseconds of CPU per process (see ``bench/processes_bench.py``).
 
@@ -178,28 +178,17 @@ class ProcessesCollector(Collector):
             delta = cpu - p[1] if p is not None else cpu
             delta = max(delta, 0)
 
-            if tenancy is None:
-                uid = -1
-                tenant = default_tenant
-            else:
-                try:
-                    uid = ostat(base).st_uid
-                except OSError:
-                    continue  # vanished
-                if p is not None and p[2] == uid:
-                    tenant = p[3]  # same process, same owner: its tenant was found already
-                else:
-                    tenant = tenancy.tenant_for(uid, _CgroupReader(base))
-            new_prev[pid] = (start, cpu, uid, tenant)
-
             nfds = 0
+            uid = -1  # owner, from whichever stat() of the process's files comes first
             if want_fds:
                 fdpath = base + "/fd"
                 try:
                     if fd_size_ok:
                         # Linux >= 6.2 reports the number of open fds as the size of /proc/PID/fd,
                         # a third of the cost of listing it; 0 may mean no fds: list to be sure.
-                        nfds = ostat(fdpath).st_size
+                        fst = ostat(fdpath)
+                        uid = fst.st_uid  # every file under /proc/PID has the process's owner
+                        nfds = fst.st_size
                         if nfds == 0:
                             nfds = len(listdir(fdpath))
                     else:
@@ -210,6 +199,20 @@ class ProcessesCollector(Collector):
                     perm += 1
                 except OSError:
                     pass  # vanished, or a zombie without an fd table
+
+            if tenancy is None:
+                tenant = default_tenant
+            else:
+                if uid < 0:
+                    try:
+                        uid = ostat(base).st_uid
+                    except OSError:
+                        continue  # vanished
+                if p is not None and p[2] == uid:
+                    tenant = p[3]  # same process, same owner: its tenant was found already
+                else:
+                    tenant = tenancy.tenant_for(uid, _CgroupReader(base))
+            new_prev[pid] = (start, cpu, uid, tenant)
 
             key = (comm, tenant)
             g = groups.get(key)

@@ -234,6 +234,29 @@ def test_real_proc_smoke_groups_spawned_children() -> None:
             k.wait()
 
 
+def test_real_proc_tenant_by_uid_of_another_user() -> None:
+    if os.getuid() != 0:
+        pytest.skip("needs root to start a process as another user")
+
+    def as_nobody() -> None:
+        os.setgid(65534)
+        os.setuid(65534)
+
+    kids = [subprocess.Popen(["sleep", "600"], preexec_fn=as_nobody) for _ in range(3)]  # noqa: PLW1509
+    try:
+        ten = Tenancy([TenantRule(tenant_id="nobody-t", users=["65534"])], "me")
+        c = ProcessesCollector(ProcessesConfig(top_n=1000), CollectorContext(tags={"tenant_id": "me"}, tenancy=ten))
+        for _ in range(2):  # the second run takes the tenant from the per-PID cache
+            count = groups(list(c.collect()), "hostmon_process_group_processes")
+            assert count[("sleep", "nobody-t")] >= 3
+            me = Path(f"/proc/{os.getpid()}/comm").read_text().strip()
+            assert count[(me, "me")] >= 1
+    finally:
+        for k in kids:
+            k.send_signal(signal.SIGKILL)
+            k.wait()
+
+
 _PERM_CHILD = textwrap.dedent(
     """
     import json, logging, os, sys

@@ -326,6 +326,10 @@ class DiskCollector(Collector):
                 del self._stale[m.mountpoint]  # the pending call returned: retry now
             jobs.append((m, self._pool.submit(self._stat_path(m.mountpoint))))
 
+        current = {m.mountpoint for m in mounts}
+        for mp in [mp for mp, st in self._stale.items() if mp not in current and st.job.done.is_set()]:
+            del self._stale[mp]  # unmounted while stale, and its call has returned: forget it
+
         deadline = time.monotonic() + self.config.stat_timeout
         s = self.sample
         for m, job in jobs:

@@ -1,0 +1,66 @@
+"""make_shipper/check_shipping: the embedded default ships to a local ingest; key problems stop the start."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from agent import config as config_mod
+from agent.api import Event, Sample
+from agent.errors import ConfigError, KeyFileError
+from agent.handoff import Collection
+from agent.shipping import keys
+from agent.shipping.runtime import check_shipping, make_shipper
+
+
+def load_cfg(tmp_path, extra: str = "") -> config_mod.Config:
+    p = tmp_path / "agent.toml"
+    p.write_text(f'tenant_id = "acme"\nstate_dir = "{tmp_path / "state"}"\n[shipping]\nbatch_max_age = 0.05\n{extra}')
+    return config_mod.load(str(p), environ={})
+
+
+async def test_embedded_default_creates_keys_ships_and_stores(tmp_path) -> None:
+    pytest.importorskip("ingest.embedded")
+    cfg = load_cfg(tmp_path)
+    shipper = await make_shipper(cfg, None)
+    await shipper.start()
+    try:
+        samples = [Sample("hostmon_test_value", "gauge", float(j), {"tenant_id": "acme", "j": str(j)}) for j in range(25)]
+        shipper.submit(Collection("test", 1767225600.0, samples, [Event("test_event", 1767225600.0, {"n": 1}, {"tenant_id": "acme"})]))
+        assert await shipper.wait_sent(10)
+    finally:
+        await shipper.stop()
+    state = tmp_path / "state"
+    assert os.stat(state / "keys" / "agent.key").st_mode & 0o077 == 0
+    agent_id = keys.load_public_key(state / "keys" / "agent.pub").key_id
+    r = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "ingest", "query", "--db", str(state / "ingest" / "ingest.db"),
+         "--tenant", "acme", "--name", "hostmon_test_value", "--format", "json"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+    assert sorted(row["value"] for row in rows) == [float(j) for j in range(25)]
+    assert agent_id == keys.load_private_key(state / "keys" / "agent.key").key_id
+
+
+def test_check_shipping_reports_key_problems(tmp_path) -> None:
+    kd = tmp_path / "k"
+    a = keys.generate_agent_identity(kd)
+    i = keys.generate_ingest_keypair(kd)
+    ok = load_cfg(tmp_path, f'ingest_url = "https://ingest:9436"\ningest_public_key = "{i.public_path}"\nagent_key = "{a.private_path}"\n')
+    check_shipping(ok)
+    os.chmod(a.private_path, 0o644)
+    with pytest.raises(KeyFileError, match="too open"):
+        check_shipping(ok)
+    os.chmod(a.private_path, 0o600)
+    wrong_suite = load_cfg(tmp_path, f'ingest_url = "https://ingest:9436"\ningest_public_key = "{i.public_path}"\nsuite = "mlkem768-x25519"\n')
+    with pytest.raises(ConfigError, match="shipping.suite"):
+        check_shipping(wrong_suite)
+    missing = load_cfg(tmp_path, f'ingest_url = "https://ingest:9436"\ningest_public_key = "{kd / "nope.pub"}"\n')
+    with pytest.raises(KeyFileError, match="not found"):
+        check_shipping(missing)

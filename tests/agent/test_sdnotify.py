@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -223,3 +224,102 @@ async def test_stalled_event_loop_stops_the_pings(receiver: Receiver) -> None:
     finally:
         task.cancel()
     n.close()
+
+
+# ---------------------------------------------------------------------------
+# end to end: the real `hostmon run` as a child process, systemd's side played
+# by a bound datagram socket
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _http_get(port: int, path: str) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, ""
+
+
+@pytest.mark.slow
+def test_hostmon_run_notifies_ready_watchdog_status_and_stopping(receiver: Receiver, tmp_path: object) -> None:
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    state = Path(str(tmp_path)) / "state"
+    port = _free_port()
+    env = {
+        **os.environ,
+        "NOTIFY_SOCKET": receiver.env_value,
+        "WATCHDOG_USEC": "1000000",  # a ping every 0.5 s
+        "HOSTMON_STATE_DIR": str(state),
+        "HOSTMON_SHIPPING__ENABLED": "false",
+        "HOSTMON_RUNTIME__INTERVAL": "1",
+    }
+    env.pop("WATCHDOG_PID", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from agent.cli import main; sys.exit(main(sys.argv[1:]))",
+         "run", "--listen", f"127.0.0.1:{port}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        messages: list[str] = []
+        deadline = time.monotonic() + 60
+        while "READY=1" not in messages:
+            assert time.monotonic() < deadline, f"no READY=1; got {messages}"
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            try:
+                messages.extend(receiver.recv(timeout=1).split("\n"))
+            except TimeoutError:
+                continue
+        # READY=1 comes after the first full collection: the agent says it is ready
+        status, body = _http_get(port, "/readyz")
+        assert status == 200
+        # /metrics serves a snapshot re-rendered just after the first collection
+        deadline = time.monotonic() + 5
+        while True:
+            _, metrics = _http_get(port, "/metrics")
+            if re.search(r"^hostmon_ready\{[^}]*\} 1(\.0)?$", metrics, re.M) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert re.search(r"^hostmon_ready\{[^}]*\} 1(\.0)?$", metrics, re.M), "hostmon_ready stays 0 after READY=1"
+        assert re.search(r"^hostmon_collector_success\{collector=\"cpu\"", metrics, re.M)
+        # a STATUS= summary and watchdog pings keep coming while it runs
+        seen_ping = 0
+        deadline = time.monotonic() + 20
+        while seen_ping < 2 or not any(m.startswith("STATUS=") for m in messages):
+            # No pings while running means Agent.healthy() said "unhealthy": under
+            # the unit's WatchdogSec=30 systemd would kill the agent every 30 s.
+            assert time.monotonic() < deadline, f"WATCHDOG=1 stopped (Agent.healthy() false?); got {messages}"
+            msg = receiver.recv(timeout=5)
+            messages.extend(msg.split("\n"))
+            seen_ping += msg.split("\n").count("WATCHDOG=1")
+        assert any(re.fullmatch(r"STATUS=\d+ collectors, \d+ failing.*", m) for m in messages), messages
+        # SIGTERM: STOPPING=1, then a clean exit
+        proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while "STOPPING=1" not in messages:
+            assert time.monotonic() < deadline, f"no STOPPING=1; got {messages}"
+            try:
+                messages.extend(receiver.recv(timeout=1).split("\n"))
+            except TimeoutError:
+                continue
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()

@@ -301,3 +301,38 @@ def test_same_series_as_node_exporter_on_the_fixture_tree(tmp_path: Path) -> Non
     for name in ("node_filesystem_free_bytes", "node_filesystem_avail_bytes"):
         mine = {k[1] for k in nodeexp.ours(out) if k[0] == name}
         assert mine == {k[1] for k in theirs if k[0] == name} - {k[1] for k in theirs if ("device", "/dev/vda") in k[1] and ("mountpoint", "/srv") in k[1]}
+
+
+def test_stale_mount_that_is_unmounted_is_forgotten_once_its_call_returns(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    (proc / "1").mkdir(parents=True)
+    mounts = (FIX / "proc" / "1" / "mounts").read_text()
+    (proc / "1" / "mounts").write_text(mounts)
+    release = threading.Event()
+    inner = fake_statvfs("/fixture-root")
+
+    def stat(path: str) -> os.statvfs_result:
+        if path.endswith("mnt/nfs"):
+            release.wait()
+        return inner(path)
+
+    c = make(str(proc), stat_fn=stat, stat_timeout=0.2)
+    try:
+        out = _collect_in_thread(c)
+        assert by(out, "node_filesystem_device_error", "mountpoint")["/mnt/nfs"] == 1
+        # umount -f /mnt/nfs: gone from the table, but its statfs is still stuck
+        (proc / "1" / "mounts").write_text("".join(line + "\n" for line in mounts.splitlines() if "/mnt/nfs" not in line))
+        out = _collect_in_thread(c)
+        assert "/mnt/nfs" not in by(out, "node_filesystem_device_error", "mountpoint")
+        assert {s.name: s.value for s in out if not s.labels}["hostmon_filesystem_stale_mounts"] == 1  # the thread is still stuck
+        release.set()
+        for _ in range(100):
+            if c._pool.stuck == 0:
+                break
+            threading.Event().wait(0.05)
+        out = _collect_in_thread(c)
+        assert {s.name: s.value for s in out if not s.labels}["hostmon_filesystem_stale_mounts"] == 0
+        assert c._stale == {}
+    finally:
+        release.set()
+        c.stop()

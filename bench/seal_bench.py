@@ -18,14 +18,16 @@ with tenant_id and host) and times, interleaved run by run, pinned to one CPU:
 * ``open`` (the ingest's side, for scale): parse, verify, decrypt, bounded
   decompress, bounded unpack, validate.
 
-Prints the median of ``--runs`` runs in samples per second, and ratios against
-the floor measured in the same run (the machine is shared, so only same-run
-ratios compare).
+Prints the median of ``--runs`` runs in samples per second, by wall time and by
+the thread's CPU time (on a shared, loaded machine the wall figure includes
+time the core spent on other processes), and ratios against the floor measured
+in the same run (the machine is shared, so only same-run ratios compare).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import statistics
@@ -121,25 +123,43 @@ def main() -> int:
     cases = [("seal", run_seal), ("floor", run_floor), ("encode+seal", run_encode_seal),
              ("shipper batch", run_shipper), ("open (ingest side)", run_open)]
     times: dict[str, list[float]] = {name: [] for name, _ in cases}
+    cpu: dict[str, list[float]] = {name: [] for name, _ in cases}
     for f in (run_seal, run_floor, run_encode_seal, run_shipper, run_open):  # warm-up
         f()
+    gc.collect()
+    gc.freeze()  # the batch itself is long-lived: keep the collector from rescanning it
+    gc.disable()  # as timeit does: a collection triggered by one case must not land in another's time
     for _ in range(args.runs):
         for name, f in cases:
+            c0 = time.thread_time()
             t0 = time.perf_counter()
             f()
             times[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.thread_time() - c0)
 
     packed_len = len(msgpack.packb(records))
     print(f"seal bench: {args.samples} samples per batch, suite {args.suite}, {args.runs} runs, {pinned}")
     print(f"python {platform.python_version()}, cryptography {cryptography.__version__}, msgpack {msgpack.version}, zstandard {zstandard.__version__}")
     print(f"batch: {packed_len} bytes msgpack -> {len(blob)} bytes sealed ({packed_len / len(blob):.1f}x)")
+    try:
+        load = "load average %.2f %.2f %.2f" % os.getloadavg()
+    except OSError:
+        load = "load average unknown"
+    print(f"{os.cpu_count()} CPUs, {load} (wall time suffers when the core is shared; CPU time much less)")
     floor_med = statistics.median(times["floor"])
-    print(f"{'step':<20} {'median ms':>10} {'samples/s':>12} {'vs floor':>9}")
+    floor_cpu = statistics.median(cpu["floor"])
+    print(f"{'step':<20} {'wall ms':>8} {'samples/s':>12} {'vs floor':>9}   {'cpu ms':>7} {'samples/cpu-s':>14} {'vs floor':>9}")
     for name, _ in cases:
         med = statistics.median(times[name])
-        print(f"{name:<20} {med * 1000:>10.2f} {args.samples / med:>12,.0f} {floor_med / med:>8.2f}x")
-    target = args.samples / statistics.median(times["seal"])
-    print(f"target: seal >= 1,000,000 samples/s: {'met' if target >= 1_000_000 else 'NOT met'} ({target:,.0f})")
+        cmed = statistics.median(cpu[name])
+        print(
+            f"{name:<20} {med * 1000:>8.2f} {args.samples / med:>12,.0f} {floor_med / med:>8.2f}x"
+            f"   {cmed * 1000:>7.2f} {args.samples / cmed:>14,.0f} {floor_cpu / cmed:>8.2f}x"
+        )
+    wall = args.samples / statistics.median(times["seal"])
+    per_cpu = args.samples / statistics.median(cpu["seal"])
+    verdict = "met" if wall >= 1_000_000 else ("met in CPU time only" if per_cpu >= 1_000_000 else "NOT met")
+    print(f"target: seal >= 1,000,000 samples/s on one core: {verdict} (wall {wall:,.0f}/s, CPU {per_cpu:,.0f}/s)")
     return 0
 
 

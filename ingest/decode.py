@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import time
 from typing import Any
 
@@ -59,7 +60,6 @@ _RENAME = {"too_large": "body_too_large", "seal_failed": "bad_record"}
 
 SAMPLE = "sample"
 EVENT = "event"
-BLOCK_ZSTD_LEVEL = 1
 
 
 class Rejected(Exception):
@@ -93,7 +93,7 @@ class Decoded:
     hash: bytes  # SHA-256 of the whole envelope: the dedupe identity
     n_samples: int
     n_events: int
-    block: bytes  # zstd(msgpack(records)), the validated records as stored
+    block: bytes  # zstd(msgpack(records)) as the agent compressed it, validated
     index: list[IndexRow]
     remote_write_body: bytes | None = None  # snappy protobuf, when asked for
 
@@ -154,7 +154,11 @@ class Decoder:
         except SealError as e:
             raise Rejected(e.reason, e.detail) from None
         index = summarize(records)
-        block = zstandard.ZstdCompressor(level=BLOCK_ZSTD_LEVEL).compress(msgpack.packb(records, use_bin_type=True))
+        # Store the agent's own compressed payload (now fully validated) rather than
+        # packing the records again: decrypting a second time costs far less than
+        # msgpack + zstd of the records. The HPKE info is the envelope prefix, as
+        # documented in docs/wire-format.md: everything up to the end of the header.
+        block = wire.suite(header.suite).decrypt(ct, key.key, info=blob[: 9 + len(header_bytes)])
         rw = None
         if s.remote_write and header.n_samples:
             from ingest.remote_write import compress, encode_write_request
@@ -195,8 +199,10 @@ def summarize(records: list[dict[str, Any]]) -> list[IndexRow]:
 
 
 def read_block(block: bytes) -> list[dict[str, Any]]:
-    """The records of a stored block (trusted: written by the ingest after validation)."""
-    return msgpack.unpackb(zstandard.ZstdDecompressor().decompress(block), raw=False)  # type: ignore[no-any-return]
+    """The records of a stored block (validated by the ingest before it was stored)."""
+    with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(block), read_across_frames=True) as r:
+        data = r.read()
+    return msgpack.unpackb(data, raw=False)  # type: ignore[no-any-return]
 
 
 # -- worker-process entry points ------------------------------------------------------

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections import OrderedDict
 from typing import Any
 
 from collectors.auth.timestamps import BsdClock, parse_journal_realtime, parse_rfc3339
@@ -140,6 +139,9 @@ _ISO = re.compile(
     r"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:[Zz]|[+-]\d\d:\d\d)?) (?:([^\s:\[\]]+) )?" + _TAG + r"(.*)", re.S
 )
 _5424 = re.compile(r"<(\d{1,3})>1 (\S+) (\S+) (\S+) (\S+) (\S+) (.*)", re.S)
+_FAST_BSD = re.compile(r"([A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d) (?:([^\s:\[\]]+) )?([\w./-]+)(?:\[(\d+)\])?: (.*)", re.S)
+_MISS = object()
+_TRAIL_WS = ("\n", " ", "\r", "\t")
 _SOLARIS_ID = re.compile(r"\[ID \d+ [\w.]+\] ")
 
 # -- sshd message shapes ---------------------------------------------------------
@@ -231,44 +233,33 @@ class AuthParser:
         self.clock = BsdClock(now, tz)
         self.tz = tz
         self.max_connections = max(1, int(max_connections))
-        self.conns: OrderedDict[tuple[str | None, str, str], _Conn] = OrderedDict()
-        self.seq = 0
-        self.lines = 0
+        self.conns: dict[tuple[str | None, str], _Conn] = {}
+        self.seq = 0  # lines (or journal entries) fed so far
         self.unparsed = 0  # lines with no recognisable syslog header
         self.evicted = 0
         self._evicted_out: list[AuthFailure] = []
+        self._tcache: dict[str, object] = {}
 
     # -- entry points ------------------------------------------------------------
     def feed(self, line: str) -> list[AuthFailure]:
         """One log line (without or with its newline) in, zero or more records out."""
         self.seq += 1
-        self.lines += 1
         if "\x00" in line:
             line = line.replace("\x00", "\\0")
-        # Fast path for the common BSD shape "Mmm dd hh:mm:ss host prog[pid]: msg" (fixed widths).
-        if len(line) > 17 and line[3] == " " and line[6] == " " and line[9] == ":" and line[15] == " ":
-            sp = line.find(" ", 16)
-            if sp > 16:
-                if line[sp - 1] == ":":
-                    hostname, tag, ms = None, line[16 : sp - 1], sp + 1
-                else:
-                    sp2 = line.find(" ", sp + 1)
-                    hostname = line[16:sp]
-                    tag = line[sp + 1 : sp2 - 1] if sp2 > 0 and line[sp2 - 1] == ":" else ""
-                    ms = sp2 + 1
-                    if ":" in hostname or "[" in hostname:
-                        tag = ""
-                if tag and tag[0] != "[":
-                    i = tag.find("[")
-                    if i < 0:
-                        prog, pid = tag, None
-                    elif tag[-1] == "]" and tag[i + 1 : -1].isdigit():
-                        prog, pid = tag[:i], tag[i + 1 : -1]
-                    else:
-                        prog = ""
-                    if prog:
-                        t = self.clock.convert(line[0:3], line[4:6], line[7:15])
-                        return self.handle(t, hostname, prog, pid, line[ms:])
+        # Fast path for the common BSD shape "Mmm dd hh:mm:ss [host] prog[pid]: msg": one regex in C,
+        # a timestamp cache keyed by the 15 characters, and sshd lines straight to their handler.
+        m = _FAST_BSD.match(line)
+        if m is not None:
+            ts, hostname, prog, pid, msg = m.groups()
+            t = self._tcache.get(ts, _MISS)
+            if t is _MISS:
+                t = self.clock.convert(ts[0:3], ts[4:6], ts[7:15])
+                if len(self._tcache) > 4096:
+                    self._tcache.clear()
+                self._tcache[ts] = t
+            if prog in SSHD_PROGRAMS and msg[-1:] not in _TRAIL_WS and msg[:4] != "[ID ":
+                return self._sshd(t, hostname, pid, msg, 1)  # type: ignore[arg-type]
+            return self.handle(t, hostname, prog, pid, msg)  # type: ignore[arg-type]
         c0 = line[:1]
         if c0.isalpha():
             m = _BSD.match(line)
@@ -294,7 +285,6 @@ class AuthParser:
     def feed_journal(self, entry: dict[str, Any]) -> list[AuthFailure]:
         """One journald entry (``journalctl -o json``) in, records out."""
         self.seq += 1
-        self.lines += 1
         msg = entry.get("MESSAGE")
         if isinstance(msg, list):  # journald sends non-UTF-8 messages as a byte array
             try:
@@ -371,26 +361,20 @@ class AuthParser:
     def _conn(self, hostname: str | None, pid: str | None, t: float | None) -> _Conn | None:
         if pid is None:
             return None
-        key = (hostname, "sshd", pid)
+        key = (hostname, pid)
         conns = self.conns
         conn = conns.get(key)
         if conn is None:
             conn = _Conn()
             conns[key] = conn
             if len(conns) > self.max_connections:
-                _k, old = conns.popitem(last=False)
+                # oldest connection first (insertion order): sshd connections are short-lived
+                old = conns.pop(next(iter(conns)))
                 self.evicted += 1
-                self._evicted_out.extend(self._release_list(old))
-        else:
-            conns.move_to_end(key)
+                self._release(old, self._evicted_out)
         if t is not None:
             conn.last_time = t
         return conn
-
-    def _release_list(self, conn: _Conn) -> list[AuthFailure]:
-        out: list[AuthFailure] = []
-        self._release(conn, out)
-        return out
 
     @staticmethod
     def _release(conn: _Conn, out: list[AuthFailure]) -> None:
@@ -492,6 +476,47 @@ class AuthParser:
             self._evicted_out = []
         seq = self.seq
 
+        if first == "Received":
+            m = _RECV_DISC.match(msg)
+            if m is None:
+                return out
+            a, port_s, code = m.groups()
+            preauth = msg.endswith("[preauth]")
+            ip, host = normalise_address(a)
+            port = int(port_s) if port_s else None
+            self._learn(conn, ip, host, port, out)
+            if preauth or code in ("3", "14"):
+                if conn is not None:
+                    self._release(conn, out)
+                out.append(AuthFailure(t, "sshd", "preauth_disconnect", None, ip, host, port, count, seq))
+            return out
+
+        if first[0] == "p" or first == "(pam_unix)":
+            m = _PAM_LINE.match(msg)
+            if m is None:
+                return out
+            ruser, rhost, user = _pam_fields(m.group(2))
+            ip, host = normalise_address(rhost) if rhost else (None, None)
+            u = user or ruser or ""
+            rec = AuthFailure(t, "sshd", "pam_auth", _clean_user(u) if u else None, ip, host, None, count, seq)
+            if conn is None:
+                out.append(rec)
+                return out
+            if ip is not None and conn.addr is None and conn.host is None:
+                self._learn(conn, ip, None, None, out)
+            if conn.addr is not None:
+                rec.source, rec.host = conn.addr, None
+            # A different user on the same connection: the earlier users' failures are real.
+            key = "\x00pam:" + u
+            for k in [k for k in conn.pending if k.startswith("\x00pam:") and k != key]:
+                out.extend(conn.pending.pop(k))
+            lst = conn.pending.setdefault(key, [])
+            if len(lst) < 64:
+                lst.append(rec)
+            else:
+                lst[-1].count += count
+            return out
+
         if first == "Failed":
             m = _FAILED.match(msg)
             if m is None:
@@ -533,48 +558,6 @@ class AuthParser:
             out.append(AuthFailure(t, "sshd", "invalid_user", _clean_user(rest[:start]), ip, host, port, count, seq))
             return out
 
-        if first[0] == "p" or first == "(pam_unix)":
-            m = _PAM_LINE.match(msg)
-            if m is None:
-                return out
-            ruser, rhost, user = _pam_fields(m.group(2))
-            ip, host = normalise_address(rhost) if rhost else (None, None)
-            u = user or ruser or ""
-            rec = AuthFailure(t, "sshd", "pam_auth", _clean_user(u) if u else None, ip, host, None, count, seq)
-            if conn is None:
-                out.append(rec)
-                return out
-            if ip is not None and conn.addr is None and conn.host is None:
-                self._learn(conn, ip, None, None, out)
-            if conn.addr is not None:
-                rec.source, rec.host = conn.addr, None
-            # A different user on the same connection: the earlier users' failures are real.
-            key = "\x00pam:" + u
-            for k in [k for k in conn.pending if k.startswith("\x00pam:") and k != key]:
-                out.extend(conn.pending.pop(k))
-            lst = conn.pending.setdefault(key, [])
-            if len(lst) < 64:
-                lst.append(rec)
-            else:
-                lst[-1].count += count
-            return out
-
-        if first == "Accepted":
-            if conn is not None:
-                m = _ACCEPTED.match(msg)
-                rest = msg[m.end():] if m else ""
-                pk = self._pick(rest, conn)
-                user = rest[: pk[0]] if pk else None
-                if pk:
-                    self._learn(conn, pk[1], pk[2], pk[3], out)
-                if conn.pending:
-                    for k, lst in list(conn.pending.items()):
-                        ku = k[5:] if k.startswith("\x00pam:") else k
-                        if ku != user:
-                            out.extend(lst)
-                    conn.pending = {}
-            return out
-
         if first == "Connection":
             m = _CLOSED.match(msg)
             if m is not None:
@@ -593,19 +576,20 @@ class AuthParser:
                 self._learn(conn, ip, host, int(m.group(2)), out)
             return out
 
-        if first == "Received":
-            m = _RECV_DISC.match(msg)
-            if m is None:
-                return out
-            a, port_s, code = m.groups()
-            preauth = msg.endswith("[preauth]")
-            ip, host = normalise_address(a)
-            port = int(port_s) if port_s else None
-            self._learn(conn, ip, host, port, out)
-            if preauth or code in ("3", "14"):
-                if conn is not None:
-                    self._release(conn, out)
-                out.append(AuthFailure(t, "sshd", "preauth_disconnect", None, ip, host, port, count, seq))
+        if first == "Accepted":
+            if conn is not None:
+                m = _ACCEPTED.match(msg)
+                rest = msg[m.end():] if m else ""
+                pk = self._pick(rest, conn)
+                user = rest[: pk[0]] if pk else None
+                if pk:
+                    self._learn(conn, pk[1], pk[2], pk[3], out)
+                if conn.pending:
+                    for k, lst in list(conn.pending.items()):
+                        ku = k[5:] if k.startswith("\x00pam:") else k
+                        if ku != user:
+                            out.extend(lst)
+                    conn.pending = {}
             return out
 
         if first == "Disconnected":
@@ -781,8 +765,8 @@ class AuthParser:
                 inner = self._sshd(t, hostname, pid, m.group(2), max(1, min(n, 1_000_000)))
                 out.extend(inner)
             return out
-
         return out
+
 
     def _with_conn_addr(self, conn: _Conn | None, rec: AuthFailure, out: list[AuthFailure], release: bool) -> list[AuthFailure]:
         """A failure logged without the client address: take the connection's, or hold it until known."""
@@ -846,25 +830,22 @@ class AuthParser:
         return []
 
 
+_QUICK = re.compile(r" from ([\w.:%-]+)(?: port (\d+)(?: ssh[12])?)?$")
+
+
 def _quick_trailer(text: str) -> tuple[int, str | None, str | None, int | None] | None:
-    """The usual line: exactly one " from " and it ends with "ADDR port N sshV" or "ADDR[ port N]"."""
+    """The usual line: exactly one " from ", and it ends with "ADDR[ port N[ sshV]]"."""
     i = text.find(" from ")
     if i < 0 or text.find(" from ", i + 6) >= 0:
         return None
-    parts = text[i + 6 :].split(" ")
-    n = len(parts)
-    if n == 4 and parts[1] == "port" and parts[3] in ("ssh2", "ssh1") and parts[2].isdigit():
-        port: int | None = int(parts[2])
-    elif n == 3 and parts[1] == "port" and parts[2].isdigit():
-        port = int(parts[2])
-    elif n == 1:
-        port = None
-    else:
+    m = _QUICK.match(text, i)
+    if m is None:
         return None
-    ip, host = normalise_address(parts[0])
+    ip, host = normalise_address(m.group(1))
     if ip is None and host is None:
         return None
-    return (i, ip, host, port)
+    p = m.group(2)
+    return (i, ip, host, int(p) if p else None)
 
 
 def _pam_fields(text: str) -> tuple[str, str, str | None]:

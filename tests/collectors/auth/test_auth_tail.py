@@ -201,17 +201,45 @@ def test_fifo_is_never_opened(tmp_path: Path) -> None:
     assert t.status == NOT_REGULAR
 
 
+def _status_as_nobody(path: str) -> str:
+    """Poll ``path`` in a forked child that dropped root privileges (root reads anything)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            os.close(r)
+            os.setgid(65534)
+            os.setuid(65534)
+            t = FileTailer(path)
+            t.poll()
+            os.write(w, f"{t.status}|{t.error}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 4096):
+        data += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    return data.decode()
+
+
 def test_unreadable_file_reports_permission_denied(tmp_path: Path) -> None:
-    p = tmp_path / "auth.log"
+    d = tmp_path / "logs"
+    d.mkdir()
+    d.chmod(0o755)
+    tmp_path.chmod(0o755)
+    p = d / "auth.log"
     write(p, "x\n")
-    os.chmod(p, 0)
-    t = FileTailer(str(p))
-    t.poll()
+    os.chmod(p, 0o600)
     if os.geteuid() == 0:
-        # root reads anything: the status is ok, which is also right
-        assert t.status == OK
+        status, _, error = _status_as_nobody(str(p)).partition("|")
     else:
-        assert t.status == DENIED
+        t = FileTailer(str(p))
+        t.poll()
+        status, error = t.status, t.error or ""
+    assert status == DENIED, (status, error)
+    assert "Permission denied" in error and str(p) in error
 
 
 def test_read_budget_spreads_a_big_backlog_over_polls(tmp_path: Path) -> None:

@@ -1,0 +1,166 @@
+"""Ingest config: validation errors name file, key and reason; keys are refused when too open; rotation."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+from ingest_helpers import REPO, KeySet, make_keys, sample_records, seal, write_config
+
+from agent.errors import ConfigError
+from agent.shipping import keys as keymod
+from agent.shipping import wire
+from ingest import config as cfgmod
+from ingest.server import IngestServer
+
+
+def _cfg(tmp: Path, text: str) -> Path:
+    p = tmp / "ingest.toml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_and_relative_paths(tmp_path: Path) -> None:
+    k = make_keys(tmp_path / "keys")
+    p = _cfg(tmp_path, f'private_keys = ["keys/ingest-x25519.key"]\n[[agents]]\npublic_key = "keys/agent.pub"\ntenants = ["acme"]\n')
+    cfg = cfgmod.load(str(p))
+    assert cfg.listen == "127.0.0.1:9436"  # loopback unless configured
+    assert cfg.private_keys == [str(tmp_path / "keys/ingest-x25519.key")]
+    assert cfg.sqlite.path == str(tmp_path / "ingest.db")
+    assert cfg.sqlite.synchronous == "full"
+    loaded = cfgmod.load_keys(cfg)
+    assert list(loaded.private) == [k.ingest.key_id]
+    assert list(loaded.agents) == [k.agent_id]
+    assert loaded.agents[k.agent_id].tenants == frozenset({"acme"})
+
+
+def test_agent_public_key_given_as_text(tmp_path: Path) -> None:
+    k = make_keys(tmp_path / "keys")
+    text = Path(k.agent_pub_path).read_text().strip()
+    p = _cfg(tmp_path, f'private_keys = ["{k.ingest_key_path}"]\n[[agents]]\npublic_key = "{text}"\ntenants = ["acme"]\n')
+    assert list(cfgmod.load_keys(cfgmod.load(str(p))).agents) == [k.agent_id]
+
+
+@pytest.mark.parametrize(
+    "text,key,reason",
+    [
+        ('listen = "nowhere"\n', "listen", "HOST:PORT"),
+        ("bogus = 1\n", "bogus", "unknown key"),
+        ("[limits]\nmax_body_bytes = 0\n", "limits.max_body_bytes", "greater than 0"),
+        ("[limits]\nmax_records = \"many\"\n", "limits.max_records", "integer"),
+        ('[sqlite]\nsynchronous = "off"\n', "sqlite.synchronous", "full"),
+        ('[remote_write]\nurl = "ftp://x"\n', "remote_write.url", "http"),
+        ('[[agents]]\npublic_key = "x.pub"\ntenants = []\n', "agents[0].tenants", "at least one tenant"),
+        ('[[agents]]\npublic_key = "x.pub"\ntenants = ["bad tenant!"]\n', "agents[0].tenants", ""),
+        ('[[agents]]\ntenants = ["acme"]\n', "agents[0]", "public_key is required"),
+        ("decode_workers = -5\n", "decode_workers", "-1"),
+    ],
+)
+def test_bad_values_name_file_key_and_reason(tmp_path: Path, text: str, key: str, reason: str) -> None:
+    p = _cfg(tmp_path, text)
+    with pytest.raises(ConfigError) as ei:
+        cfgmod.load(str(p))
+    assert ei.value.file == str(p)
+    assert ei.value.key == key
+    assert reason in ei.value.reason
+
+
+def test_not_toml(tmp_path: Path) -> None:
+    p = _cfg(tmp_path, "listen = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        cfgmod.load(str(p))
+
+
+def test_key_problems_name_the_key(tmp_path: Path) -> None:
+    k = make_keys(tmp_path / "keys")
+    p = _cfg(tmp_path, "[[agents]]\npublic_key = \"keys/agent.pub\"\ntenants = [\"acme\"]\n")
+    with pytest.raises(ConfigError, match="private_keys"):
+        cfgmod.load_keys(cfgmod.load(str(p)))
+    p = _cfg(tmp_path, f'private_keys = ["{tmp_path / "keys" / "agent.key"}"]\n')
+    with pytest.raises(ConfigError, match=r"private_keys\[0\].*not accepted"):
+        cfgmod.load_keys(cfgmod.load(str(p)))  # an ed25519 agent key is no ingest key
+    p = _cfg(tmp_path, f'private_keys = ["{k.ingest_key_path}"]\n[[agents]]\npublic_key = "missing.pub"\ntenants = ["acme"]\n')
+    with pytest.raises(ConfigError, match=r"agents\[0\]\.public_key.*not found"):
+        cfgmod.load_keys(cfgmod.load(str(p)))
+    p = _cfg(tmp_path, f'private_keys = ["{k.ingest_key_path}"]\n' + '[[agents]]\npublic_key = "keys/agent.pub"\ntenants = ["acme"]\n' * 2)
+    with pytest.raises(ConfigError, match="enrolled twice"):
+        cfgmod.load_keys(cfgmod.load(str(p)))
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660])
+def test_ingest_refuses_to_start_with_a_readable_private_key(tmp_path: Path, mode: int) -> None:
+    k = make_keys(tmp_path / "keys")
+    cfg = write_config(tmp_path, k)
+    os.chmod(k.ingest_key_path, mode)
+    r = subprocess.run([sys.executable, "-m", "ingest.cli", "run", "--config", str(cfg)], capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert r.returncode == 2
+    assert f"{cfg}: private_keys[0]" in r.stderr
+    assert "too open" in r.stderr and "chmod 600" in r.stderr
+    assert not (tmp_path / "ingest.db").exists()
+
+
+def test_check_config_command(tmp_path: Path) -> None:
+    k = make_keys(tmp_path / "keys")
+    cfg = write_config(tmp_path, k)
+    r = subprocess.run([sys.executable, "-m", "ingest.cli", "check-config", str(cfg)], capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert "1 agents enrolled, 1 ingest keys" in r.stdout
+
+
+async def test_key_rotation_accepts_batches_sealed_to_either_key(tmp_path: Path) -> None:
+    old = make_keys(tmp_path / "keys")
+    new_ingest = keymod.generate_ingest_keypair(tmp_path / "keys", keymod.MLKEM768_X25519, name="ingest-2")
+    new = KeySet(old.dir, old.agent, old.agent_pub_path, keymod.load_private_key(new_ingest.private_path), new_ingest.private_path, new_ingest.public_path)
+    cfg = write_config(tmp_path, old, private_keys=[old.ingest_key_path, new_ingest.private_path], extra="decode_workers = 0")
+    server = IngestServer(cfgmod.load(str(cfg)))
+    url = await server.start("127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession() as s:
+            for seq, ks in ((1, old), (2, new)):
+                blob = seal(ks, seq, sample_records(3))
+                async with s.post(url + "/v1/batches", data=blob, headers={"Content-Type": wire.CONTENT_TYPE}) as r:
+                    assert (r.status, await r.json()) == (200, {"status": "stored"})
+        assert "hostmon_ingest_private_keys 2.0" in server.metrics.render().decode()
+    finally:
+        await server.stop()
+
+
+async def test_busy_ingest_answers_503_with_retry_after(tmp_path: Path) -> None:
+    k = make_keys(tmp_path / "keys")
+    cfg = write_config(tmp_path, k, extra="decode_workers = 0", limits="max_inflight = 1")
+    server = IngestServer(cfgmod.load(str(cfg)))
+    url = await server.start("127.0.0.1", 0)
+    try:
+        server._inflight = 1  # one batch in work already
+        async with aiohttp.ClientSession() as s:
+            blob = seal(k, 1, sample_records(3))
+            async with s.post(url + "/v1/batches", data=blob, headers={"Content-Type": wire.CONTENT_TYPE}) as r:
+                assert r.status == 503 and r.headers["Retry-After"] == "1"
+                assert (await r.json())["reason"] == "busy"
+            server._inflight = 0
+            async with s.post(url + "/v1/batches", data=blob, headers={"Content-Type": wire.CONTENT_TYPE}) as r:
+                assert (r.status, await r.json()) == (200, {"status": "stored"})
+        text = server.metrics.render().decode()
+        assert 'hostmon_ingest_rejected_total{reason="busy"} 1.0' in text
+        assert "hostmon_ingest_inflight_limit 1.0" in text
+    finally:
+        await server.stop()
+
+
+def test_ingest_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    from ingest_helpers import IngestProcess
+
+    k = make_keys(tmp_path / "keys")
+    p = IngestProcess(write_config(tmp_path, k, extra="decode_workers = 1"))
+    p.start()
+    assert p.proc is not None
+    t0 = time.monotonic()
+    p.proc.terminate()
+    assert p.proc.wait(15) == 0
+    assert time.monotonic() - t0 < 15
+    p.stop()

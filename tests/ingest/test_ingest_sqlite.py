@@ -1,0 +1,184 @@
+"""SQLite sink and query: atomic store + dedupe, durability settings, retention by age and size, queries."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from ingest_helpers import REPO, make_keys, seal
+
+from ingest.decode import Decoder, DecoderSpec
+from ingest.query import open_db, query_events, query_samples
+from ingest.sqlite_sink import DUPLICATE, REPLAY, STORED, SqliteSink, counts
+
+
+@pytest.fixture(scope="module")
+def codec(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    k = make_keys(tmp_path_factory.mktemp("keys"))
+    spec = DecoderSpec(
+        private_keys=((k.ingest.alg, k.ingest.raw),),
+        agents=(("a", k.agent.public.raw, ("acme", "globex")),),
+        max_body_bytes=1 << 24, max_decompressed_bytes=1 << 26, max_records=100_000,
+        max_batch_age_seconds=10 * 86400, max_clock_skew_seconds=300,
+    )
+    return k, Decoder(spec)
+
+
+def batch(codec, seq: int, recs: list[dict], created: float | None = None):  # type: ignore[no-untyped-def]
+    k, dec = codec
+    return dec.decode(seal(k, seq, recs, created=created))
+
+
+def s(name: str, v: float, t: float, tenant: str = "acme", **labels: str) -> dict:
+    return {"s": name, "k": "gauge", "v": v, "l": {"tenant_id": tenant, **labels}, "t": t}
+
+
+def e(kind: str, t: float, tenant: str = "acme", **fields: object) -> dict:
+    return {"e": kind, "t": t, "f": fields, "l": {"tenant_id": tenant}}
+
+
+def test_store_is_atomic_with_its_dedupe_record(tmp_path: Path, codec) -> None:  # type: ignore[no-untyped-def]
+    sink = SqliteSink(str(tmp_path / "db.sqlite"))
+    sink.open_sync()
+    try:
+        b1 = batch(codec, 1, [s("m", 1, 100.0), e("login", 100.0, user="x")])
+        assert sink.store_sync(b1) == STORED
+        assert sink.store_sync(b1) == DUPLICATE
+        assert sink.store_sync(batch(codec, 1, [s("m", 2, 100.0)])) == REPLAY
+        conn = open_db(str(tmp_path / "db.sqlite"))
+        assert counts(conn) == {"batches": 1, "blocks": 1, "samples": 1, "events": 1}
+        # A failure inside the transaction leaves neither data nor dedupe record.
+        b2 = batch(codec, 2, [s("m", 3, 101.0)])
+        b2.index.append(b2.index[0])  # a duplicate primary key makes the index insert fail mid-transaction
+        with pytest.raises(sqlite3.IntegrityError):
+            sink.store_sync(b2)
+        assert counts(conn) == {"batches": 1, "blocks": 1, "samples": 1, "events": 1}
+        assert sink.store_sync(batch(codec, 2, [s("m", 3, 101.0)])) == STORED
+        conn.close()
+    finally:
+        sink.close_sync()
+
+
+def test_database_is_wal_fsynced_and_private(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    sink = SqliteSink(str(path))
+    sink.open_sync()
+    try:
+        c = sink._executor.submit(lambda: (sink._c().execute("PRAGMA journal_mode").fetchone()[0], sink._c().execute("PRAGMA synchronous").fetchone()[0])).result()
+        assert c == ("wal", 2)  # 2 = FULL
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    finally:
+        sink.close_sync()
+    sink = SqliteSink(str(path), synchronous="normal")
+    sink.open_sync()
+    try:
+        assert sink._executor.submit(lambda: sink._c().execute("PRAGMA synchronous").fetchone()[0]).result() == 1
+    finally:
+        sink.close_sync()
+
+
+def test_retention_by_age_deletes_old_batches_and_keeps_dedupe_records(tmp_path: Path, codec) -> None:  # type: ignore[no-untyped-def]
+    now = time.time()
+    sink = SqliteSink(str(tmp_path / "db.sqlite"), retention_seconds=3600, dedupe_seconds=86400)
+    sink.open_sync()
+    try:
+        old = batch(codec, 1, [s("m", 1, now - 7200), e("x", now - 7200)])
+        sink.store_sync(old, received=now - 7200)
+        sink.store_sync(batch(codec, 2, [s("m", 2, now - 7000)]), received=now - 7000)
+        keep = batch(codec, 3, [s("m", 3, now)])
+        sink.store_sync(keep, received=now)
+        res = sink.retention_sync(now)
+        assert (res.blocks_deleted, res.samples_deleted, res.events_deleted) == (2, 2, 1)
+        conn = open_db(str(tmp_path / "db.sqlite"))
+        assert counts(conn) == {"batches": 3, "blocks": 1, "samples": 1, "events": 0}
+        assert [r["value"] for r in query_samples(conn, "acme")] == [3.0]
+        # the dedupe record outlives the data: a retry of batch 1 is still a duplicate, not stored again
+        assert sink.store_sync(old) == DUPLICATE
+        assert counts(conn)["samples"] == 1
+        # ... and is forgotten once older than the replay window (batches older than that are refused by age)
+        res = sink.retention_sync(now + 2 * 86400)
+        assert res.batches_forgotten == 3 and res.blocks_deleted == 1
+        assert counts(conn) == {"batches": 0, "blocks": 0, "samples": 0, "events": 0}
+        conn.close()
+    finally:
+        sink.close_sync()
+
+
+def test_retention_by_size_drops_the_oldest_blocks_first(tmp_path: Path, codec) -> None:  # type: ignore[no-untyped-def]
+    now = time.time()
+    sink = SqliteSink(str(tmp_path / "db.sqlite"), retention_seconds=0, max_bytes=0)
+    sink.open_sync()
+    try:
+        for seq in range(1, 41):
+            recs = [s("m", float(seq * 1000 + i), now + seq, i=str(i), pad=os.urandom(40).hex()) for i in range(100)]
+            sink.store_sync(batch(codec, seq, recs))
+        full = sink.retention_sync(now).used_bytes
+        sink.max_bytes = full // 2
+        res = sink.retention_sync(now)
+        assert res.used_bytes <= full // 2
+        assert 0 < res.blocks_deleted < 40
+        conn = open_db(str(tmp_path / "db.sqlite"))
+        kept = sorted({int(r["value"]) // 1000 for r in query_samples(conn, "acme")})
+        assert kept == list(range(res.blocks_deleted + 1, 41))  # exactly the newest survive
+        assert counts(conn)["samples"] == len(kept) * 100
+        conn.close()
+    finally:
+        sink.close_sync()
+
+
+def test_queries_filter_by_tenant_name_and_time(tmp_path: Path, codec) -> None:  # type: ignore[no-untyped-def]
+    sink = SqliteSink(str(tmp_path / "db.sqlite"))
+    sink.open_sync()
+    t = time.time() - 100
+    try:
+        sink.store_sync(batch(codec, 1, [s("a", 1, t), s("b", 2, t + 1), s("a", 3, t + 2, tenant="globex"), e("login", t + 1, user="u")]))
+        sink.store_sync(batch(codec, 2, [s("a", 4, t + 3), s("a", 5, t + 10), e("login", t + 20, tenant="globex", user="v")]))
+    finally:
+        sink.close_sync()
+    conn = open_db(str(tmp_path / "db.sqlite"))
+    assert [r["value"] for r in query_samples(conn, "acme")] == [1, 2, 4, 5]
+    assert [r["value"] for r in query_samples(conn, "acme", "a")] == [1, 4, 5]
+    assert [r["value"] for r in query_samples(conn, "acme", "a", since=t + 1, until=t + 10)] == [4]
+    assert [r["value"] for r in query_samples(conn, "globex")] == [3]  # never another tenant's samples
+    assert all(r["labels"]["tenant_id"] == "globex" for r in query_samples(conn, "globex"))
+    assert [r["fields"] for r in query_events(conn, "acme")] == [{"user": "u"}]
+    assert [r["fields"] for r in query_events(conn, "globex", "login")] == [{"user": "v"}]
+    assert list(query_samples(conn, "nobody")) == []
+    assert [r["value"] for r in query_samples(conn, "acme", limit=2)] == [1, 2]
+    conn.close()
+
+    # The command line, both formats.
+    db = str(tmp_path / "db.sqlite")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "ingest.cli", "query", "--db", db, *a], capture_output=True, text=True, timeout=30, cwd=REPO)  # noqa: E731
+    r = run("--tenant", "acme", "--name", "a", "--format", "json", "--since", str(t + 1))
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [(x["name"], x["value"], x["tenant_id"]) for x in rows] == [("a", 4, "acme"), ("a", 5, "acme")]
+    r = run("--tenant", "acme", "--events", "--format", "json")
+    assert r.returncode == 0
+    assert [(x["kind"], x["fields"]) for x in map(json.loads, r.stdout.splitlines())] == [("login", {"user": "u"})]
+    r = run("--tenant", "acme", "--events")
+    assert r.returncode == 0 and r.stdout.splitlines()[0].split() == ["TIME", "KIND", "LABELS", "FIELDS"]
+    assert len(r.stdout.splitlines()) == 2 and "login" in r.stdout
+    r = run("--tenant", "acme", "--since", "1h")
+    assert r.returncode == 0 and r.stdout.splitlines()[0].split() == ["TIMESTAMP", "NAME", "LABELS", "VALUE"]
+    assert len(r.stdout.splitlines()) == 5
+    r = subprocess.run([sys.executable, "-m", "ingest.cli", "query", "--db", str(tmp_path / "none.db"), "--tenant", "acme"], capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert r.returncode == 1 and "no such database" in r.stderr
+
+
+def test_blocks_hold_the_agents_own_validated_payload(tmp_path: Path, codec) -> None:  # type: ignore[no-untyped-def]
+    k, dec = codec
+    recs = [s("m", 1.5, 10.0, x="1")]
+    d = dec.decode(seal(k, 9, recs, created=time.time()))
+    assert d.n_samples == 1 and d.index[0].name == "m" and (d.index[0].min_ts, d.index[0].max_ts) == (10.0, 10.0)
+    from ingest.decode import read_block
+
+    assert read_block(d.block) == recs

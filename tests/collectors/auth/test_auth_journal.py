@@ -133,3 +133,30 @@ def test_hung_journalctl_is_killed_by_the_timeout(tmp_path: Path) -> None:
     jr = JournalReader(journalctl=str(fake), start_at_end=False, timeout=0.5)
     assert jr.poll() == []
     assert jr.status == "error"
+
+
+def test_collector_reads_journal_and_resumes_after_restart(hostmon_collector, tmp_path: Path) -> None:  # noqa: ANN001
+    require_tools()
+    from agent.api import Sample
+    from collectors.auth.collector import AuthCollector
+
+    d = tmp_path / "journal"
+    make_journal(d / "a.journal", [sshd(T0 + i * 1_000_000, 300 + i, f"Invalid user u{i} from 198.51.100.7 port {i + 1}") for i in range(4)])
+    cfg = {"files": [], "btmp": "", "journal": True, "journal_directory": str(d), "read_from_start": True}
+
+    def count(items: list) -> float:  # noqa: ANN001
+        s = [x for x in items if isinstance(x, Sample) and x.name == "hostmon_auth_failures_total"]
+        return sum(x.value for x in s)
+
+    c = hostmon_collector.make(AuthCollector, cfg)
+    c.start()
+    items = list(c.collect())
+    assert count(items) == 4
+    assert any(isinstance(x, Sample) and x.name == "hostmon_auth_source_up" and x.labels == {"source": "journal"} and x.value == 1 for x in items)
+    c.stop()
+    make_journal(d / "b.journal", [sshd(T0 + 100_000_000, 400, "Failed password for root from 198.51.100.8 port 9 ssh2")])
+    c2 = hostmon_collector.make(AuthCollector, cfg)
+    c2.start()
+    items = list(c2.collect())
+    assert count(items) == 1  # only the new entry: the saved cursor was used
+    c2.stop()

@@ -425,7 +425,8 @@ class Agent:
 
     def healthy(self) -> bool:
         """Collector loops alive (used by the systemd watchdog)."""
-        return all(not t.done() for t in self.tasks if not t.get_name().startswith("unavailable"))
+        # a loop ends by itself only for a collector with nothing to collect here
+        return all(not t.done() or r.unavailable for r, t in zip(self.runners, self.tasks))
 
     async def start_collectors(self) -> None:
         self.runners, errs = build_collectors(self.cfg, self.classes)

@@ -122,6 +122,7 @@ class IngestConfig:
     decode_workers: int = field(-1, "Worker processes that verify and decrypt batches: -1 one per CPU, 0 none (threads of the ingest process).", check=_check_workers)
     tls_cert: str = field("", "PEM certificate chain for HTTPS; empty serves plain HTTP (put a TLS proxy in front, or set both tls_cert and tls_key).")
     tls_key: str = field("", "PEM private key for tls_cert; must be chmod 600.")
+    tls_client_ca: str = field("", "PEM CA bundle; when set, agents must present a client certificate it signed (mutual TLS).")
     agents: list[AgentEntry] = field([], "Enrolled agents: each public key with the tenants it may write.")
     limits: LimitsConfig = dataclasses.field(default_factory=LimitsConfig)
     sqlite: SqliteConfig = dataclasses.field(default_factory=SqliteConfig)
@@ -132,6 +133,8 @@ class IngestConfig:
     def validate(self) -> None:
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("set both tls_cert and tls_key, or neither")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key (mutual TLS is TLS first)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +181,8 @@ def from_dict(data: dict[str, Any], file: str) -> IngestConfig:
     if cfg.tls_cert:
         cfg.tls_cert = _resolve(base, cfg.tls_cert)
         cfg.tls_key = _resolve(base, cfg.tls_key)
+    if cfg.tls_client_ca:
+        cfg.tls_client_ca = _resolve(base, cfg.tls_client_ca)
     if cfg.remote_write.ca_file:
         cfg.remote_write.ca_file = _resolve(base, cfg.remote_write.ca_file)
     for a in cfg.agents:

@@ -235,6 +235,9 @@ class IngestServer:
         if self.cfg.tls_cert:
             ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_ctx.load_cert_chain(self.cfg.tls_cert, self.cfg.tls_key)
+            if self.cfg.tls_client_ca:
+                ssl_ctx.load_verify_locations(cafile=self.cfg.tls_client_ca)
+                ssl_ctx.verify_mode = ssl.CERT_REQUIRED
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=ssl_ctx, reuse_address=True)

@@ -107,6 +107,8 @@ class Shipper:
         self._batch_wake = asyncio.Event()
         self._send_wake = asyncio.Event()
         self._seal_lock = asyncio.Lock()
+        self._seq_error = False
+        self._sealing = 0  # records taken from the buffer and being sealed right now
         self._unspooled: collections.deque[tuple[wire.BatchHeader, bytes]] = collections.deque()
         self._logged: set[tuple[Any, ...]] = set()
         self._failing_since: float | None = None
@@ -172,7 +174,9 @@ class Shipper:
     async def stop(self, drain_timeout: float = 0.0) -> None:
         """Seal what is buffered into the spool; optionally keep sending up to ``drain_timeout`` s."""
         if self._batch_task is not None:
-            self._batch_task.cancel()
+            # never cancel a batch in the middle of sealing or spooling: wait for the lock first
+            async with self._seal_lock:
+                self._batch_task.cancel()
             await asyncio.gather(self._batch_task, return_exceptions=True)
             self._batch_task = None
         if self.spool is not None:
@@ -221,9 +225,13 @@ class Shipper:
     async def _batch_loop(self) -> None:
         while True:
             if self._unspooled:
-                await self._write_unspooled()
+                async with self._seal_lock:
+                    await self._write_unspooled()
             if self.batcher.due():
                 await self._seal_one()
+                if self._seq_error:
+                    self._seq_error = False
+                    await asyncio.sleep(1.0)
                 continue
             timeout: float | None = None
             if self.batcher.deadline is not None:
@@ -238,7 +246,8 @@ class Shipper:
 
     async def flush(self) -> None:
         """Seal everything buffered now into the spool (the batch size still applies)."""
-        await self._write_unspooled()
+        async with self._seal_lock:
+            await self._write_unspooled()
         while self.batcher.records:
             before = self.batcher.records
             await self._seal_one()
@@ -251,6 +260,7 @@ class Shipper:
             chunks = self.batcher.take()
             if not chunks:
                 return
+            self._sealing = sum(len(c) for c in chunks)
             try:
                 sealed = await asyncio.to_thread(self._seal_chunks, chunks)
             except SealError as e:
@@ -261,8 +271,10 @@ class Shipper:
             except OSError as e:  # the sequence file could not be written
                 self.batcher.put_back(chunks)
                 self._log_once(("seq_write",), logging.ERROR, "cannot reserve a batch sequence number; retrying", error=str(e))
-                await asyncio.sleep(1.0)
+                self._seq_error = True
                 return
+            finally:
+                self._sealing = 0
             if sealed is None:
                 return
             self._unspooled.append(sealed)
@@ -271,30 +283,16 @@ class Shipper:
     def _seal_chunks(self, chunks: list[Chunk]) -> tuple[wire.BatchHeader, bytes] | None:
         """Encode, validate, number and seal (runs in a worker thread)."""
         assert self.seqs is not None and self.agent_key is not None and self.ingest_key is not None
-        srecs: list[dict[str, Any]] = []
-        erecs: list[dict[str, Any]] = []
-        for c in chunks:
-            if c.samples:
-                srecs.extend(wire.encode_records(c.samples, (), default_time=c.time))
-            if c.events:
-                erecs.extend(wire.encode_records((), c.events))
         default = self.tenant_ids[0]
         tenants: set[str] = set()
-        records: list[dict[str, Any]] = []
+        srecs: list[dict[str, Any]] = []
+        erecs: list[dict[str, Any]] = []
         invalid = 0
-        ns = 0
-        for r in srecs + erecs:
-            labels = r["l"]
-            if type(labels) is dict and "tenant_id" not in labels:
-                r["l"] = labels = {**labels, "tenant_id": default}
-            try:
-                kind = wire.check_record(r)
-            except SealError:
-                invalid += 1
-                continue
-            tenants.add(labels["tenant_id"])
-            records.append(r)
-            ns += kind == "s"
+        for c in chunks:
+            invalid += wire.encode_checked(c.samples, (), c.time, default, srecs, tenants)
+            invalid += wire.encode_checked((), c.events, c.time, default, erecs, tenants)
+        records = srecs + erecs
+        ns = len(srecs)
         if invalid:
             self.invalid_records += invalid
             self._log_once(("invalid_records",), logging.WARNING,
@@ -388,7 +386,8 @@ class Shipper:
         """Wait until the buffer and the spool are empty (all acknowledged); False on timeout."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.batcher.records == 0 and not self._unspooled and self.spool is not None and len(self.spool) == 0:
+            idle = self.batcher.records == 0 and not self._sealing and not self._unspooled
+            if idle and self.spool is not None and len(self.spool) == 0:
                 return True
             await asyncio.sleep(0.02)
         return False

@@ -345,3 +345,22 @@ async def test_disk_full_holds_sealed_batches_in_memory_and_loses_nothing_once_s
     assert metric(sh, "hostmon_spool_write_errors_total") == 3
     assert metric(sh, "hostmon_spool_dropped_batches_total") == 0
     assert sorted(s.value for s in ingest.samples()) == [float(j) for j in range(10)]
+
+
+async def test_stop_while_a_batch_is_being_sealed_loses_nothing(env) -> None:
+    tmp_path, a, i, ingest = env
+    for round_ in range(3):
+        sh = make_shipper(tmp_path, a, i, free_port(), batch_max_records=5000, batch_max_age=3600.0)
+        await sh.start()
+        sh.submit(collection(5000, 0))  # a full batch: the batch loop starts sealing it in a thread
+        sh.submit(collection(7, 5000))
+        for _ in range(round_):
+            await asyncio.sleep(0)
+        await sh.stop()
+        assert metric(sh, "hostmon_spool_batches") == 2 * (round_ + 1)
+    from agent.shipping.spool import Spool
+
+    sp = Spool(str(tmp_path / "state" / "spool"), 1 << 30, keys.load_public_key(a.public_path))
+    sp.open()
+    headers = [wire.parse_envelope(sp.read(e), 1 << 26)[0] for e in iter(sp.claim_oldest, None)]
+    assert sorted(h.n_samples for h in headers) == [7, 7, 7, 5000, 5000, 5000]

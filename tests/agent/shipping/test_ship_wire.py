@@ -287,3 +287,35 @@ def test_sample_without_time_needs_a_default() -> None:
     with pytest.raises(SealError) as ei:
         wire.encode_records([Sample("m", "gauge", 1.0, {"tenant_id": "a"})], [])
     assert ei.value.reason == "seal_failed"
+
+
+def test_encode_checked_keeps_exactly_the_records_check_record_accepts() -> None:
+    t = {"tenant_id": "acme"}
+    samples = [
+        Sample("ok", "gauge", 1.0, dict(t), 5.0),
+        Sample("ok_int_no_ts", "counter", 3, {"x": "y"}),  # no tenant, no timestamp: both filled in
+        Sample("", "gauge", 1.0, dict(t)),
+        Sample("m", "histogram", 1.0, dict(t)),
+        Sample("m", ["gauge"], 1.0, dict(t)),  # type: ignore[arg-type]
+        Sample("m", "gauge", True, dict(t)),
+        Sample("m", "gauge", "1", dict(t)),  # type: ignore[arg-type]
+        Sample("m", "gauge", 1.0, {"tenant_id": "acme", "v": 5}),  # type: ignore[dict-item]
+        Sample("m", "gauge", 1.0, {"tenant_id": "acme", "v": "x" * 1025}),
+        Sample("m", "gauge", 1.0, {"": "x", "tenant_id": "acme"}),
+        Sample("x" * 257, "gauge", 1.0, dict(t)),
+    ]
+    events = [
+        Event("ok", 1.0, {"a": [1, {"b": None}]}, {}),
+        Event("bad", 1.0, {"a": {1, 2}}, dict(t)),
+        Event("bad", "now", {}, dict(t)),  # type: ignore[arg-type]
+    ]
+    records: list = []
+    tenants: set = set()
+    bad = wire.encode_checked(samples, events, 9.0, "dflt", records, tenants)
+    assert bad == 11
+    assert [r.get("s", r.get("e")) for r in records] == ["ok", "ok_int_no_ts", "ok"]
+    assert records[1]["l"] == {"x": "y", "tenant_id": "dflt"} and records[1]["t"] == 9.0
+    assert samples[1].labels == {"x": "y"}  # the caller's labels are not changed
+    assert tenants == {"acme", "dflt"}
+    for r in records:
+        wire.check_record(r)

@@ -39,16 +39,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import msgpack  # noqa: E402
-import zstandard  # noqa: E402
+import cryptography
+import msgpack
+import zstandard
 
-import cryptography  # noqa: E402
-from agent.api import Sample  # noqa: E402
-from agent.shipping import keys, wire  # noqa: E402
-from agent.shipping.batcher import Chunk  # noqa: E402
-from agent.shipping.config import ShippingConfig  # noqa: E402
-from agent.shipping.shipper import Shipper  # noqa: E402
-from agent.shipping.spool import SeqStore  # noqa: E402
+from agent.api import Sample
+from agent.shipping import keys, wire
+from agent.shipping.batcher import Chunk
+from agent.shipping.config import ShippingConfig
+from agent.shipping.shipper import Shipper
+from agent.shipping.spool import SeqStore
 
 
 def build_samples(n: int) -> list[Sample]:
@@ -69,7 +69,7 @@ def build_samples(n: int) -> list[Sample]:
 
 def pin_one_cpu() -> str:
     try:
-        cpu = sorted(os.sched_getaffinity(0))[-1]
+        cpu = max(os.sched_getaffinity(0))
         os.sched_setaffinity(0, {cpu})
         return f"pinned to CPU {cpu}"
     except (AttributeError, OSError):
@@ -142,7 +142,8 @@ def main() -> int:
     print(f"python {platform.python_version()}, cryptography {cryptography.__version__}, msgpack {msgpack.version}, zstandard {zstandard.__version__}")
     print(f"batch: {packed_len} bytes msgpack -> {len(blob)} bytes sealed ({packed_len / len(blob):.1f}x)")
     try:
-        load = "load average %.2f %.2f %.2f" % os.getloadavg()
+        one, five, fifteen = os.getloadavg()
+        load = f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
     except OSError:
         load = "load average unknown"
     print(f"{os.cpu_count()} CPUs, {load} (wall time suffers when the core is shared; CPU time much less)")

@@ -32,7 +32,10 @@ import stat
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
-from cryptography.hazmat.primitives.hpke import MLKEM768X25519PrivateKey, MLKEM768X25519PublicKey
+from cryptography.hazmat.primitives.hpke import (
+    MLKEM768X25519PrivateKey,
+    MLKEM768X25519PublicKey,
+)
 
 from agent.errors import KeyFileError
 

@@ -9,13 +9,12 @@ unexpected: keep and back off).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import random
 import ssl
-from email.utils import parsedate_to_datetime
 import time
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
@@ -127,10 +126,10 @@ class Sender:
         self._timeout = aiohttp.ClientTimeout(total=request_timeout, sock_connect=connect_timeout)
         self._session: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> Sender:
+    async def __aenter__(self) -> Sender:  # noqa: PYI034
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     def _get_session(self) -> aiohttp.ClientSession:
@@ -161,7 +160,7 @@ class Sender:
             return SendResult(RETRY, reason="tls")
         except aiohttp.ClientSSLError:
             return SendResult(RETRY, reason="tls")
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+        except (TimeoutError, aiohttp.ServerTimeoutError):
             return SendResult(RETRY, reason="timeout")
         except (aiohttp.ClientError, OSError):
             return SendResult(RETRY, reason="connect")

@@ -241,7 +241,7 @@ class Shipper:
             self._batch_wake.clear()
             try:
                 await asyncio.wait_for(self._batch_wake.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def flush(self) -> None:

@@ -29,7 +29,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 import zstandard
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -141,7 +141,7 @@ class BatchHeader:
                 max_map_len=16,
                 max_ext_len=0,
             )
-        except Exception as e:  # msgpack raises several types for bad input
+        except Exception as e:  # noqa: BLE001 - msgpack raises several types for bad input
             raise SealError("bad_header", f"header is not msgpack: {type(e).__name__}") from None
         if not isinstance(m, dict) or set(m) != _HEADER_KEYS:
             raise SealError("bad_header", "header keys differ from the format")
@@ -501,7 +501,7 @@ def open_records(
             max_map_len=max(MAX_LABELS, 1024),
             max_ext_len=0,
         )
-    except Exception as e:  # ExtraData, FormatError, StackError, ValueError ...
+    except Exception as e:  # noqa: BLE001 - ExtraData, FormatError, StackError, ValueError ...
         raise SealError("bad_msgpack", type(e).__name__) from None
     if type(records) is not list:
         raise SealError("bad_record", "the payload is not a list of records")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -37,10 +38,11 @@ async def test_embedded_default_creates_keys_ships_and_stores(tmp_path) -> None:
     state = tmp_path / "state"
     assert os.stat(state / "keys" / "agent.key").st_mode & 0o077 == 0
     agent_id = keys.load_public_key(state / "keys" / "agent.pub").key_id
-    r = subprocess.run(
+    r = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "agent.cli", "ingest", "query", "--db", str(state / "ingest" / "ingest.db"),
          "--tenant", "acme", "--name", "hostmon_test_value", "--format", "json"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=60, check=False,
     )
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]

@@ -124,7 +124,7 @@ async def test_connection_refused_and_timeouts_are_retried(unused_tcp_port) -> N
 
 def test_backoff_is_full_jitter_between_zero_and_the_capped_exponential() -> None:
     rng = random.Random(1)
-    for attempt in range(0, 12):
+    for attempt in range(12):
         ceiling = min(60.0, 0.5 * 2**attempt)
         waits = [snd.backoff_delay(attempt, 0.5, 60.0, rng) for _ in range(400)]
         assert all(0.0 <= w <= ceiling for w in waits)
@@ -147,7 +147,7 @@ def test_retry_after_parsing() -> None:
 def _cert(tmp_path, name: str, issuer_key=None, issuer_name=None, ca: bool = False, san_ip: str | None = None):
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     b = (
         x509.CertificateBuilder()
         .subject_name(subject)

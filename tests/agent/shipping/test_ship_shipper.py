@@ -91,7 +91,7 @@ def make_shipper(tmp_path, a, i, port: int, **over) -> Shipper:
 
 
 def collection(n: int, start: int, tenant: str | None = "acme", events: int = 0) -> Collection:
-    labels = lambda j: ({"tenant_id": tenant} if tenant else {}) | {"j": str(j)}  # noqa: E731
+    labels = lambda j: ({"tenant_id": tenant} if tenant else {}) | {"j": str(j)}
     samples = [Sample("hostmon_test_value", "gauge", float(j), labels(j)) for j in range(start, start + n)]
     evs = [Event("test_event", 1700000000.0 + j, {"j": j}, labels(j)) for j in range(start, start + events)]
     return Collection("test", 1700000000.0, samples, evs)
@@ -252,7 +252,7 @@ async def test_full_spool_drops_exactly_the_oldest_batches_while_the_ingest_is_d
 
 
 async def test_full_buffer_drops_and_counts_without_blocking(env) -> None:
-    tmp_path, a, i, ingest = env
+    tmp_path, a, i, _ = env
     sh = make_shipper(tmp_path, a, i, free_port(), buffer_limit_records=100, batch_max_age=3600.0, batch_max_records=1000)
     await sh.start()
     try:
@@ -286,7 +286,7 @@ async def test_invalid_records_are_dropped_and_counted_not_the_batch(env) -> Non
 
 
 async def test_refuses_to_start_with_an_open_agent_key_or_the_wrong_suite(env) -> None:
-    tmp_path, a, i, ingest = env
+    tmp_path, a, i, _ = env
     os.chmod(a.private_path, 0o640)
     with pytest.raises(KeyFileError, match="too open"):
         await make_shipper(tmp_path, a, i, free_port()).start()
@@ -348,7 +348,7 @@ async def test_disk_full_holds_sealed_batches_in_memory_and_loses_nothing_once_s
 
 
 async def test_stop_while_a_batch_is_being_sealed_loses_nothing(env) -> None:
-    tmp_path, a, i, ingest = env
+    tmp_path, a, i, _ = env
     for round_ in range(3):
         sh = make_shipper(tmp_path, a, i, free_port(), batch_max_records=5000, batch_max_age=3600.0)
         await sh.start()

@@ -70,9 +70,9 @@ def test_truncated_corrupt_and_leftover_files_are_moved_aside_and_counted(tmp_pa
     p4.write_bytes(b"")  # empty
     (tmp_path / ".tmp-00000000000000000009.hmb").write_bytes(b"half a batch")  # crash before rename
     other = keys.generate("ed25519")  # a batch signed by someone else
-    h, blob = make_batch(other, ingest, 8)
+    _, blob = make_batch(other, ingest, 8)
     (tmp_path / f"{8:020d}.hmb").write_bytes(blob)
-    h, blob = make_batch(agent, ingest, 10)
+    _, blob = make_batch(agent, ingest, 10)
     (tmp_path / f"{11:020d}.hmb").write_bytes(blob)  # name and content disagree
     sp2 = open_spool(tmp_path, agent)
     assert sp2.seqs() == [1, 5]

@@ -23,7 +23,7 @@ BIG = 1 << 24
 
 def _vector_blocks() -> dict[str, str]:
     text = DOC.read_text()
-    return {m.group(1): m.group(2) for m in re.finditer(r"```vector-([a-z-]+)\n(.*?)```", text, re.S)}
+    return {m.group(1): m.group(2) for m in re.finditer(r"```vector-([a-z-]+)\n(.*?)```", text, re.DOTALL)}
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def _regions(blob: bytes) -> dict[str, range]:
     ctlen = struct.unpack_from(">I", blob, 9 + hlen)[0]
     ct0 = 13 + hlen
     return {
-        "magic": range(0, 4),
+        "magic": range(4),
         "version": range(4, 5),
         "header_len": range(5, 9),
         "header": range(9, 9 + hlen),

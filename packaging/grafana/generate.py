@@ -360,7 +360,7 @@ def agent_health() -> dict[str, Any]:
             (
                 "Agents",
                 [
-                    Panel("Agents up", [(f'sum(up{{job="hostmon"}})', "up")], kind="stat", width=4),
+                    Panel("Agents up", [('sum(up{job="hostmon"})', "up")], kind="stat", width=4),
                     Panel("Agents ready", [(f"sum(hostmon_ready{{{SEL}}})", "ready")], kind="stat", width=4),
                     Panel(
                         "Agent versions",

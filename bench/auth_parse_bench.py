@@ -127,7 +127,7 @@ def main() -> None:
     for k, v in res.items():
         print(f"  {k:20} {statistics.median(v):>12,.0f} lines/s   (min {min(v):,.0f}, max {max(v):,.0f})")
     print(f"  calibration: empty Python loop {cal / 1e6:.1f} M iterations per CPU second on this machine "
-          f"(a current desktop core does about 50-70 M with CPython 3.11)")
+          "(to compare machines)")
     ratio = statistics.median(res["peer: decode+split"]) / statistics.median(res["parse"])
     print(f"  parse costs {ratio:.1f}x the decode+split floor; target >= 150,000 lines/s: "
           f"{'met' if statistics.median(res['parse']) >= 150_000 else 'NOT met'}")

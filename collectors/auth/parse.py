@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections import OrderedDict
 from typing import Any
 
 from collectors.auth.timestamps import BsdClock, parse_journal_realtime, parse_rfc3339
@@ -206,14 +207,15 @@ MAX_PENDING_USERS = 16
 class _Conn:
     """What the parser remembers about one sshd connection (one pid)."""
 
-    __slots__ = ("addr", "host", "port", "pending", "noaddr", "max_seen", "last_time")
+    __slots__ = ("addr", "host", "port", "pam", "keys", "noaddr", "max_seen", "last_time")
 
     def __init__(self) -> None:
         self.addr: str | None = None
         self.host: str | None = None
         self.port: int | None = None
         # user -> list[AuthFailure] held back until the connection's outcome is known
-        self.pending: dict[str, list[AuthFailure]] = {}
+        self.pam: dict[str, list[AuthFailure]] = {}  # sshd's PAM failures by user, until sshd's own line
+        self.keys: dict[str, list[AuthFailure]] = {}  # publickey/none failures of valid users, until the outcome
         # failures logged before the client address was known
         self.noaddr: list[AuthFailure] = []
         self.max_seen = False
@@ -233,7 +235,7 @@ class AuthParser:
         self.clock = BsdClock(now, tz)
         self.tz = tz
         self.max_connections = max(1, int(max_connections))
-        self.conns: dict[tuple[str | None, str], _Conn] = {}
+        self.conns: OrderedDict[tuple[str | None, str], _Conn] = OrderedDict()
         self.seq = 0  # lines (or journal entries) fed so far
         self.unparsed = 0  # lines with no recognisable syslog header
         self.evicted = 0
@@ -369,7 +371,7 @@ class AuthParser:
             conns[key] = conn
             if len(conns) > self.max_connections:
                 # oldest connection first (insertion order): sshd connections are short-lived
-                old = conns.pop(next(iter(conns)))
+                _k, old = conns.popitem(last=False)  # O(1), unlike pop(next(iter(dict)))
                 self.evicted += 1
                 self._release(old, self._evicted_out)
         if t is not None:
@@ -378,10 +380,14 @@ class AuthParser:
 
     @staticmethod
     def _release(conn: _Conn, out: list[AuthFailure]) -> None:
-        if conn.pending:
-            for lst in conn.pending.values():
+        if conn.pam:
+            for lst in conn.pam.values():
                 out.extend(lst)
-            conn.pending = {}
+            conn.pam = {}
+        if conn.keys:
+            for lst in conn.keys.values():
+                out.extend(lst)
+            conn.keys = {}
         if conn.noaddr:
             for r in conn.noaddr:
                 if r.source is None and r.host is None:
@@ -484,18 +490,23 @@ class AuthParser:
             preauth = msg.endswith("[preauth]")
             ip, host = normalise_address(a)
             port = int(port_s) if port_s else None
-            self._learn(conn, ip, host, port, out)
+            if conn is not None and (conn.addr != ip or ip is None):
+                self._learn(conn, ip, host, port, out)
             if preauth or code in ("3", "14"):
-                if conn is not None:
+                if conn is not None and (conn.pam or conn.keys or conn.noaddr):
                     self._release(conn, out)
                 out.append(AuthFailure(t, "sshd", "preauth_disconnect", None, ip, host, port, count, seq))
             return out
 
         if first[0] == "p" or first == "(pam_unix)":
-            m = _PAM_LINE.match(msg)
-            if m is None:
-                return out
-            ruser, rhost, user = _pam_fields(m.group(2))
+            m = _PAM_SSHD_FAST.match(msg)
+            if m is not None:
+                ruser, rhost, user = m.groups()
+            else:
+                m = _PAM_LINE.match(msg)
+                if m is None:
+                    return out
+                ruser, rhost, user = _pam_fields(m.group(2))
             ip, host = normalise_address(rhost) if rhost else (None, None)
             u = user or ruser or ""
             rec = AuthFailure(t, "sshd", "pam_auth", _clean_user(u) if u else None, ip, host, None, count, seq)
@@ -507,10 +518,11 @@ class AuthParser:
             if conn.addr is not None:
                 rec.source, rec.host = conn.addr, None
             # A different user on the same connection: the earlier users' failures are real.
-            key = "\x00pam:" + u
-            for k in [k for k in conn.pending if k.startswith("\x00pam:") and k != key]:
-                out.extend(conn.pending.pop(k))
-            lst = conn.pending.setdefault(key, [])
+            pam = conn.pam
+            if pam and (len(pam) > 1 or u not in pam):
+                for k in [k for k in pam if k != u]:
+                    out.extend(pam.pop(k))
+            lst = pam.setdefault(u, [])
             if len(lst) < 64:
                 lst.append(rec)
             else:
@@ -518,27 +530,37 @@ class AuthParser:
             return out
 
         if first == "Failed":
-            m = _FAILED.match(msg)
-            if m is None:
-                return out
-            method, invalid = m.group(1), m.group(2) is not None
-            rest = msg[m.end():]
-            pk = _quick_trailer(rest) or self._pick(rest, conn)
-            if pk is None:
-                return out
-            start, ip, host, port = pk
-            self._learn(conn, ip, host, port, out)
-            user = _clean_user(rest[:start])
+            m = _FAILED_FAST.match(msg)
+            if m is not None and " from " not in m.group(3):
+                method, inv, user, a, port_s = m.groups()
+                invalid = inv is not None
+                ip, host = normalise_address(a)
+                port = int(port_s)
+                if ip is None and host is None:
+                    return out
+            else:
+                m = _FAILED.match(msg)
+                if m is None:
+                    return out
+                method, invalid = m.group(1), m.group(2) is not None
+                rest = msg[m.end():]
+                pk = _quick_trailer(rest) or self._pick(rest, conn)
+                if pk is None:
+                    return out
+                start, ip, host, port = pk
+                user = rest[:start]
+            if conn is not None and (conn.addr != ip or ip is None):
+                self._learn(conn, ip, host, port, out)
+            if len(user) > MAX_USER_LEN or "\x00" in user:
+                user = _clean_user(user)
             reason = _METHODS.get(method, "other_method")
             rec = AuthFailure(t, "sshd", reason, user, ip, host, port, count, seq)
-            if conn is not None and conn.pending and reason in ("password", "keyboard_interactive"):
-                # PAM's line for this attempt was held back; sshd's own line now counts it
-                for k in [k for k in conn.pending if k.startswith("\x00pam:")]:
-                    del conn.pending[k]
+            if conn is not None and conn.pam and reason in ("password", "keyboard_interactive"):
+                conn.pam = {}  # PAM's line for this attempt was held back; sshd's own line now counts it
             if not invalid and reason in ("publickey", "other_method") and conn is not None:
                 # a client offers keys (and "none") before the one that works: hold back until the outcome
-                lst = conn.pending.setdefault(user or "", [])
-                if len(lst) < MAX_PENDING_USERS * 4 and len(conn.pending) <= MAX_PENDING_USERS:
+                lst = conn.keys.setdefault(user or "", [])
+                if len(lst) < MAX_PENDING_USERS * 4 and len(conn.keys) <= MAX_PENDING_USERS:
                     lst.append(rec)
                 else:
                     out.append(rec)
@@ -549,13 +571,23 @@ class AuthParser:
         if first == "Invalid" or first == "Illegal":
             if not (msg.startswith("Invalid user ") or msg.startswith("Illegal user ")):
                 return out
-            rest = msg[13:]
-            pk = _quick_trailer(rest) or self._pick(rest, conn)
-            if pk is None:
-                return out
-            start, ip, host, port = pk
-            self._learn(conn, ip, host, port, out)
-            out.append(AuthFailure(t, "sshd", "invalid_user", _clean_user(rest[:start]), ip, host, port, count, seq))
+            m = _INVALID_FAST.match(msg)
+            if m is not None and " from " not in m.group(1):
+                user, a, port_s = m.groups()
+                ip, host = normalise_address(a)
+                if ip is None and host is None:
+                    return out
+                port = int(port_s) if port_s else None
+            else:
+                rest = msg[13:]
+                pk = _quick_trailer(rest) or self._pick(rest, conn)
+                if pk is None:
+                    return out
+                start, ip, host, port = pk
+                user = rest[:start]
+            if conn is not None and (conn.addr != ip or ip is None):
+                self._learn(conn, ip, host, port, out)
+            out.append(AuthFailure(t, "sshd", "invalid_user", _clean_user(user), ip, host, port, count, seq))
             return out
 
         if first == "Connection":
@@ -564,9 +596,11 @@ class AuthParser:
                 kind, _who, user, a, port_s, preauth = m.groups()
                 ip, host = normalise_address(a)
                 port = int(port_s) if port_s else None
-                self._learn(conn, ip, host, port, out)
                 if conn is not None:
-                    self._release(conn, out)
+                    if conn.addr != ip or ip is None:
+                        self._learn(conn, ip, host, port, out)
+                    if conn.pam or conn.keys or conn.noaddr:
+                        self._release(conn, out)
                 if preauth:
                     out.append(AuthFailure(t, "sshd", "preauth_closed", _clean_user(user), ip, host, port, count, seq))
                 return out
@@ -584,12 +618,11 @@ class AuthParser:
                 user = rest[: pk[0]] if pk else None
                 if pk:
                     self._learn(conn, pk[1], pk[2], pk[3], out)
-                if conn.pending:
-                    for k, lst in list(conn.pending.items()):
-                        ku = k[5:] if k.startswith("\x00pam:") else k
-                        if ku != user:
+                for held in (conn.pam, conn.keys):
+                    for k, lst in held.items():
+                        if k != user:
                             out.extend(lst)
-                    conn.pending = {}
+                conn.pam, conn.keys = {}, {}
             return out
 
         if first == "Disconnected":
@@ -599,9 +632,10 @@ class AuthParser:
             _who, user, a, port_s, preauth = m.groups()
             ip, host = normalise_address(a)
             port = int(port_s) if port_s else None
-            self._learn(conn, ip, host, port, out)
+            if conn is not None and (conn.addr != ip or ip is None):
+                self._learn(conn, ip, host, port, out)
             if preauth:
-                if conn is not None:
+                if conn is not None and (conn.pam or conn.keys or conn.noaddr):
                     self._release(conn, out)
                 out.append(AuthFailure(t, "sshd", "preauth_disconnect", _clean_user(user), ip, host, port, count, seq))
             return out
@@ -643,7 +677,8 @@ class AuthParser:
             if pk is None:
                 return out
             start, ip, host, port = pk
-            self._learn(conn, ip, host, port, out)
+            if conn is not None and (conn.addr != ip or ip is None):
+                self._learn(conn, ip, host, port, out)
             if conn is not None:
                 conn.max_seen = True
                 self._release(conn, out)
@@ -731,9 +766,11 @@ class AuthParser:
             if m is not None:
                 ip, host = normalise_address(m.group(1))
                 port = int(m.group(2)) if m.group(2) else None
-                self._learn(conn, ip, host, port, out)
                 if conn is not None:
-                    self._release(conn, out)
+                    if conn.addr != ip or ip is None:
+                        self._learn(conn, ip, host, port, out)
+                    if conn.pam or conn.keys or conn.noaddr:
+                        self._release(conn, out)
                 out.append(AuthFailure(t, "sshd", "preauth_timeout", None, ip, host, port, count, seq))
             return out
 
@@ -830,6 +867,12 @@ class AuthParser:
         return []
 
 
+# One-regex fast paths for the commonest lines; anything unusual falls back to the careful path.
+_FAILED_FAST = re.compile(r"Failed (\S+) for (invalid user |illegal user )?(.*) from ([\w.:%-]+) port (\d+) ssh[12]$")
+_INVALID_FAST = re.compile(r"(?:Invalid|Illegal) user (.*) from ([\w.:%-]+)(?: port (\d+))?$")
+_PAM_SSHD_FAST = re.compile(
+    r"pam_unix\(sshd:auth\): authentication failure; logname=\S* uid=\d* euid=\d* tty=\S* ruser=(\S*) rhost=(\S*)(?: +user=(\S+))?$"
+)
 _QUICK = re.compile(r" from ([\w.:%-]+)(?: port (\d+)(?: ssh[12])?)?$")
 
 

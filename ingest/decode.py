@@ -36,6 +36,7 @@ STATUS: dict[str, int] = {
     "too_many_records": 413,
     "busy": 503,
     "remote_write_unavailable": 503,
+    "storage_unavailable": 503,
     "malformed_envelope": 400,
     "bad_magic": 400,
     "unsupported_version": 400,

@@ -10,7 +10,9 @@ status  reasons
 415     ``wrong_content_type`` (not ``application/vnd.hostmon.batch``)
 413     ``body_too_large`` (Content-Length or body over ``max_body_bytes``),
         ``decompressed_too_large`` (a zstd bomb), ``too_many_records``
-503     ``busy`` (``max_inflight`` batches already in work; ``Retry-After: 1``)
+503     ``busy`` (``max_inflight`` batches already in work; ``Retry-After: 1``),
+        ``remote_write_unavailable``, ``storage_unavailable`` (SQLite error:
+        disk full, I/O error); the agent keeps the batch and retries
 400     ``malformed_envelope``, ``bad_magic``, ``unsupported_version``,
         ``bad_header``, ``unknown_suite``, ``unknown_key_id`` (sealed to an
         ingest key this ingest does not hold), ``wrong_key``,
@@ -48,6 +50,7 @@ import concurrent.futures
 import contextlib
 import logging
 import multiprocessing
+import sqlite3
 import os
 import signal
 import ssl
@@ -56,7 +59,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from agent.config import parse_listen
@@ -75,6 +78,7 @@ class IngestMetrics:
     def __init__(self, tenants: set[str], inflight_limit: int) -> None:
         disable_created_metrics()  # no *_created series: they double the output and no one reads them
         r = self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
         self.rejected = Counter("hostmon_ingest_rejected", "Batches refused, by reason (nothing of them was stored).", ["reason"], registry=r)
         for reason in sorted(STATUS):
             self.rejected.labels(reason)
@@ -155,6 +159,7 @@ class IngestServer:
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._threads = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(lim.max_inflight, 4)), thread_name_prefix="ingest-decode")
         self._inflight = 0
+        self._log_state: dict[str, tuple[float, int]] = {}
         self._fault = os.environ.get(FAULT_ENV, "")
         self._retention_task: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
@@ -264,8 +269,15 @@ class IngestServer:
     def _reject(self, e: Rejected) -> web.Response:
         self.metrics.rejected.labels(e.reason).inc()
         headers = {"Retry-After": "1"} if e.status == 503 else None
-        if e.status not in (503,):
-            log.info("batch refused: %s %s", e.reason, e.detail)
+        # At most one log line per reason a minute: a flood of bad batches must not flood the log.
+        now = time.monotonic()
+        last, suppressed = self._log_state.get(e.reason, (-1e9, 0))
+        if now - last >= 60:
+            more = f" ({suppressed} more like it in the last minute, counted)" if suppressed else ""
+            log.warning("batch refused: %s: %s%s", e.reason, e.detail, more)
+            self._log_state[e.reason] = (now, 0)
+        else:
+            self._log_state[e.reason] = (last, suppressed + 1)
         return web.json_response({"status": "rejected", "reason": e.reason, "detail": e.detail[:300]}, status=e.status, headers=headers)
 
     async def handle_batch(self, request: web.Request) -> web.Response:
@@ -332,7 +344,12 @@ class IngestServer:
         if self.remote is not None and d.remote_write_body is not None:
             await self._remote_write(d)
         t0 = time.perf_counter()
-        result = await self.sink.store(d)
+        try:
+            result = await self.sink.store(d)
+        except sqlite3.Error as e:
+            # Disk full, I/O error, locked database: nothing was committed; the agent keeps the batch and retries.
+            log.error("cannot store batch in SQLite: %s", e)
+            raise Rejected("storage_unavailable", "the ingest cannot write its database now; retry later") from None
         self.metrics.store_seconds.observe(time.perf_counter() - t0)
         if self._fault == "kill_after_commit" and result == STORED:
             os.kill(os.getpid(), signal.SIGKILL)

@@ -164,3 +164,34 @@ def test_ingest_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     assert p.proc.wait(15) == 0
     assert time.monotonic() - t0 < 15
     p.stop()
+
+
+async def test_sqlite_failure_answers_503_and_commits_nothing(tmp_path: Path) -> None:
+    import sqlite3
+
+    k = make_keys(tmp_path / "keys")
+    cfg = write_config(tmp_path, k, extra="decode_workers = 0")
+    server = IngestServer(cfgmod.load(str(cfg)))
+    url = await server.start("127.0.0.1", 0)
+    db = tmp_path / "ingest.db"
+    sink = server.sink
+    try:
+        good = sink._executor.submit(lambda: sink._conn).result()
+        ro = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+        sink._executor.submit(setattr, sink, "_conn", ro).result()  # every write now fails inside SQLite
+        blob = seal(k, 1, sample_records(3))
+        async with aiohttp.ClientSession() as s:
+            async with s.post(url + "/v1/batches", data=blob, headers={"Content-Type": wire.CONTENT_TYPE}) as r:
+                assert r.status == 503 and (await r.json())["reason"] == "storage_unavailable"
+            sink._executor.submit(setattr, sink, "_conn", good).result()
+            ro.close()
+            from ingest_helpers import db_counts
+
+            assert db_counts(db)["batches"] == 0
+            async with s.post(url + "/v1/batches", data=blob, headers={"Content-Type": wire.CONTENT_TYPE}) as r:
+                assert (r.status, await r.json()) == (200, {"status": "stored"})
+        text = server.metrics.render().decode()
+        assert 'hostmon_ingest_rejected_total{reason="storage_unavailable"} 1.0' in text
+        assert "process_resident_memory_bytes" in text
+    finally:
+        await server.stop()

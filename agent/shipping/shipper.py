@@ -146,7 +146,8 @@ class Shipper:
         self.spool = Spool(spool_dir, self.config.spool_limit_bytes, self.agent_key.public)
         await asyncio.to_thread(self.spool.open)
         self.seqs = SeqStore(os.path.join(self.state_dir, "shipping", "seq.json"))
-        floor = (self.spool.max_seq() or -1) + 1
+        highest = self.spool.max_seq()
+        floor = 0 if highest is None else highest + 1
         await asyncio.to_thread(self.seqs.open, self.agent_key.key_id, floor)
         self.sender = Sender(
             self.ingest_url,

@@ -62,10 +62,7 @@ class Authenticator:
         self.pending = 0
         self.bcrypt_runs = 0
         self._executor: ThreadPoolExecutor | None = None
-        cost = b"10"
-        if self._users:
-            cost = next(iter(self._users.values()))[4:6]
-        self._dummy = bcrypt.hashpw(b"hostmon-dummy", b"$2b$" + cost + b"$" + bcrypt.gensalt(4)[7:])
+        self._dummy: bytes | None = None  # made on first use, in the worker thread
 
     @property
     def enabled(self) -> bool:
@@ -118,6 +115,7 @@ class Authenticator:
             return "auth_failed"
         stored = self._users.get(user)
         pw = password.encode("utf-8")
+        key = b""
         if stored is not None:
             key = hashlib.sha256(b"\0".join((user.encode("utf-8"), stored, pw))).digest()
             if key in self._cache:
@@ -127,9 +125,7 @@ class Authenticator:
             return "auth_overloaded"
         self.pending += 1
         try:
-            ok = await asyncio.get_running_loop().run_in_executor(
-                self._pool(), self._bcrypt_check, pw, stored if stored is not None else self._dummy
-            )
+            ok = await asyncio.get_running_loop().run_in_executor(self._pool(), self._bcrypt_check, pw, stored)
         finally:
             self.pending -= 1
         if not ok or stored is None:
@@ -144,9 +140,17 @@ class Authenticator:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hostmon-bcrypt")
         return self._executor
 
-    def _bcrypt_check(self, password: bytes, hashed: bytes) -> bool:
+    def _dummy_hash(self) -> bytes:
+        # same cost as the configured hashes, so an unknown user takes as long as a known one
+        if self._dummy is None:
+            cost = next(iter(self._users.values()))[4:6] if self._users else b"10"
+            self._dummy = bcrypt.hashpw(b"hostmon-dummy", b"$2b$" + cost + b"$" + bcrypt.gensalt(4)[7:])
+        return self._dummy
+
+    def _bcrypt_check(self, password: bytes, hashed: bytes | None) -> bool:
+        """Runs in the worker thread. ``hashed`` None (unknown user) checks against the dummy hash."""
         self.bcrypt_runs += 1
         try:
-            return bcrypt.checkpw(password, hashed)
-        except ValueError:
+            return bcrypt.checkpw(password, hashed if hashed is not None else self._dummy_hash())
+        except ValueError:  # e.g. a password over bcrypt's 72-byte limit
             return False

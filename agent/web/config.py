@@ -269,6 +269,11 @@ class RateLimitConfig:
     max_clients: int = field(
         10000, "Client addresses tracked at once; beyond it the least recently seen is forgotten (counted).", check=_check_positive
     )
+    auth_failure_cost: int = field(
+        10,
+        "Extra tokens a failed authentication takes from the client's bucket, so guessing passwords is slower than scraping.",
+        check=_check_not_negative,
+    )
 
     @property
     def enabled(self) -> bool:

@@ -76,6 +76,14 @@ class RateLimiter:
         self.refused += 1
         return False, (1.0 - tokens) / self.rate
 
+    def penalize(self, key: str, tokens: float) -> None:
+        """Take ``tokens`` more from a client's bucket (down to at most -burst: the debt is bounded)."""
+        bucket = self._buckets.get(key)
+        if bucket is None or tokens <= 0:
+            return
+        have, last = bucket
+        self._buckets[key] = (max(-self.burst, have - tokens), last)
+
     def tracked(self) -> int:
         return len(self._buckets)
 

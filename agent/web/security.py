@@ -36,6 +36,9 @@ from agent.web.tls import HANDSHAKE_REASONS, TLSManager
 
 log = logging.getLogger("hostmon.web")
 
+# Most 429 answers held back at once; beyond it a refusal is answered at once.
+DELAYED_REFUSALS_MAX = 1024
+
 REFUSAL_REASONS = ("rate_limited", *AUTH_REASONS, *HANDSHAKE_REASONS)
 
 METRICS = (
@@ -57,6 +60,13 @@ METRICS = (
         "hostmon_web_rate_limit_evictions_total",
         COUNTER,
         "Client addresses forgotten by the rate limiter because max_clients were tracked.",
+        ("server",),
+    ),
+    MetricSpec("hostmon_web_rate_limit_delayed", GAUGE, "429 answers being held back (up to 1 s) to slow a client over its limit.", ("server",)),
+    MetricSpec(
+        "hostmon_web_rate_limit_delayed_max",
+        GAUGE,
+        "Most 429 answers held back at once; beyond it they are answered at once.",
         ("server",),
     ),
     MetricSpec("hostmon_web_auth_pending", GAUGE, "Password checks (bcrypt) waiting for or running in the worker thread.", ("server",)),
@@ -99,6 +109,8 @@ class WebSecurity:
         self.auth = Authenticator(cfg.basic_auth_users, tokens)
         self.tls = TLSManager(cfg.tls_server_config, server, self.count) if cfg.tls_server_config.enabled else None
         self._task: asyncio.Task[None] | None = None
+        self.delayed = 0  # 429 answers being held back (see rate_limit_middleware)
+        self.delayed_max = DELAYED_REFUSALS_MAX
 
     # -- counting ----------------------------------------------------------
 
@@ -115,6 +127,15 @@ class WebSecurity:
             ok, wait = self.limiter.allow(client_key(request.remote))
             if not ok:
                 self.count("rate_limited")
+                if self.delayed < self.delayed_max:
+                    # Answer late (at most 1 s, or until the next token): a keep-alive client that
+                    # hammers the server gets at most one refusal per second per connection instead
+                    # of thousands, which would cost the event loop more than the refusals save.
+                    self.delayed += 1
+                    try:
+                        await asyncio.sleep(min(wait, 1.0))
+                    finally:
+                        self.delayed -= 1
                 return _refusal(429, "too many requests from this address\n", {"Retry-After": retry_after_header(wait)})
         return await handler(request)
 
@@ -126,6 +147,8 @@ class WebSecurity:
         if reason is None:
             return await handler(request)
         self.count(reason)
+        if reason == "auth_failed" and self.limiter is not None:
+            self.limiter.penalize(client_key(request.remote), self.cfg.rate_limit.auth_failure_cost)
         if reason == "auth_overloaded":
             return _refusal(429, "too many password checks in progress, retry shortly\n", {"Retry-After": "1"})
         resp = _refusal(401, "authentication required\n", {})
@@ -218,6 +241,8 @@ class WebSecurity:
         out.append(Sample("hostmon_web_rate_limit_clients", GAUGE, float(lim.tracked() if lim else 0), {"server": s}))
         out.append(Sample("hostmon_web_rate_limit_clients_max", GAUGE, float(lim.max_clients if lim else 0), {"server": s}))
         out.append(Sample("hostmon_web_rate_limit_evictions_total", COUNTER, float(lim.evictions if lim else 0), {"server": s}))
+        out.append(Sample("hostmon_web_rate_limit_delayed", GAUGE, float(self.delayed), {"server": s}))
+        out.append(Sample("hostmon_web_rate_limit_delayed_max", GAUGE, float(self.delayed_max), {"server": s}))
         out.append(Sample("hostmon_web_auth_pending", GAUGE, float(self.auth.pending), {"server": s}))
         out.append(Sample("hostmon_web_auth_pending_max", GAUGE, float(self.auth.max_pending), {"server": s}))
         if self.tls is not None:

@@ -115,9 +115,12 @@ async def test_successful_password_checks_are_cached_so_bcrypt_runs_once(pki: PK
 
 
 async def test_a_burst_of_bad_passwords_from_one_address_is_rate_limited_before_bcrypt(start_server: StartServer) -> None:
-    """127.0.0.2 floods with wrong passwords; 127.0.0.1 scrapes honestly and is served every time."""
+    """127.0.0.2 floods with wrong passwords; 127.0.0.1 scrapes honestly and is served every time.
+
+    All 100 guesses arrive before any bcrypt answer, so the burst (not the failure penalty) bounds them.
+    """
     hashed = bcrypt.hashpw(b"honest", bcrypt.gensalt(10)).decode()
-    burst = 5
+    guesses = burst = 5
     srv = await start_server(
         WebConfig(basic_auth_users={"prom": hashed}, rate_limit=RateLimitConfig(requests_per_second=0.001, burst=burst))
     )
@@ -130,23 +133,64 @@ async def test_a_burst_of_bad_passwords_from_one_address_is_rate_limited_before_
             async with flood.get(srv.url("/metrics"), headers=basic("prom", "guess")) as r:
                 return r.status, r.headers.get("Retry-After")
 
+        most_delayed = 0
+
+        async def watch() -> None:
+            nonlocal most_delayed
+            while True:
+                most_delayed = max(most_delayed, srv.sec.delayed)
+                await asyncio.sleep(0.01)
+
+        watcher = asyncio.create_task(watch())
         attacks = [asyncio.create_task(attack()) for _ in range(100)]
         honest = [
             (await get(srv.url("/metrics"), source="127.0.0.1", headers=basic("prom", "honest")))[0] for _ in range(3)
         ]
         results = await asyncio.gather(*attacks)
+        watcher.cancel()
 
     assert honest == [200, 200, 200]
     statuses = [s for s, _ in results]
-    assert statuses.count(401) == burst and statuses.count(429) == 100 - burst
+    assert statuses.count(401) == guesses and statuses.count(429) == 100 - guesses
     assert all(ra is not None and int(ra) >= 1 for s, ra in results if s == 429)
-    # only the burst reached bcrypt; the honest scrapes after the first were cache hits
-    assert srv.sec.auth.bcrypt_runs == 1 + burst
-    assert srv.refused("rate_limited") == 100 - burst
-    assert srv.refused("auth_failed") == burst
+    # only the guesses the bucket allowed reached bcrypt; the honest scrapes after the first were cache hits
+    assert srv.sec.auth.bcrypt_runs == 1 + guesses
+    assert srv.refused("rate_limited") == 100 - guesses
+    assert srv.refused("auth_failed") == guesses
     metrics = {s.name: s.value for s in srv.sec.self_metrics() if "reason" not in s.labels}
     assert metrics["hostmon_web_rate_limited_clients"] == 1  # 127.0.0.2 only
     assert metrics["hostmon_web_rate_limit_clients"] == 2
+    # the 429s were held back (bounded), and all were released
+    assert most_delayed > 1 and metrics["hostmon_web_rate_limit_delayed"] == 0
+    assert metrics["hostmon_web_rate_limit_delayed_max"] == 1024
+
+
+@pytest.mark.parametrize("delayed_max", [0, 1024])
+async def test_refusals_are_held_back_only_up_to_the_bound(start_server: StartServer, delayed_max: int) -> None:
+    srv = await start_server(WebConfig(rate_limit=RateLimitConfig(requests_per_second=0.001, burst=1)))
+    srv.sec.delayed_max = delayed_max
+    assert (await get(srv.url("/healthz")))[0] == 200
+    seen: list[int] = []
+    refused = [asyncio.create_task(get(srv.url("/healthz"))) for _ in range(3)]
+    while not all(t.done() for t in refused):
+        seen.append(srv.sec.delayed)
+        await asyncio.sleep(0.01)
+    assert [t.result()[0] for t in refused] == [429, 429, 429]
+    assert max(seen) == min(delayed_max, 3)
+    assert srv.refused("rate_limited") == 3
+
+
+async def test_each_failed_password_costs_extra_tokens_so_guessing_is_slower_than_scraping(start_server: StartServer) -> None:
+    srv = await start_server(
+        WebConfig(basic_auth_users={"alice": ALICE}, rate_limit=RateLimitConfig(requests_per_second=1, burst=20, auth_failure_cost=10))
+    )
+    # 20 tokens: a guess takes 1 + 10, so the third guess in a row is refused before bcrypt
+    statuses = [(await get(srv.url("/metrics"), source="127.0.0.2", headers=basic("alice", f"g{i}")))[0] for i in range(3)]
+    assert statuses == [401, 401, 429]
+    assert srv.sec.auth.bcrypt_runs == 2
+    # the same number of honest scrapes from another address is untouched
+    honest = [(await get(srv.url("/metrics"), source="127.0.0.1", headers=basic("alice", "s3cret")))[0] for _ in range(3)]
+    assert honest == [200, 200, 200]
 
 
 async def test_honest_cached_scrape_is_served_while_password_checks_are_queued(start_server: StartServer) -> None:
@@ -198,6 +242,19 @@ def test_rate_limiter_forgets_the_least_recently_seen_client_when_full() -> None
     now[0] = 10.0
     rl.prune()
     assert rl.tracked() == 0
+
+
+def test_rate_limiter_penalty_is_a_bounded_debt() -> None:
+    now = [0.0]
+    rl = RateLimiter(rate=1.0, burst=4, max_clients=10, clock=lambda: now[0])
+    assert rl.allow("a")[0]
+    rl.penalize("a", 100)  # debt never exceeds one burst
+    ok, wait = rl.allow("a")
+    assert not ok and wait == pytest.approx(5.0)  # from -4 tokens back to 1
+    now[0] = 5.0
+    assert rl.allow("a")[0]
+    rl.penalize("unknown", 5)  # a client never seen is not created by a penalty
+    assert rl.tracked() == 1
 
 
 def test_client_key_groups_ipv6_by_64_and_unmaps_ipv4() -> None:

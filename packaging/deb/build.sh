@@ -56,7 +56,8 @@ install -m 0644 "$REPO/systemd/tmpfiles.d/hostmon.conf" "$ROOT/usr/lib/tmpfiles.
 chmod 0644 "$ROOT/etc/hostmon/hostmon.toml"
 install -m 0644 "$REPO/docs/deployment.md" "$ROOT/usr/share/doc/$PKG/deployment.md"
 install -m 0644 "$REPO/packaging/deb/copyright" "$ROOT/usr/share/doc/$PKG/copyright"
-install -D -m 0644 "$REPO/systemd/examples/process-fds.conf" "$ROOT/usr/share/doc/$PKG/examples/process-fds.conf"
+install -d "$ROOT/usr/share/doc/$PKG/examples"
+install -m 0644 "$REPO"/systemd/examples/*.conf "$ROOT/usr/share/doc/$PKG/examples/"
 for f in postinst prerm postrm; do
     install -m 0755 "$REPO/packaging/deb/$f" "$ROOT/DEBIAN/$f"
 done

@@ -193,18 +193,28 @@ def test_tmpfiles_creates_private_state_directories(tmp_path: Path, require_tool
         assert st.st_uid == uids[user]
 
 
-def test_process_fds_drop_in_keeps_exposure_at_most_2(tmp_path: Path, require_tool: RequireTool) -> None:
-    """The optional drop-in (systemd/examples/process-fds.conf) merged the way systemd merges it."""
+DROP_INS = sorted(p.name for p in (SYSTEMD_DIR / "examples").glob("*.conf"))
+
+
+@pytest.mark.parametrize("name", DROP_INS)
+def test_example_drop_in_verifies_and_keeps_exposure_at_most_2(
+    name: str, tmp_path: Path, require_tool: RequireTool
+) -> None:
+    """Each optional drop-in (systemd/examples/), merged the way systemd merges it."""
     exe = require_tool("systemd-analyze", "apt-get install systemd")
-    unit = tmp_path / "hostmon.service"
-    unit.write_text((SYSTEMD_DIR / "hostmon.service").read_text())
-    dropin = tmp_path / "hostmon.service.d" / "process-fds.conf"
+    unit = unit_copy_with_stub_binary(tmp_path, "hostmon.service")
+    dropin = unit.parent / "hostmon.service.d" / name
     dropin.parent.mkdir()
-    dropin.write_text((SYSTEMD_DIR / "examples" / "process-fds.conf").read_text())
+    dropin.write_text((SYSTEMD_DIR / "examples" / name).read_text())
+    proc = subprocess.run([exe, "verify", str(unit)], check=False, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr
     proc = subprocess.run(
         [exe, "security", "--offline=true", "--no-pager", str(unit)], check=False, capture_output=True, text=True, timeout=60
     )
-    # the drop-in was applied: the DAC capability is now reported
-    assert re.search(r"✗ CapabilityBoundingSet=~CAP_\(DAC_\*", proc.stdout), proc.stdout
+    # the drop-in was applied
+    if name == "process-fds.conf":
+        assert re.search(r"✗ CapabilityBoundingSet=~CAP_\(DAC_\*", proc.stdout), proc.stdout
+    if name == "gpu.conf":
+        assert re.search(r"✗ PrivateDevices=", proc.stdout), proc.stdout
     assert exposure(exe, unit) <= MAX_EXPOSURE
     assert exposure(exe, SYSTEMD_DIR / "hostmon.service") < exposure(exe, unit)

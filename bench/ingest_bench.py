@@ -39,9 +39,9 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "ingest"))
 
-from ingest_helpers import IngestProcess, db_counts, make_keys, seal, write_config  # noqa: E402
+from ingest_helpers import IngestProcess, db_counts, make_keys, seal, write_config
 
-from agent.shipping import wire  # noqa: E402
+from agent.shipping import wire
 
 
 def make_batches(keys, n_batches: int, batch: int, seq0: int) -> list[bytes]:  # type: ignore[no-untyped-def]

@@ -37,11 +37,11 @@ def parse_time(text: str, now: float | None = None) -> float:
     except ValueError:
         pass
     try:
-        d = dt.datetime.fromisoformat(t.replace("Z", "+00:00"))
+        d = dt.datetime.fromisoformat(t)  # 3.11 reads a trailing Z too
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not unix seconds, an ISO 8601 time or a duration like 15m") from None
     if d.tzinfo is None:
-        d = d.replace(tzinfo=dt.timezone.utc)
+        d = d.replace(tzinfo=dt.UTC)
     return d.timestamp()
 
 

@@ -73,7 +73,7 @@ def _check_sync(v: str) -> None:
 
 
 def _check_url(v: str) -> None:
-    if v and not (v.startswith("http://") or v.startswith("https://")):
+    if v and not v.startswith(("http://", "https://")):
         raise ValueError("must be an http:// or https:// URL")
 
 

@@ -113,6 +113,5 @@ def write_rows(rows: Iterator[dict[str, Any]], events: bool, fmt: str, out: Text
         for r in rows:
             table.append((f"{r['timestamp']:.3f}", r["name"], _fmt_labels(r["labels"]), repr(r["value"])))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
+    out.writelines("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n" for row in table)
     return len(table) - 1

@@ -98,7 +98,7 @@ def build_series(
         pairs = {sanitize_label_name(k): v for k, v in labels.items() if k != "__name__"}
         pairs["__name__"] = sanitize_metric_name(name)
         key = tuple(sorted(pairs.items()))
-        series.setdefault(key, []).append((float(value), int(round(ts * 1000))))
+        series.setdefault(key, []).append((float(value), round(ts * 1000)))
     return series
 
 

@@ -50,22 +50,38 @@ import concurrent.futures
 import contextlib
 import logging
 import multiprocessing
-import sqlite3
 import os
 import signal
+import sqlite3
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from agent.config import parse_listen
 from agent.shipping import wire
 from ingest.config import IngestConfig, LoadedKeys, load_keys
-from ingest.decode import STATUS, SAMPLE, Decoded, Decoder, DecoderSpec, Rejected, decode_in_worker, init_worker
+from ingest.decode import (
+    SAMPLE,
+    STATUS,
+    Decoded,
+    Decoder,
+    DecoderSpec,
+    Rejected,
+    decode_in_worker,
+    init_worker,
+)
 from ingest.remote_write import RemoteWriteError, RemoteWriteSink
 from ingest.sqlite_sink import DUPLICATE, REPLAY, STORED, SqliteSink
 
@@ -247,8 +263,8 @@ class IngestServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=ssl_ctx, reuse_address=True)
         await site.start()
-        sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
-        bound = sockets[0].getsockname()[1] if sockets else port
+        addrs = self._runner.addresses
+        bound = int(addrs[0][1]) if addrs else port
         scheme = "https" if ssl_ctx else "http"
         shown = f"[{host}]" if ":" in host else host
         self.url = f"{scheme}://{shown}:{bound}"

@@ -42,7 +42,6 @@ import dataclasses
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from ingest.decode import EVENT, SAMPLE, Decoded

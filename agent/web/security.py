@@ -91,6 +91,9 @@ METRICS = (
     ),
 )
 
+# The name agent.docs looks for when it builds docs/metrics.md.
+SELF_SPECS = METRICS
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 

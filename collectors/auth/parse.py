@@ -476,10 +476,17 @@ class AuthParser:
         if first not in _SSHD_FIRST and not (first.startswith("pam_") and first.endswith(":auth):")):
             return []
         out: list[AuthFailure] = []
-        conn = self._conn(hostname, pid, t)
-        if self._evicted_out:
-            out.extend(self._evicted_out)
-            self._evicted_out = []
+        if pid is None:
+            conn = None
+        else:
+            conn = self.conns.get((hostname, pid))
+            if conn is None:
+                conn = self._conn(hostname, pid, t)
+                if self._evicted_out:
+                    out.extend(self._evicted_out)
+                    self._evicted_out = []
+            elif t is not None:
+                conn.last_time = t
         seq = self.seq
 
         if first == "Received":

@@ -138,7 +138,7 @@ def all_samples(path: str | Path, tenant: str = "acme") -> list[tuple[str, tuple
 
 
 class IngestProcess:
-    """``python -m ingest.cli run --config FILE`` as a real subprocess on a free port."""
+    """``hostmon ingest run --config FILE`` (python -m agent.cli) as a real subprocess."""
 
     def __init__(self, config: Path, env: dict[str, str] | None = None, log: Path | None = None) -> None:
         self.config = config
@@ -150,7 +150,7 @@ class IngestProcess:
     def start(self, timeout: float = 20.0) -> str:
         self._logf = open(self.log, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ingest.cli", "run", "--config", str(self.config)],
+            [sys.executable, "-m", "agent.cli", "ingest", "run", "--config", str(self.config)],
             stdout=subprocess.PIPE,
             stderr=self._logf,
             env=self.env,

@@ -27,7 +27,7 @@ def _cfg(tmp: Path, text: str) -> Path:
 
 def test_defaults_and_relative_paths(tmp_path: Path) -> None:
     k = make_keys(tmp_path / "keys")
-    p = _cfg(tmp_path, f'private_keys = ["keys/ingest-x25519.key"]\n[[agents]]\npublic_key = "keys/agent.pub"\ntenants = ["acme"]\n')
+    p = _cfg(tmp_path, 'private_keys = ["keys/ingest-x25519.key"]\n[[agents]]\npublic_key = "keys/agent.pub"\ntenants = ["acme"]\n')
     cfg = cfgmod.load(str(p))
     assert cfg.listen == "127.0.0.1:9436"  # loopback unless configured
     assert cfg.private_keys == [str(tmp_path / "keys/ingest-x25519.key")]

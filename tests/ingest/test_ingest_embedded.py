@@ -41,7 +41,7 @@ async def test_agent_ships_to_its_embedded_ingest_and_reads_back(tmp_path: Path)
         await stop()
     # A restart keeps the key pair (the agent's spooled batches stay decryptable).
     kid = keymod.load_private_key(Path(state) / "ingest" / "ingest.key").key_id
-    url2, stop2 = await start_embedded_ingest(state, agent.public_path, ["acme"])
+    _url2, stop2 = await start_embedded_ingest(state, agent.public_path, ["acme"])
     await stop2()
     assert keymod.load_private_key(Path(state) / "ingest" / "ingest.key").key_id == kid
 
@@ -54,7 +54,7 @@ async def test_embedded_ingest_listens_on_loopback_only(tmp_path: Path) -> None:
 
 async def test_embedded_ingest_refuses_a_readable_private_key(tmp_path: Path) -> None:
     agent = keymod.generate_agent_identity(tmp_path / "keys")
-    url, stop = await start_embedded_ingest(str(tmp_path), agent.public_path, None)
+    _url, stop = await start_embedded_ingest(str(tmp_path), agent.public_path, None)
     await stop()
     os.chmod(tmp_path / "ingest" / "ingest.key", 0o644)
     with pytest.raises(KeyFileError, match="too open"):

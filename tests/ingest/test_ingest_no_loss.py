@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from helpers import free_port, wait_until
-from ingest_helpers import IngestProcess, all_samples, db_counts, write_config
+from ingest_helpers import IngestProcess, all_samples, db_counts
 
 from agent.shipping import keys as keymod
 
@@ -64,6 +64,7 @@ class Setup:
         self.config.write_text("\n".join(lines) + "\n")
         self.drivers: list[subprocess.Popen[bytes]] = []
         self.ingests: list[IngestProcess] = []
+        self.logs: list[object] = []
 
     def ingest(self, env: dict[str, str] | None = None) -> IngestProcess:
         p = IngestProcess(self.config, env=env)
@@ -81,10 +82,15 @@ class Setup:
                 "--samples", str(SAMPLES), "--spool-limit", str(spool_limit), "--wait", str(wait),
             ],
             stdout=subprocess.PIPE,
-            stderr=open(self.tmp / f"driver-{len(self.drivers)}.log", "wb"),
+            stderr=self._log(f"driver-{len(self.drivers)}.log"),
         )
         self.drivers.append(p)
         return p
+
+    def _log(self, name: str):  # type: ignore[no-untyped-def]
+        f = open(self.tmp / name, "wb")  # noqa: SIM115 - closed in close()
+        self.logs.append(f)
+        return f
 
     def close(self) -> None:
         for d in self.drivers:
@@ -95,6 +101,8 @@ class Setup:
                 d.stdout.close()
         for i in self.ingests:
             i.stop()
+        for f in self.logs:
+            f.close()
 
 
 class Lines:

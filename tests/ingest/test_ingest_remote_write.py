@@ -18,7 +18,12 @@ from ingest_helpers import db_counts, make_keys, seal, write_config
 
 from agent.shipping import wire
 from ingest import config as cfgmod
-from ingest.remote_write import _varint, build_series, encode_sample, encode_write_request
+from ingest.remote_write import (
+    _varint,
+    build_series,
+    encode_sample,
+    encode_write_request,
+)
 from ingest.server import IngestServer
 
 

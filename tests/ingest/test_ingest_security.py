@@ -20,7 +20,16 @@ import msgpack
 import pytest
 import zstandard
 from helpers import http_get, metric_value
-from ingest_helpers import IngestProcess, KeySet, db_counts, event_records, make_keys, sample_records, seal, write_config
+from ingest_helpers import (
+    IngestProcess,
+    KeySet,
+    db_counts,
+    event_records,
+    make_keys,
+    sample_records,
+    seal,
+    write_config,
+)
 
 from agent.shipping import wire
 

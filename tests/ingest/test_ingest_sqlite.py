@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -156,7 +157,7 @@ def test_queries_filter_by_tenant_name_and_time(tmp_path: Path, codec) -> None: 
 
     # The command line, both formats.
     db = str(tmp_path / "db.sqlite")
-    run = lambda *a: subprocess.run([sys.executable, "-m", "ingest.cli", "query", "--db", db, *a], capture_output=True, text=True, timeout=30, cwd=REPO)  # noqa: E731
+    run = lambda *a: subprocess.run([sys.executable, "-m", "ingest.cli", "query", "--db", db, *a], capture_output=True, text=True, timeout=30, cwd=REPO)
     r = run("--tenant", "acme", "--name", "a", "--format", "json", "--since", str(t + 1))
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in r.stdout.splitlines()]
@@ -182,3 +183,30 @@ def test_blocks_hold_the_agents_own_validated_payload(tmp_path: Path, codec) -> 
     from ingest.decode import read_block
 
     assert read_block(d.block) == recs
+
+
+async def test_the_server_runs_retention_periodically(tmp_path: Path) -> None:
+    import aiohttp
+    from ingest_helpers import db_counts, sample_records, write_config
+
+    from agent.shipping import wire
+    from ingest import config as cfgmod
+    from ingest.server import IngestServer
+
+    k = make_keys(tmp_path / "keys")
+    cfg = write_config(tmp_path, k, extra="decode_workers = 0", sqlite="retention_seconds = 0.5\nretention_interval_seconds = 0.2")
+    server = IngestServer(cfgmod.load(str(cfg)))
+    url = await server.start("127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession() as sess:
+            async with sess.post(url + "/v1/batches", data=seal(k, 1, sample_records(4)), headers={"Content-Type": wire.CONTENT_TYPE}) as r:
+                assert r.status == 200
+        assert db_counts(tmp_path / "ingest.db")["samples"] == 4
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            if db_counts(tmp_path / "ingest.db")["samples"] == 0:
+                break
+        assert db_counts(tmp_path / "ingest.db") == {"batches": 1, "blocks": 0, "samples": 0, "events": 0}
+        assert 'hostmon_ingest_retention_deleted_total{kind="samples"} 4.0' in server.metrics.render().decode()
+    finally:
+        await server.stop()

@@ -21,7 +21,7 @@ from ingest.server import IngestServer
 def _cert(d: Path, name: str, issuer_key=None, issuer_name=None, ca: bool = False, ip: str | None = None):  # type: ignore[no-untyped-def]
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     b = (
         x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name or subject).public_key(key.public_key())
         .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))

@@ -195,8 +195,11 @@ class AuthCollector(Collector):
             b = BtmpFollower(cfg.btmp, start_at_end=start_at_end)
             b.load_state(state.get("btmp"))
             self.sources.append(_Source(f"btmp:{cfg.btmp}", "btmp", b, True))
+        held = state.get("held") if isinstance(state.get("held"), dict) else {}
         for s in self.sources:
             s.parser = AuthParser(max_connections=cfg.max_connections, now=self.now)
+            # records held back for connections still undecided at the last save (see parse.py)
+            s.parser.import_state(held.get(s.label))
         self._started = True
 
     def stop(self) -> None:
@@ -206,8 +209,12 @@ class AuthCollector(Collector):
                 s.reader.close()
 
     def _save(self) -> None:
-        st: dict[str, Any] = {"files": {}}
+        st: dict[str, Any] = {"files": {}, "held": {}}
         for s in self.sources:
+            if s.parser is not None and s.parser.conns:
+                h = s.parser.export_state(self.cfg.max_connections)
+                if h:
+                    st["held"][s.label] = h
             if s.kind == "file":
                 v = s.reader.state()
                 if v is not None:
@@ -247,6 +254,7 @@ class AuthCollector(Collector):
         for s in self.sources:
             p = s.parser
             assert p is not None
+            p.read_time = read_at = self.now()
             try:
                 if s.kind == "file":
                     lines = s.reader.poll()
@@ -274,7 +282,7 @@ class AuthCollector(Collector):
                 self.log.warning("auth source failed: %r", e, extra={"source": s.label})
                 self.partial_error("source_error")
                 s.reader.status, s.reader.error = "error", repr(e)
-            recs.extend(p.flush_older_than(self.now() - CONNECTION_GRACE_S))
+            recs.extend(p.flush_older_than(read_at - CONNECTION_GRACE_S))
             s.unparsed = p.unparsed
             self._report(s, s.reader.status, s.reader.error)
         return recs

@@ -241,6 +241,10 @@ class AuthParser:
         self.evicted = 0
         self._evicted_out: list[AuthFailure] = []
         self._tcache: dict[str, object] = {}
+        # When set (the collector sets it to its clock before feeding a batch), a connection's
+        # ``last_time`` is when the parser last READ a line of it, not that line's own time, so
+        # ``flush_older_than`` waits for a silent connection, not for an old one in a backlog.
+        self.read_time: float | None = None
 
     # -- entry points ------------------------------------------------------------
     def feed(self, line: str) -> list[AuthFailure]:
@@ -322,6 +326,67 @@ class AuthParser:
             t, None if hostname == "-" else hostname, app, None if procid == "-" else procid, msg
         )
 
+    # -- persistence of held records across a restart ------------------------------
+    def held_count(self) -> int:
+        """Records held back, waiting for their connection's outcome."""
+        n = 0
+        for c in self.conns.values():
+            n += sum(len(v) for v in c.pam.values()) + sum(len(v) for v in c.keys.values()) + len(c.noaddr)
+        return n
+
+    def export_state(self, limit: int = 4096) -> list[dict[str, Any]]:
+        """The connections that hold records back (at most ``limit``, newest kept), as JSON-able
+        dicts, so that a restart decides them as this parser would have (nothing lost, nothing
+        counted twice)."""
+        out: list[dict[str, Any]] = []
+        for (hostname, pid), c in reversed(self.conns.items()):
+            if not (c.pam or c.keys or c.noaddr):
+                continue
+            out.append({
+                "hostname": hostname, "pid": pid, "addr": c.addr, "host": c.host, "port": c.port,
+                "max_seen": c.max_seen, "last_time": c.last_time,
+                "pam": {u: [_rec_out(r) for r in lst] for u, lst in c.pam.items()},
+                "keys": {u: [_rec_out(r) for r in lst] for u, lst in c.keys.items()},
+                "noaddr": [_rec_out(r) for r in c.noaddr],
+            })
+            if len(out) >= limit:
+                break
+        out.reverse()
+        return out
+
+    def import_state(self, data: Any) -> int:
+        """Load what :meth:`export_state` saved; malformed entries are skipped. Returns how many
+        connections were restored."""
+        if not isinstance(data, list):
+            return 0
+        n = 0
+        for d in data[-self.max_connections:]:
+            try:
+                pid = d["pid"]
+                hostname = d.get("hostname")
+                if not isinstance(pid, str) or not (hostname is None or isinstance(hostname, str)):
+                    continue
+                c = _Conn()
+                c.addr = _opt_str(d.get("addr"))
+                c.host = _opt_str(d.get("host"))
+                port = d.get("port")
+                c.port = port if isinstance(port, int) else None
+                c.max_seen = bool(d.get("max_seen"))
+                lt = d.get("last_time")
+                c.last_time = float(lt) if isinstance(lt, (int, float)) else None
+                c.pam = {str(u): [r for r in map(_rec_in, lst) if r] for u, lst in dict(d.get("pam") or {}).items()}
+                c.keys = {str(u): [r for r in map(_rec_in, lst) if r] for u, lst in dict(d.get("keys") or {}).items()}
+                c.noaddr = [r for r in map(_rec_in, list(d.get("noaddr") or [])) if r]
+            except (KeyError, TypeError, ValueError, AttributeError):
+                continue
+            c.pam = {u: v for u, v in c.pam.items() if v}
+            c.keys = {u: v for u, v in c.keys.items() if v}
+            if not (c.pam or c.keys or c.noaddr):
+                continue
+            self.conns[(hostname, pid)] = c
+            n += 1
+        return n
+
     def flush(self) -> list[AuthFailure]:
         """Release every held-back record (end of input, or shutdown)."""
         out: list[AuthFailure] = []
@@ -330,7 +395,10 @@ class AuthParser:
         return out
 
     def flush_older_than(self, t: float) -> list[AuthFailure]:
-        """Release held records of connections not seen since ``t`` (their outcome is no longer coming)."""
+        """Release held records of connections not seen since ``t`` (their outcome is no longer coming).
+
+        "Seen" is ``read_time`` at the connection's last line when the caller sets it, else the
+        line's own time."""
         out: list[AuthFailure] = []
         for key in list(self.conns):
             conn = self.conns[key]
@@ -374,8 +442,9 @@ class AuthParser:
                 _k, old = conns.popitem(last=False)  # O(1), unlike pop(next(iter(dict)))
                 self.evicted += 1
                 self._release(old, self._evicted_out)
-        if t is not None:
-            conn.last_time = t
+        lt = self.read_time if self.read_time is not None else t
+        if lt is not None:
+            conn.last_time = lt
         return conn
 
     @staticmethod
@@ -485,8 +554,10 @@ class AuthParser:
                 if self._evicted_out:
                     out.extend(self._evicted_out)
                     self._evicted_out = []
-            elif t is not None:
-                conn.last_time = t
+            else:
+                lt = self.read_time if self.read_time is not None else t
+                if lt is not None:
+                    conn.last_time = lt
         seq = self.seq
 
         if first == "Received":
@@ -872,6 +943,27 @@ class AuthParser:
                 reason = "max_attempts" if m.group(2) else "password"
                 return [AuthFailure(t, "login", reason, _clean_user(m.group(5)), ip, host, None, 1, self.seq)]
         return []
+
+
+def _opt_str(v: Any) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+def _rec_out(r: AuthFailure) -> list[Any]:
+    return [r.time, r.service, r.reason, r.user, r.source, r.host, r.port, r.count]
+
+
+def _rec_in(v: Any) -> AuthFailure | None:
+    """A record saved by ``_rec_out``; only the fixed vocabulary is accepted back."""
+    if not isinstance(v, list) or len(v) != 8:
+        return None
+    t, svc, reason, user, src, host, port, count = v
+    if svc not in SERVICES or reason not in REASONS or not isinstance(count, int) or count < 1:
+        return None
+    return AuthFailure(
+        float(t) if isinstance(t, (int, float)) else None, svc, reason, _opt_str(user), _opt_str(src), _opt_str(host),
+        port if isinstance(port, int) else None, count,
+    )
 
 
 # One-regex fast paths for the commonest lines; anything unusual falls back to the careful path.

@@ -273,3 +273,46 @@ def test_event_cap_drops_are_counted(hostmon_collector: CollectorHarness, tmp_pa
     out.assert_sample("hostmon_auth_events_dropped_total", 21)  # 20 failures + 1 brute-force event
     assert failures(out) == 30
     c.stop()
+
+
+def bsd(t: float, pid: int, msg: str) -> str:
+    return f"{iso(t)} web1 sshd[{pid}]: {msg}\n"
+
+
+PAM_LINE = "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=198.51.100.20  user=root"
+
+
+def test_held_records_wait_for_their_outcome_across_a_backlog_and_a_restart(hostmon_collector: CollectorHarness, tmp_path: Path) -> None:
+    """sshd's PAM line and a valid user's publickey offers are held until the connection's outcome;
+    an hour-old backlog must not release them early (that counted the attempt twice), and a restart
+    must neither lose them nor count them twice."""
+    log = tmp_path / "auth.log"
+    old = NOW - 3600
+    log.write_text(
+        bsd(old, 7, PAM_LINE)  # its "Failed password" line is written later
+        + bsd(old, 8, PAM_LINE.replace("198.51.100.20", "198.51.100.21"))  # never followed by anything
+        + bsd(old, 9, "Failed publickey for git from 198.51.100.22 port 5 ssh2: RSA SHA256:x")
+    )
+    c = make(hostmon_collector, base_cfg(tmp_path))
+    c.start()
+    out = run(c)
+    assert failures(out, reason="pam_auth") == 0 and failures(out, reason="publickey") == 0
+    c.stop()
+    append(log, bsd(old + 2, 7, "Failed password for root from 198.51.100.20 port 22 ssh2"))
+    append(log, bsd(old + 3, 9, "Connection closed by authenticating user git 198.51.100.22 port 5 [preauth]"))
+    c2 = make(hostmon_collector, base_cfg(tmp_path))
+    c2.start()
+    out = run(c2)
+    assert failures(out, reason="password") == 1  # counted once, by sshd's own line
+    assert failures(out, reason="publickey") == 1 and failures(out, reason="preauth_closed") == 1
+    assert failures(out, reason="pam_auth") == 0  # pid 8 is still undecided
+    c2.now = lambda: NOW + 601  # silent for longer than the grace: its PAM failure is released, once
+    out = run(c2)
+    assert failures(out, reason="pam_auth") == 1
+    out.assert_event("auth_failure", count=1, reason="pam_auth", source="198.51.100.21")
+    c2.stop()
+    c3 = make(hostmon_collector, base_cfg(tmp_path), now=NOW + 700)
+    c3.start()
+    out = run(c3)
+    assert failures(out, reason="pam_auth") == 0 and not out.events
+    c3.stop()

@@ -266,3 +266,18 @@ def test_journal_entries_including_byte_array_message() -> None:
     assert (r.reason, r.source, r.port) == ("invalid_user", "5.6.7.8", 9)
     assert p.feed_journal({"MESSAGE": 5}) == [] and p.feed_journal({}) == []
     assert parse_journal_realtime("x") is None
+
+
+def test_held_records_survive_export_and_import_and_bad_state_is_skipped() -> None:
+    p = P()
+    assert p.feed("Jun 15 11:00:00 h sshd[7]: pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=1.2.3.4  user=root") == []
+    assert p.held_count() == 1
+    q = P()
+    assert q.import_state(p.export_state()) == 1 and q.held_count() == 1
+    out = q.feed("Jun 15 11:00:02 h sshd[7]: Failed password for root from 1.2.3.4 port 22 ssh2") + q.flush()
+    assert [(r.reason, r.source) for r in out] == [("password", "1.2.3.4")]
+    r = P()
+    bad = [None, 5, {"pid": 3}, {"pid": "4", "pam": {"x": [[0, "evil", "password", None, None, None, None, 1]]}}, {"pid": "5", "noaddr": "x"}]
+    assert r.import_state(bad) == 0  # a record outside the fixed vocabulary is not loaded
+    assert r.held_count() == 0 and r.flush() == []
+    assert r.import_state("not a list") == 0

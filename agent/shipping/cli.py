@@ -15,7 +15,10 @@ import sys
 from typing import Any
 
 from agent.errors import KeyFileError
-from agent.shipping import keys
+from agent.shipping import names
+
+# agent.shipping.keys (and with it cryptography) is imported by the commands,
+# not here: every `hostmon` start builds this parser.
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -30,14 +33,14 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
     a = sub.add_parser("agent", help="create the agent identity (NAME.key, NAME.pub); prints the agent id")
     a.add_argument("--dir", required=True, help="directory for the key files (created 0700)")
-    a.add_argument("--name", default=keys.AGENT_KEY_NAME, help="file name stem (default: agent)")
+    a.add_argument("--name", default=names.AGENT_KEY_NAME, help="file name stem (default: agent)")
     a.set_defaults(func=_cmd_agent)
 
     i = sub.add_parser("ingest", help="create an ingest key pair (NAME.key, NAME.pub); prints the key id")
     i.add_argument("--dir", required=True, help="directory for the key files (created 0700)")
-    i.add_argument("--suite", default=keys.X25519, choices=keys.INGEST_ALGORITHMS,
+    i.add_argument("--suite", default=names.X25519, choices=names.INGEST_ALGORITHMS,
                    help="HPKE KEM: x25519 (default) or the post-quantum hybrid mlkem768-x25519")
-    i.add_argument("--name", default=keys.INGEST_KEY_NAME,
+    i.add_argument("--name", default=names.INGEST_KEY_NAME,
                    help="file name stem (default: ingest); use another, e.g. ingest-2026, to rotate")
     i.set_defaults(func=_cmd_ingest)
 
@@ -48,6 +51,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:
+    from agent.shipping import keys
+
     try:
         kf = keys.generate_agent_identity(args.dir, args.name)
     except (KeyFileError, OSError) as e:
@@ -60,6 +65,8 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
+    from agent.shipping import keys
+
     try:
         kf = keys.generate_ingest_keypair(args.dir, args.suite, args.name)
     except (KeyFileError, OSError) as e:
@@ -73,6 +80,8 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
+    from agent.shipping import keys
+
     path = args.file
     try:
         with open(path, "rb") as f:
@@ -91,7 +100,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     except KeyFileError as e:
         print(f"hostmon keys show: {e}", file=sys.stderr)
         return 1
-    label = "agent_id" if pub.alg == keys.ED25519 else "key_id"
+    label = "agent_id" if pub.alg == names.ED25519 else "key_id"
     print(f"file     {path} ({kind})")
     print(f"alg      {pub.alg}")
     print(f"{label:<8} {pub.key_id}")

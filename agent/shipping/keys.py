@@ -38,19 +38,20 @@ from cryptography.hazmat.primitives.hpke import (
 )
 
 from agent.errors import KeyFileError
-
-ED25519 = "ed25519"
-X25519 = "x25519"
-MLKEM768_X25519 = "mlkem768-x25519"
-ALGORITHMS = (ED25519, X25519, MLKEM768_X25519)
-INGEST_ALGORITHMS = (X25519, MLKEM768_X25519)
+from agent.shipping.names import (
+    AGENT_KEY_NAME,
+    ALGORITHMS,
+    ED25519,
+    INGEST_ALGORITHMS,
+    INGEST_KEY_NAME,
+    MLKEM768_X25519,
+    X25519,
+)
 
 _PUB_LEN = {ED25519: 32, X25519: 32, MLKEM768_X25519: 1184 + 32}
 _PRIV_LEN = {ED25519: 32, X25519: 32, MLKEM768_X25519: 64 + 32}
 _MAX_KEY_FILE = 16 * 1024
 
-AGENT_KEY_NAME = "agent"
-INGEST_KEY_NAME = "ingest"
 
 
 def key_id_of(alg: str, raw_public: bytes) -> str:

@@ -19,10 +19,22 @@ Example::
     [remote_write]
     url = "http://127.0.0.1:9090/api/v1/write"
 
+    [web.tls_server_config]              # endpoint security: docs/web-security.md
+    cert_file = "tls/tls.crt"
+    key_file = "tls/tls.key"
+    client_ca_file = "tls/agents-ca.crt"
+    client_auth_type = "RequireAndVerifyClientCert"
+
+The ``[web]`` section is the agent's (:class:`agent.web.config.WebConfig`):
+TLS with certificate rotation, mutual TLS, basic/bearer authentication for
+every path but ``open_paths`` and the batch path (a batch carries its own
+signature), and a rate limit per client address.
+
 Relative paths are resolved against the directory of the config file. Several
 ``private_keys`` may be listed at once (key rotation): a batch names the key id
-it was sealed to and the ingest picks that key. Every private key file must be
-readable by its owner only (``chmod 600``), or the ingest refuses to start.
+it was sealed to and the ingest picks that key. Every private key file (and
+``web.tls_server_config.key_file``) must be readable by its owner only
+(``chmod 600``), or the ingest refuses to start.
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ from agent.config import load_dataclass, parse_listen
 from agent.errors import ConfigError, KeyFileError
 from agent.shipping import keys as keymod
 from agent.tenancy import validate_tenant_id
+from agent.web.config import WebConfig
 
 DEFAULT_LISTEN = "127.0.0.1:9436"
 
@@ -120,21 +133,13 @@ class IngestConfig:
     listen: str = field(DEFAULT_LISTEN, "Address the ingest listens on; loopback by default, 0.0.0.0:9436 to accept agents from other hosts.", check=_check_listen)
     private_keys: list[str] = field([], "Ingest private key files (one per key id, several during a rotation); each must be chmod 600.")
     decode_workers: int = field(-1, "Worker processes that verify and decrypt batches: -1 one per CPU, 0 none (threads of the ingest process).", check=_check_workers)
-    tls_cert: str = field("", "PEM certificate chain for HTTPS; empty serves plain HTTP (put a TLS proxy in front, or set both tls_cert and tls_key).")
-    tls_key: str = field("", "PEM private key for tls_cert; must be chmod 600.")
-    tls_client_ca: str = field("", "PEM CA bundle; when set, agents must present a client certificate it signed (mutual TLS).")
     agents: list[AgentEntry] = field([], "Enrolled agents: each public key with the tenants it may write.")
     limits: LimitsConfig = dataclasses.field(default_factory=LimitsConfig)
     sqlite: SqliteConfig = dataclasses.field(default_factory=SqliteConfig)
     remote_write: RemoteWriteConfig = dataclasses.field(default_factory=RemoteWriteConfig)
+    web: WebConfig = dataclasses.field(default_factory=WebConfig)
 
     source: str = dataclasses.field(default="<defaults>", metadata={"internal": True})
-
-    def validate(self) -> None:
-        if bool(self.tls_cert) != bool(self.tls_key):
-            raise ValueError("set both tls_cert and tls_key, or neither")
-        if self.tls_client_ca and not self.tls_cert:
-            raise ValueError("tls_client_ca needs tls_cert and tls_key (mutual TLS is TLS first)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,17 +177,39 @@ def load(path: str) -> IngestConfig:
     return from_dict(data, path)
 
 
+# Keys of earlier versions, replaced by the [web] section shared with the agent.
+_MOVED_KEYS = {
+    "tls_cert": "web.tls_server_config.cert_file",
+    "tls_key": "web.tls_server_config.key_file",
+    "tls_client_ca": 'web.tls_server_config.client_ca_file (with client_auth_type = "RequireAndVerifyClientCert")',
+}
+
+
+def _resolve_web_paths(data: dict[str, Any], base: str) -> None:
+    """Resolve the file names in the raw ``[web]`` table before it is checked (checks open the files)."""
+    web = data.get("web")
+    if not isinstance(web, dict):
+        return
+    tls = web.get("tls_server_config")
+    if isinstance(tls, dict):
+        for key in ("cert_file", "key_file", "client_ca_file"):
+            if isinstance(tls.get(key), str) and tls[key]:
+                tls[key] = _resolve(base, tls[key])
+    tokens = web.get("bearer_token_files")
+    if isinstance(tokens, list):
+        web["bearer_token_files"] = [_resolve(base, t) if isinstance(t, str) and t else t for t in tokens]
+
+
 def from_dict(data: dict[str, Any], file: str) -> IngestConfig:
+    for old, new in _MOVED_KEYS.items():
+        if old in data:
+            raise ConfigError(file, old, f"this key moved to {new} (see docs/web-security.md)")
+    base = os.path.dirname(os.path.abspath(file)) if not file.startswith("<") else os.getcwd()
+    _resolve_web_paths(data, base)
     cfg: IngestConfig = load_dataclass(data, IngestConfig, file, "")
     cfg.source = file
-    base = os.path.dirname(os.path.abspath(file)) if not file.startswith("<") else os.getcwd()
     cfg.private_keys = [_resolve(base, p) for p in cfg.private_keys]
     cfg.sqlite.path = _resolve(base, cfg.sqlite.path)
-    if cfg.tls_cert:
-        cfg.tls_cert = _resolve(base, cfg.tls_cert)
-        cfg.tls_key = _resolve(base, cfg.tls_key)
-    if cfg.tls_client_ca:
-        cfg.tls_client_ca = _resolve(base, cfg.tls_client_ca)
     if cfg.remote_write.ca_file:
         cfg.remote_write.ca_file = _resolve(base, cfg.remote_write.ca_file)
     for a in cfg.agents:
@@ -207,11 +234,14 @@ def load_keys(cfg: IngestConfig) -> LoadedKeys:
         except KeyFileError as e:
             raise ConfigError(file, f"private_keys[{i}]", str(e)) from None
         private[k.key_id] = k
-    if cfg.tls_key:
+    tls_key = cfg.web.tls_server_config.key_file
+    if tls_key:
+        # Checked when the config was read too; checked again here because the file may
+        # have changed since (check-config, then run).
         try:
-            keymod.check_private_permissions(cfg.tls_key)
+            keymod.check_private_permissions(tls_key)
         except (KeyFileError, OSError) as e:
-            raise ConfigError(file, "tls_key", str(e)) from None
+            raise ConfigError(file, "web.tls_server_config.key_file", str(e)) from None
     agents: dict[str, Enrollment] = {}
     for i, a in enumerate(cfg.agents):
         key = f"agents[{i}].public_key"

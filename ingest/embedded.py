@@ -10,7 +10,11 @@ store) and reads it back with::
 
     hostmon ingest query --db STATE_DIR/ingest/ingest.db --tenant TENANT
 
-Decoding runs in threads of the agent process (no worker processes).
+Decoding runs in threads of the agent process (no worker processes). It
+speaks plain HTTP on loopback with no authentication and no rate limit: its
+only writer is the agent it runs in, which may drain a large spool at once
+after a restart (the ``[web]`` section of the agent secures the agent's own
+/metrics, not this listener).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 
 from agent.shipping import keys as keymod
+from agent.web.config import RateLimitConfig, WebConfig
 from ingest.config import AgentEntry, Enrollment, IngestConfig, LoadedKeys, SqliteConfig
 from ingest.server import IngestServer
 
@@ -73,6 +78,7 @@ async def start_embedded_ingest(
         agents=[AgentEntry(public_key=agent_public_key_path, tenants=sorted(allowed), name="local agent")],
         sqlite=SqliteConfig(path=database_path(state_dir)),
         decode_workers=0,
+        web=WebConfig(rate_limit=RateLimitConfig(requests_per_second=0)),
     )
     cfg.source = "<embedded ingest>"
     loaded = LoadedKeys({private.key_id: private}, {agent_id: Enrollment(agent_id, "local agent", agent_pub, allowed)})

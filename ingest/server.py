@@ -1,4 +1,15 @@
-"""The ingest HTTP server: ``POST /v1/batches``, ``GET /metrics``, ``GET /healthz``.
+"""The ingest HTTP server: ``POST /v1/batches``, ``GET /metrics``, ``GET /healthz``, ``GET /readyz``.
+
+Endpoint security comes from the ``[web]`` section (:mod:`agent.web`, the
+same code and keys as the agent's /metrics): TLS with certificate rotation,
+mutual TLS (a refused handshake is counted), a rate limit per client address
+(429 with ``Retry-After``, which the agent's sender retries) and basic/bearer
+authentication for every path but ``web.open_paths`` and ``/v1/batches`` (a
+batch is authenticated by its signature, and the sender sends no HTTP
+credentials). The refusals are counted in
+``hostmon_web_requests_refused_total{server="ingest",reason}`` on /metrics.
+``/healthz`` answers while the process serves; ``/readyz`` answers 200 once the
+SQLite sink is open and 503 while it is not (starting, shutting down).
 
 A batch goes through these checks, cheapest first; the first that fails
 answers with its status and a JSON body ``{"error": REASON, "detail": ...}``,
@@ -53,9 +64,8 @@ import multiprocessing
 import os
 import signal
 import sqlite3
-import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from aiohttp import web
 from prometheus_client import (
@@ -70,7 +80,9 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from agent.config import parse_listen
+from agent.errors import ConfigError
 from agent.shipping import wire
+from agent.web.security import PrometheusCollector, apply_web_security
 from ingest.config import IngestConfig, LoadedKeys, load_keys
 from ingest.decode import (
     SAMPLE,
@@ -132,6 +144,21 @@ class IngestMetrics:
         return generate_latest(self.registry)
 
 
+class _WebSecurityCollector:
+    """The endpoint security self-metrics of the ingest's current aiohttp app (none before start)."""
+
+    def __init__(self, server: IngestServer) -> None:
+        self._server = server
+
+    def describe(self) -> list[object]:
+        return []
+
+    def collect(self) -> Iterator[object]:
+        app = self._server.web_app
+        if app is not None:
+            yield from PrometheusCollector(app).collect()
+
+
 class IngestServer:
     """Owns the sinks, the keys and the aiohttp application."""
 
@@ -159,6 +186,7 @@ class IngestServer:
         self.metrics.agents.set(len(self.keys.agents))
         self.metrics.keys.set(len(self.keys.private))
         self.metrics.db_limit.set(cfg.sqlite.max_bytes)
+        self.metrics.registry.register(_WebSecurityCollector(self))  # type: ignore[arg-type]
         self.spec = DecoderSpec(
             private_keys=tuple((k.alg, k.raw) for k in self.keys.private.values()),
             agents=tuple((e.name, e.public.raw, tuple(sorted(e.tenants))) for e in self.keys.agents.values()),
@@ -179,6 +207,8 @@ class IngestServer:
         self._fault = os.environ.get(FAULT_ENV, "")
         self._retention_task: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
+        self.web_app: web.Application | None = None
+        self._ready = False
         self.url = ""
 
     # -- life cycle -------------------------------------------------------------
@@ -189,6 +219,7 @@ class IngestServer:
         app.router.add_post(BATCH_PATH, self.handle_batch)
         app.router.add_get("/metrics", self.handle_metrics)
         app.router.add_get("/healthz", self.handle_health)
+        app.router.add_get("/readyz", self.handle_ready)
         app.cleanup_ctx.append(self._lifecycle)
         return app
 
@@ -213,8 +244,10 @@ class IngestServer:
             await self.remote.start()
         self.metrics.db_bytes.set(await self.sink.used_bytes())
         self._retention_task = asyncio.create_task(self._retention_loop())
+        self._ready = True
 
     async def close(self) -> None:
+        self._ready = False
         if self._retention_task is not None:
             self._retention_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -252,14 +285,13 @@ class IngestServer:
         h, p = parse_listen(self.cfg.listen)
         host = h if host is None else host
         port = p if port is None else port
-        ssl_ctx = None
-        if self.cfg.tls_cert:
-            ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            ssl_ctx.load_cert_chain(self.cfg.tls_cert, self.cfg.tls_key)
-            if self.cfg.tls_client_ca:
-                ssl_ctx.load_verify_locations(cafile=self.cfg.tls_client_ca)
-                ssl_ctx.verify_mode = ssl.CERT_REQUIRED
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        app = self.app()
+        try:
+            ssl_ctx = apply_web_security(app, self.cfg.web, server="ingest", own_auth_paths=(BATCH_PATH,))
+        except ConfigError as e:  # name the ingest's config file, not "<config>"
+            raise ConfigError(self.cfg.source, e.key, e.reason) from None
+        self.web_app = app
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=ssl_ctx, reuse_address=True)
         await site.start()
@@ -281,6 +313,11 @@ class IngestServer:
 
     async def handle_health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
+
+    async def handle_ready(self, request: web.Request) -> web.Response:
+        if not self._ready:
+            return web.json_response({"status": "not_ready"}, status=503)
+        return web.json_response({"status": "ready"})
 
     def _reject(self, e: Rejected) -> web.Response:
         self.metrics.rejected.labels(e.reason).inc()

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import os
 import ssl
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 
 from aiohttp import web
 
@@ -100,11 +100,13 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class WebSecurity:
     """The security state of one server: counters, limiter, authenticator, TLS manager."""
 
-    def __init__(self, cfg: WebConfig, server: str) -> None:
+    def __init__(self, cfg: WebConfig, server: str, own_auth_paths: Iterable[str] = ()) -> None:
         self.cfg = cfg
         self.server = server
         self.refused: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
-        self.open_paths = frozenset(cfg.open_paths)
+        # own_auth_paths: routes that authenticate requests themselves (the ingest's batch
+        # path checks each batch's signature); HTTP credentials are never asked for there.
+        self.open_paths = frozenset(cfg.open_paths) | frozenset(own_auth_paths)
         rl = cfg.rate_limit
         self.limiter = RateLimiter(rl.requests_per_second, rl.burst, rl.max_clients) if rl.enabled else None
         self._token_sig: tuple[tuple[int, int, int] | None, ...] = ()
@@ -263,19 +265,24 @@ def _refusal(status: int, text: str, headers: dict[str, str]) -> web.Response:
     return web.Response(status=status, text=text, headers=headers)
 
 
-def apply_web_security(app: web.Application, cfg: WebConfig, *, server: str) -> ssl.SSLContext | None:
+def apply_web_security(
+    app: web.Application, cfg: WebConfig, *, server: str, own_auth_paths: Iterable[str] = ()
+) -> ssl.SSLContext | None:
     """Secure ``app`` per ``cfg``; returns the SSL context for ``web.TCPSite`` (None: plain HTTP).
 
     Must be called before the app is frozen. The rate-limit and auth middlewares
     are put first in ``app.middlewares`` (before any the app already has), the
     file watcher starts with the app and stops at its cleanup, and
-    :func:`security_metrics` reads the counters. Raises ConfigError or
+    :func:`security_metrics` reads the counters. ``own_auth_paths`` are routes
+    that authenticate each request themselves (the ingest's ``/v1/batches``:
+    the batch signature): the rate limit applies to them, HTTP credentials are
+    never asked for. Raises ConfigError or
     ssl.SSLError/OSError when the TLS files cannot be loaded at start.
     """
     if app.frozen:
         raise RuntimeError("apply_web_security() must be called before the aiohttp app is frozen (before runner.setup())")
     try:
-        sec = WebSecurity(cfg, server)
+        sec = WebSecurity(cfg, server, own_auth_paths)
     except (ssl.SSLError, OSError, ValueError) as e:
         raise ConfigError(None, "web.tls_server_config", f"cannot load the TLS files: {e}") from None
     app.middlewares.insert(0, sec.auth_middleware)

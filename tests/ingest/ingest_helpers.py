@@ -57,7 +57,12 @@ def write_config(
     limits: str = "",
     sqlite: str = "",
     private_keys: Sequence[str] | None = None,
+    web: str | None = None,
 ) -> Path:
+    """An ingest config in ``d``. ``extra`` goes at the top level; ``web`` is the body of a ``[web]`` table
+    (sub-tables like ``[web.tls_server_config]`` may follow in it). With ``web=None`` the rate limit is off:
+    these tests and bench/ingest_bench.py fire many batches from 127.0.0.1 on purpose; the tests of the
+    rate limit (test_ingest_tls.py) pass their own ``web``."""
     ks = [keys] if isinstance(keys, KeySet) else list(keys)
     pk = private_keys if private_keys is not None else sorted({k.ingest_key_path for k in ks})
     lines = [f'listen = "{listen}"', "private_keys = [" + ", ".join(f'"{p}"' for p in pk) + "]", extra]
@@ -68,6 +73,7 @@ def write_config(
         seen.add(k.agent_id)
         lines += ["[[agents]]", f'public_key = "{k.agent_pub_path}"', "tenants = [" + ", ".join(f'"{t}"' for t in tenants) + "]"]
     lines += ["[limits]", limits, "[sqlite]", f'path = "{d / "ingest.db"}"', sqlite]
+    lines += ["[web]", "[web.rate_limit]\nrequests_per_second = 0" if web is None else web]
     p = d / "ingest.toml"
     p.write_text("\n".join(lines) + "\n")
     return p

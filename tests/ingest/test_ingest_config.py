@@ -195,3 +195,112 @@ async def test_sqlite_failure_answers_503_and_commits_nothing(tmp_path: Path) ->
         assert "process_resident_memory_bytes" in text
     finally:
         await server.stop()
+
+
+# ---------------------------------------------------------------------------
+# [web]: the agent's endpoint security section, file names relative to the config file
+
+
+def _self_signed(d: Path, stem: str) -> tuple[Path, Path]:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, stem)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256())
+    )
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{stem}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    fd = os.open(d / f"{stem}.key", os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    os.close(fd)
+    return d / f"{stem}.crt", d / f"{stem}.key"
+
+
+def test_web_defaults_match_the_agent(tmp_path: Path) -> None:
+    k = make_keys(tmp_path / "keys")
+    cfg = cfgmod.load(str(_cfg(tmp_path, f'private_keys = ["{k.ingest_key_path}"]\n')))
+    assert not cfg.web.tls_server_config.enabled  # plain HTTP on 127.0.0.1 unless configured
+    assert cfg.web.open_paths == ["/healthz", "/readyz"]
+    assert (cfg.web.rate_limit.requests_per_second, cfg.web.rate_limit.burst) == (10.0, 20)
+    assert not cfg.web.auth_enabled
+
+
+def test_web_file_names_are_resolved_against_the_config_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    k = make_keys(tmp_path / "keys")
+    _self_signed(tmp_path / "tls", "ingest")
+    (tmp_path / "tls" / "scrape.token").write_text("tok\n")
+    os.chmod(tmp_path / "tls" / "scrape.token", 0o600)
+    monkeypatch.chdir("/")  # not the config's directory
+    p = _cfg(
+        tmp_path,
+        f'private_keys = ["{k.ingest_key_path}"]\n[web]\nbearer_token_files = ["tls/scrape.token"]\n'
+        '[web.tls_server_config]\ncert_file = "tls/ingest.crt"\nkey_file = "tls/ingest.key"\n'
+        'client_ca_file = "tls/ingest.crt"\nclient_auth_type = "RequireAndVerifyClientCert"\n',
+    )
+    t = cfgmod.load(str(p)).web.tls_server_config
+    assert (t.cert_file, t.key_file, t.client_ca_file) == (
+        str(tmp_path / "tls/ingest.crt"), str(tmp_path / "tls/ingest.key"), str(tmp_path / "tls/ingest.crt")
+    )
+    assert cfgmod.load(str(p)).web.bearer_token_files == [str(tmp_path / "tls/scrape.token")]
+
+
+@pytest.mark.parametrize("old", ["tls_cert", "tls_key", "tls_client_ca"])
+def test_the_old_tls_keys_say_where_they_moved(tmp_path: Path, old: str) -> None:
+    p = _cfg(tmp_path, f'{old} = "x.pem"\n')
+    with pytest.raises(ConfigError) as ei:
+        cfgmod.load(str(p))
+    assert (ei.value.file, ei.value.key) == (str(p), old)
+    assert "web.tls_server_config." in ei.value.reason
+
+
+@pytest.mark.parametrize(
+    "web,key,reason",
+    [
+        ('[web.tls_server_config]\ncert_file = "missing.crt"\nkey_file = "missing.key"\n', "web.tls_server_config.cert_file", "no such file"),
+        ('[web.tls_server_config]\nclient_auth_type = "Sometimes"\n', "web.tls_server_config.client_auth_type", "RequireAndVerifyClientCert"),
+        ('[web.tls_server_config]\nclient_ca_file = "tls/ingest.crt"\n', "web.tls_server_config", "need TLS"),
+        ('[web]\nbasic_auth_users = { prometheus = "plain" }\n', "web.basic_auth_users", "bcrypt"),
+        ('[web.rate_limit]\nrequests_per_second = -1\n', "web.rate_limit.requests_per_second", "0 or more"),
+        ('[web]\nopen_paths = ["healthz"]\n', "web.open_paths", "absolute"),
+    ],
+)
+def test_bad_web_values_name_file_key_and_reason(tmp_path: Path, web: str, key: str, reason: str) -> None:
+    _self_signed(tmp_path / "tls", "ingest")
+    p = _cfg(tmp_path, web)
+    with pytest.raises(ConfigError) as ei:
+        cfgmod.load(str(p))
+    assert (ei.value.file, ei.value.key) == (str(p), key)
+    assert reason in ei.value.reason
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604])
+def test_ingest_refuses_to_start_with_a_readable_tls_key(tmp_path: Path, mode: int) -> None:
+    k = make_keys(tmp_path / "keys")
+    crt, key = _self_signed(tmp_path / "tls", "ingest")
+    cfg = write_config(tmp_path, k, web=f'[web.tls_server_config]\ncert_file = "{crt}"\nkey_file = "{key}"')
+    cfgmod.load_keys(cfgmod.load(str(cfg)))  # 0600: fine
+    os.chmod(key, mode)
+    for cmd in (["run", "--config", str(cfg)], ["check-config", str(cfg)]):
+        r = subprocess.run([sys.executable, "-m", "ingest.cli", *cmd], capture_output=True, text=True, timeout=30, cwd=REPO, check=False)
+        assert r.returncode == 2, r.stderr
+        assert f"{cfg}: web.tls_server_config.key_file: {key}: permissions" in r.stderr
+        assert f"chmod 600 {key}" in r.stderr
+    assert not (tmp_path / "ingest.db").exists()
+
+
+def test_tls_key_opened_up_after_the_config_was_read_is_refused_by_load_keys(tmp_path: Path) -> None:
+    k = make_keys(tmp_path / "keys")
+    crt, key = _self_signed(tmp_path / "tls", "ingest")
+    cfg = cfgmod.load(str(write_config(tmp_path, k, web=f'[web.tls_server_config]\ncert_file = "{crt}"\nkey_file = "{key}"')))
+    os.chmod(key, 0o644)
+    with pytest.raises(ConfigError, match=r"web\.tls_server_config\.key_file.*too open"):
+        cfgmod.load_keys(cfg)

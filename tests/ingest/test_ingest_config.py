@@ -304,3 +304,21 @@ def test_tls_key_opened_up_after_the_config_was_read_is_refused_by_load_keys(tmp
     os.chmod(key, 0o644)
     with pytest.raises(ConfigError, match=r"web\.tls_server_config\.key_file.*too open"):
         cfgmod.load_keys(cfg)
+
+
+def test_the_web_example_in_docs_ingest_md_loads(tmp_path: Path) -> None:
+    import re
+    import shutil
+
+    text = (REPO / "docs" / "ingest.md").read_text()
+    example = next(b for b in re.findall(r"```toml\n(.*?)```", text, re.S) if "[web.tls_server_config]" in b)
+    k = make_keys(tmp_path / "keys")
+    shutil.copyfile(k.ingest_key_path, tmp_path / "ingest.key")
+    os.chmod(tmp_path / "ingest.key", 0o600)
+    _self_signed(tmp_path / "tls", "tls")
+    shutil.copyfile(tmp_path / "tls" / "tls.crt", tmp_path / "tls" / "agents-ca.crt")
+    cfg = cfgmod.load(str(_cfg(tmp_path, example)))
+    assert cfg.web.tls_server_config.client_auth_type == "RequireAndVerifyClientCert"
+    assert cfg.web.tls_server_config.key_file == str(tmp_path / "tls" / "tls.key")
+    assert list(cfg.web.basic_auth_users) == ["prometheus"]
+    assert cfgmod.load_keys(cfg).private

@@ -61,6 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg.listen = args.listen
     logs.setup(args.log_level)
     cfgmod.load_keys(cfg)  # refuse to start on a bad or too-open key before listening
+    cfgmod.check_web(cfg)  # and on TLS files that do not load
 
     def ready(url: str) -> None:
         # One line on stdout that scripts (and tests) can wait for.
@@ -75,7 +76,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     cfg = cfgmod.load(args.file)
     keys = cfgmod.load_keys(cfg)
-    print(f"{args.file}: ok ({len(keys.agents)} agents enrolled, {len(keys.private)} ingest keys)")
+    web = cfgmod.check_web(cfg)
+    print(f"{args.file}: ok ({len(keys.agents)} agents enrolled, {len(keys.private)} ingest keys; {web})")
     return 0
 
 

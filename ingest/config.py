@@ -257,3 +257,30 @@ def load_keys(cfg: IngestConfig) -> LoadedKeys:
             raise ConfigError(file, key, f"agent {aid} is enrolled twice (also agents[{list(agents).index(aid)}])")
         agents[aid] = Enrollment(aid, a.name or aid, pub, frozenset(a.tenants))
     return LoadedKeys(private, agents)
+
+
+def check_web(cfg: IngestConfig) -> str:
+    """Load the TLS files of ``[web]`` once (certificate and key match, CA parses); a short summary.
+
+    Raises ConfigError naming ``web.tls_server_config`` when they do not load,
+    so ``check-config`` and ``run`` say so before anything listens.
+    """
+    import ssl
+
+    from agent.web.tls import build_context
+
+    tls = cfg.web.tls_server_config
+    parts = []
+    if tls.enabled:
+        try:
+            build_context(tls)
+        except (OSError, ValueError, ssl.SSLError) as e:
+            raise ConfigError(cfg.source, "web.tls_server_config", f"the TLS files do not load: {e}") from None
+        parts.append("TLS" if tls.client_auth_type == "NoClientCert" else f"TLS, client certificates {tls.client_auth_type}")
+    else:
+        parts.append("plain HTTP")
+    if cfg.web.auth_enabled:
+        parts.append("authentication on")
+    rl = cfg.web.rate_limit
+    parts.append(f"rate limit {rl.requests_per_second:g}/s per address" if rl.enabled else "no rate limit")
+    return ", ".join(parts)

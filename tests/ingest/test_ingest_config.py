@@ -322,3 +322,20 @@ def test_the_web_example_in_docs_ingest_md_loads(tmp_path: Path) -> None:
     assert cfg.web.tls_server_config.key_file == str(tmp_path / "tls" / "tls.key")
     assert list(cfg.web.basic_auth_users) == ["prometheus"]
     assert cfgmod.load_keys(cfg).private
+
+
+def test_check_config_and_run_refuse_a_key_that_does_not_match_the_certificate(tmp_path: Path) -> None:
+    k = make_keys(tmp_path / "keys")
+    crt, _ = _self_signed(tmp_path / "tls", "one")
+    _, other_key = _self_signed(tmp_path / "tls", "two")
+    cfg = write_config(tmp_path, k, web=f'[web.tls_server_config]\ncert_file = "{crt}"\nkey_file = "{other_key}"')
+    for cmd in (["check-config", str(cfg)], ["run", "--config", str(cfg)]):
+        r = subprocess.run([sys.executable, "-m", "ingest.cli", *cmd], capture_output=True, text=True, timeout=30, cwd=REPO, check=False)
+        assert r.returncode == 2, r.stderr
+        assert f"{cfg}: web.tls_server_config: the TLS files do not load" in r.stderr
+        assert "Traceback" not in r.stderr
+    assert not (tmp_path / "ingest.db").exists()
+    good = write_config(tmp_path, k, web=f'[web.tls_server_config]\ncert_file = "{crt}"\nkey_file = "{tmp_path / "tls" / "one.key"}"')
+    r = subprocess.run([sys.executable, "-m", "ingest.cli", "check-config", str(good)], capture_output=True, text=True, timeout=30, cwd=REPO, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "ingest keys; TLS, rate limit 10/s per address" in r.stdout

@@ -311,7 +311,7 @@ def test_the_web_example_in_docs_ingest_md_loads(tmp_path: Path) -> None:
     import shutil
 
     text = (REPO / "docs" / "ingest.md").read_text()
-    example = next(b for b in re.findall(r"```toml\n(.*?)```", text, re.S) if "[web.tls_server_config]" in b)
+    example = next(b for b in re.findall(r"```toml\n(.*?)```", text, re.DOTALL) if "[web.tls_server_config]" in b)
     k = make_keys(tmp_path / "keys")
     shutil.copyfile(k.ingest_key_path, tmp_path / "ingest.key")
     os.chmod(tmp_path / "ingest.key", 0o600)

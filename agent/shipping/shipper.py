@@ -35,7 +35,7 @@ from agent.handoff import Collection
 from agent.shipping import keys, wire
 from agent.shipping.batcher import Batcher, Chunk
 from agent.shipping.config import ShippingConfig
-from agent.shipping.sender import ACKED, DROP, RETRY_REASONS, Sender, retry_wait
+from agent.shipping.sender import ACKED, DROP, DROP_STATUSES, RETRY_REASONS, Sender, retry_wait
 from agent.shipping.spool import SeqStore, Spool
 
 log = logging.getLogger("hostmon.shipping")
@@ -122,7 +122,8 @@ class Shipper:
         self.duplicates = 0
         self.failed: dict[str, int] = {r: 0 for r in RETRY_REASONS}
         self.retries = 0
-        self.rejected: dict[str, int] = {}
+        # every status that drops a batch is exposed at 0 from the start, so alerts see it before the first drop
+        self.rejected: dict[str, int] = {str(st): 0 for st in sorted(DROP_STATUSES)}
         self.rejected_samples = 0
         self.send_seconds = 0.0
         self.send_attempts = 0

@@ -139,7 +139,15 @@ async def test_every_sample_and_event_arrives_once_with_tenants_and_collection_t
     assert metric(sh, "hostmon_ship_sent_batches_total") == len(headers)
     assert metric(sh, "hostmon_ship_sent_samples_total") == 378
     assert metric(sh, "hostmon_spool_batches") == 0 and metric(sh, "hostmon_spool_bytes") == 0
-    assert {s.name for s in sh.self_metrics()} <= {m.name for m in METRICS}
+    assert metric(sh, "hostmon_spool_limit_bytes") == sh.config.spool_limit_bytes
+    assert metric(sh, "hostmon_spool_dropped_batches_total") == 0
+    assert metric(sh, "hostmon_ship_retries_total") == 0
+    assert sum(s.value for s in sh.self_metrics() if s.name == "hostmon_ship_failed_total") == 0
+    # send latency: attempts, time spent in them, and the last one's duration
+    assert metric(sh, "hostmon_ship_send_attempts_total") == len(headers)
+    assert 0 < metric(sh, "hostmon_ship_send_duration_seconds_total") < 60
+    assert 0 < metric(sh, "hostmon_ship_last_send_duration_seconds") <= metric(sh, "hostmon_ship_send_duration_seconds_total")
+    assert {s.name for s in sh.self_metrics()} == {m.name for m in METRICS}
 
 
 async def test_ingest_down_then_up_delivers_everything_exactly_once(env) -> None:
@@ -194,29 +202,36 @@ async def test_stop_seals_the_buffer_and_a_restart_sends_it_with_new_sequence_nu
     assert first_seqs == {f"{seqs[0]:020d}.hmb", "corrupt"}
 
 
-async def test_permanent_rejections_leave_the_spool_and_are_counted_retryable_ones_stay(env) -> None:
+async def test_permanent_rejections_leave_the_spool_and_are_counted_retryable_ones_stay(env, caplog) -> None:
     tmp_path, a, i, ingest = env
     port = free_port()
-    ingest.answers = [503, 429, 400, 413]
+    # batch 1: 503, 429, then 400 -> dropped; batches 2-5: 413, 401, 403, 400 -> dropped at the first answer;
+    # batches 6 and 7 stored
+    ingest.answers = [503, 429, 400, 413, 401, 403, 400]
     runner = await start_server(ingest, port)
     sh = make_shipper(tmp_path, a, i, port, batch_max_records=10, batch_max_age=3600.0)
+    caplog.set_level("INFO", logger="hostmon.shipping")
     await sh.start()
     try:
-        for k in range(4):
+        for k in range(7):
             sh.submit(collection(10, k * 10))
         await eventually(lambda: len(ingest.stored) == 2)
         await sh.stop()
     finally:
         await runner.cleanup()
-    # batch 1: 503, 429, then 400 -> dropped; batch 2: 413 -> dropped; batches 3, 4 stored
-    assert sorted(s.value for s in ingest.samples()) == [float(j) for j in range(20, 40)]
-    assert metric(sh, "hostmon_ship_rejected_total", status="400") == 1
-    assert metric(sh, "hostmon_ship_rejected_total", status="413") == 1
-    assert metric(sh, "hostmon_ship_rejected_samples_total") == 20
+    assert sorted(s.value for s in ingest.samples()) == [float(j) for j in range(50, 70)]
+    # a permanent rejection is never retried: 7 batches, 2 retries of batch 1, so 9 posts
+    assert ingest.posts == 9
+    for status, n in (("400", 2), ("401", 1), ("403", 1), ("413", 1)):
+        assert metric(sh, "hostmon_ship_rejected_total", status=status) == n
+    assert metric(sh, "hostmon_ship_rejected_samples_total") == 50
     assert metric(sh, "hostmon_ship_failed_total", reason="http_5xx") == 1
     assert metric(sh, "hostmon_ship_failed_total", reason="http_429") == 1
     assert metric(sh, "hostmon_ship_retries_total") == 2
     assert metric(sh, "hostmon_spool_batches") == 0
+    # logged once per (status, reason), with the reason: the second 400 "scripted" is counted, not logged
+    drops = [r for r in caplog.records if "rejected a batch for good" in r.getMessage()]
+    assert sorted((r.status, r.reason) for r in drops) == [(400, "scripted"), (401, "scripted"), (403, "scripted"), (413, "scripted")]
 
 
 async def test_full_spool_drops_exactly_the_oldest_batches_while_the_ingest_is_down(env) -> None:

@@ -293,3 +293,70 @@ def test_all_reasons_are_exposed_from_the_start(env: Env) -> None:
         assert metric_value(text, "hostmon_ingest_rejected_total", {"reason": reason}) is not None, reason
     assert metric_value(text, "hostmon_ingest_batches_total", {"result": "stored"}) >= 1
     assert metric_value(text, "hostmon_ingest_samples_total", {"tenant_id": "acme"}) >= 3
+
+
+async def test_an_honest_agent_keeps_shipping_during_a_flood_of_hostile_batches(env: Env) -> None:
+    """The real Shipper delivers every sample, exactly once, while hostile batches hit the ingest concurrently."""
+    import asyncio
+
+    import aiohttp
+    from ingest_helpers import all_samples
+
+    from agent.api import Sample
+    from agent.handoff import Collection
+    from agent.shipping.config import ShippingConfig
+    from agent.shipping.shipper import Shipper
+
+    def hostile() -> list[tuple[bytes, int, str]]:
+        bad_sig = bytearray(seal(env.keys, env.next_seq(), sample_records(5)))
+        bad_sig[-1] ^= 0x80
+        bomb = zstandard.ZstdCompressor(level=3).compress(b"\x00" * (8 * 1024 * 1024))
+        return [
+            (bytes(bad_sig), 401, "bad_signature"),
+            (seal(env.keys, env.next_seq(), sample_records(2, tenant="globex")), 403, "tenant_not_allowed"),
+            (envelope(env.keys, header(env.keys, env.next_seq(), 1), bomb), 413, "decompressed_too_large"),
+            (seal(env.keys, 1, sample_records(9)), 409, "replay"),  # seq 1 was stored by the fixture
+            (envelope(env.keys, header(env.keys, env.next_seq(), 1), zstandard.ZstdCompressor().compress(b"\xc1\xc1")), 400, "bad_msgpack"),
+            (seal(env.keys, env.next_seq(), [{"s": "m", "k": "gauge", "v": "1", "l": {"tenant_id": "acme"}, "t": 1.0}]), 422, "bad_record"),
+        ]
+
+    attacks = [a for _ in range(8) for a in hostile()]
+    before = db_counts(env.db)
+    t0 = time.time() - 60
+    cfg = ShippingConfig(
+        ingest_url=env.url, ingest_public_key=env.keys.ingest_pub_path,
+        batch_max_records=10, batch_max_age=0.05, backoff_first=0.02, backoff_max=0.2,
+    )
+    shipper = Shipper(cfg, state_dir=str(env.tmp / "honest-agent"), tenant_ids=["acme-dev"], agent_key_path=str(env.keys.dir / "agent.key"))
+    await shipper.start()
+    sem = asyncio.Semaphore(4)
+    answers: list[tuple[int, str, int, str]] = []
+
+    async def attack(session: aiohttp.ClientSession, blob: bytes, status: int, reason: str) -> None:
+        async with sem, session.post(env.url + "/v1/batches", data=blob, headers={"Content-Type": wire.CONTENT_TYPE}) as r:
+            body = await r.json()
+            answers.append((r.status, body.get("reason", ""), status, reason))
+
+    async def honest() -> None:
+        for k in range(20):
+            samples = [Sample("hostmon_flood_value", "gauge", float(k * 10 + j), {"k": str(k), "j": str(j)}, t0 + k) for j in range(10)]
+            shipper.submit(Collection("flood", t0 + k, samples, []))
+            await asyncio.sleep(0.01)
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            await asyncio.gather(honest(), *(attack(session, *a) for a in attacks))
+        assert await shipper.wait_sent(30)
+    finally:
+        await shipper.stop()
+    assert [(got, why) for got, why, _, _ in answers] == [(want, reason) for _, _, want, reason in answers]
+    assert len(answers) == len(attacks)
+    want = sorted(
+        ("hostmon_flood_value", tuple(sorted({"tenant_id": "acme-dev", "k": str(k), "j": str(j)}.items())), float(k * 10 + j), t0 + k)
+        for k in range(20) for j in range(10)
+    )
+    assert sorted(all_samples(env.db, tenant="acme-dev")) == want  # every honest sample, once
+    after = db_counts(env.db)
+    assert after["samples"] == before["samples"] + 200  # and nothing of the hostile batches
+    assert after["batches"] == before["batches"] + shipper.sent_batches
+    assert shipper.rejected_samples == 0 and shipper.duplicates == 0

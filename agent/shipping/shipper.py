@@ -35,7 +35,14 @@ from agent.handoff import Collection
 from agent.shipping import keys, wire
 from agent.shipping.batcher import Batcher, Chunk
 from agent.shipping.config import ShippingConfig
-from agent.shipping.sender import ACKED, DROP, DROP_STATUSES, RETRY_REASONS, Sender, retry_wait
+from agent.shipping.sender import (
+    ACKED,
+    DROP,
+    DROP_STATUSES,
+    RETRY_REASONS,
+    Sender,
+    retry_wait,
+)
 from agent.shipping.spool import SeqStore, Spool
 
 log = logging.getLogger("hostmon.shipping")

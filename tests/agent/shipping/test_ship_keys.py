@@ -101,3 +101,26 @@ def test_keys_cli_runs_as_a_module(tmp_path) -> None:
                        capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "ingest.pub").read_text().startswith("hostmon-x25519 ")
+
+
+def test_hostmon_keys_command_creates_both_pairs_with_private_halves_0600(tmp_path) -> None:
+    """`hostmon keys agent|ingest` through the real `hostmon` command, under a permissive umask."""
+    import stat
+
+    def hostmon(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", "import os, sys; os.umask(0); from agent.cli import main; sys.exit(main(sys.argv[1:]))", *args],
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    r = hostmon("keys", "agent", "--dir", str(tmp_path / "agent"))
+    assert r.returncode == 0, r.stderr
+    agent_id = r.stdout.split()[1]
+    r = hostmon("keys", "ingest", "--dir", str(tmp_path / "ingest"), "--suite", "mlkem768-x25519")
+    assert r.returncode == 0, r.stderr
+    for d, name in (("agent", "agent"), ("ingest", "ingest")):
+        assert stat.S_IMODE(os.stat(tmp_path / d / f"{name}.key").st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(tmp_path / d / f"{name}.pub").st_mode) == 0o644
+        assert stat.S_IMODE(os.stat(tmp_path / d).st_mode) == 0o700
+    assert keys.load_private_key(tmp_path / "agent" / "agent.key").key_id == agent_id
+    assert keys.load_private_key(tmp_path / "ingest" / "ingest.key").alg == "mlkem768-x25519"
+    r = hostmon("keys", "show", str(tmp_path / "agent" / "agent.pub"))
+    assert r.returncode == 0 and f"agent_id {agent_id}" in r.stdout

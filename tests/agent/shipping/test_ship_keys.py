@@ -105,7 +105,6 @@ def test_keys_cli_runs_as_a_module(tmp_path) -> None:
 
 def test_hostmon_keys_command_creates_both_pairs_with_private_halves_0600(tmp_path) -> None:
     """`hostmon keys agent|ingest` through the real `hostmon` command, under a permissive umask."""
-    import stat
 
     def hostmon(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-c", "import os, sys; os.umask(0); from agent.cli import main; sys.exit(main(sys.argv[1:]))", *args],

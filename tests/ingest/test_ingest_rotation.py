@@ -114,7 +114,7 @@ async def test_rotation_to_mlkem_delivers_old_and_new_batches_exactly_once(tmp_p
         finally:
             await sh.stop()
         assert sh.sealed == 3 and sh.ingest_key is not None and sh.ingest_key.key_id == new.ingest.key_id
-        assert sh.sent_batches == 6 and sh.duplicates == 0 and not sh.rejected
+        assert sh.sent_batches == 6 and sh.duplicates == 0 and not any(sh.rejected.values())
         async with aiohttp.ClientSession() as session, session.get(ingest.url + "/metrics") as r:
             metrics = await r.text()
         assert metric_value(metrics, "hostmon_ingest_private_keys") == 2

@@ -66,3 +66,42 @@ def test_check_shipping_reports_key_problems(tmp_path) -> None:
     missing = load_cfg(tmp_path, f'ingest_url = "https://ingest:9436"\ningest_public_key = "{kd / "nope.pub"}"\n')
     with pytest.raises(KeyFileError, match="not found"):
         check_shipping(missing)
+
+
+async def test_with_an_ingest_url_no_embedded_ingest_starts(tmp_path) -> None:
+    from agent.shipping.runtime import EmbeddedShipper
+
+    kd = tmp_path / "k"
+    i = keys.generate_ingest_keypair(kd)
+    cfg = load_cfg(tmp_path, f'ingest_url = "https://ingest.example.com:9436"\ningest_public_key = "{i.public_path}"\n')
+    shipper = await make_shipper(cfg, None)
+    assert not isinstance(shipper, EmbeddedShipper)
+    assert shipper.ingest_url == "https://ingest.example.com:9436"
+    assert shipper.ingest_public_key_path == i.public_path
+    assert not (tmp_path / "state" / "ingest").exists()  # no local ingest, no local database
+    assert (tmp_path / "state" / "keys" / "agent.key").exists()  # the identity to enroll is created
+
+
+async def test_embedded_ingest_with_the_mlkem_suite_option(tmp_path) -> None:
+    """shipping.suite = "mlkem768-x25519" with no ingest_url: the embedded ingest's key is hybrid and batches land."""
+    from ingest.query import open_db, query_samples
+
+    cfg = load_cfg(tmp_path, 'suite = "mlkem768-x25519"\n')
+    shipper = await make_shipper(cfg, None)
+    await shipper.start()
+    try:
+        samples = [Sample("hostmon_test_value", "gauge", float(j), {"j": str(j)}) for j in range(7)]
+        shipper.submit(Collection("test", 1767225600.0, samples, []))
+        assert await shipper.wait_sent(10)
+    finally:
+        await shipper.stop()
+    state = tmp_path / "state"
+    assert keys.load_public_key(state / "ingest" / "ingest.pub").alg == "mlkem768-x25519"
+    assert shipper.sent_batches >= 1 and not any(shipper.rejected.values())
+    conn = open_db(str(state / "ingest" / "ingest.db"))
+    try:
+        rows = list(query_samples(conn, "acme", "hostmon_test_value"))
+    finally:
+        conn.close()
+    assert sorted(r["value"] for r in rows) == [float(j) for j in range(7)]
+    assert all(r["labels"]["tenant_id"] == "acme" for r in rows)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -85,10 +86,14 @@ async def make_shipper(cfg: Any, agent: Any = None) -> Shipper:
     tenant_ids = [cfg.tenant_id]
     if sc.ingest_url:
         return Shipper(sc, state_dir=state_dir, tenant_ids=tenant_ids, agent_key_path=agent_key_path)
-    from ingest.embedded import public_key_path, start_embedded_ingest
+    from ingest.embedded import database_path, public_key_path, start_embedded_ingest
 
     url, stop = await start_embedded_ingest(
         state_dir, _ensure_public_file(agent_key_path), tenants=None, suite=sc.suite or keys.X25519
+    )
+    log.info(
+        "this agent ships to its embedded ingest; read what it stored with the query command",
+        extra={"query": f"hostmon ingest query --db {shlex.quote(database_path(state_dir))} --tenant {shlex.quote(cfg.tenant_id)}"},
     )
     shipper = EmbeddedShipper(
         sc,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import stat
 import subprocess
@@ -106,7 +107,17 @@ def test_hostmon_run_ships_to_its_embedded_ingest_and_query_reads_it_back(tmp_pa
     assert took < 5.0, f"hostmon run took {took:.1f} s to stop after SIGTERM"
     # The log says that it ships to an embedded ingest, and where to query it.
     assert "embedded ingest started" in text_log
-    assert "hostmon ingest query" in text_log
+    # ... and the query command it logs reads this agent's samples, run as written
+    lines = [json.loads(line) for line in text_log.splitlines() if line.startswith("{")]
+    hints = [r["query"] for r in lines if "ships to its embedded ingest" in r.get("msg", "")]
+    assert hints == [f"hostmon ingest query --db {db} --tenant acme"]
+    argv = shlex.split(hints[0])
+    assert argv[:3] == ["hostmon", "ingest", "query"]
+    r = subprocess.run([sys.executable, "-m", "agent.cli", *argv[1:], "--name", "node_load1", "--format", "json"],
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    hinted = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+    assert hinted and all(row["tenant_id"] == "acme" for row in hinted)
     assert "agent identity created" in text_log
     # Keys created on first start, private halves 0600.
     for key in (state / "keys" / "agent.key", state / "ingest" / "ingest.key"):

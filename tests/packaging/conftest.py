@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+# lets the tests here import their helper module (packaging_testutil)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def in_ci() -> bool:
@@ -55,3 +58,4 @@ def require_tool() -> RequireTool:
 @pytest.fixture(scope="session")
 def require_module() -> Callable[[str, str], object]:
     return _require_module
+

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import os
 import posixpath
+import re
+import stat
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +16,7 @@ import pytest
 import yaml
 
 from agent import config as agent_config
+from packaging_testutil import in_ci
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "packaging" / "kubernetes"
@@ -302,3 +306,209 @@ def test_shipped_configs_pass_check_config_with_real_keys(tmp_path: Path) -> Non
     )
     proc = hostmon("ingest", "check-config", str(ingest_toml))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --------------------------------------------------------------------------- TLS files (issue 7)
+# Which shipped config names which workload, and the optional TLS Secret that feeds it.
+TLS_WIRING = {
+    "agent": ("agent-hostmon.toml", "DaemonSet", "agent", "hostmon-agent-tls"),
+    "ingest": ("ingest.toml", "Deployment", "ingest", "hostmon-ingest-tls"),
+}
+TLS_KEYS = {
+    "web.tls_server_config": ("cert_file", "key_file", "client_ca_file"),
+    "shipping": ("ca_file", "client_cert", "client_key"),
+}
+SECRET_KEYS = {"web.tls_server_config.key_file", "shipping.client_key"}
+
+
+def tls_paths(cfg: dict[str, Any]) -> dict[str, str]:
+    """``section.key`` -> path for every TLS file a config names."""
+    out = {}
+    for section, keys in TLS_KEYS.items():
+        table: dict[str, Any] = cfg
+        for part in section.split("."):
+            table = table.get(part, {})
+        for key in keys:
+            if table.get(key):
+                out[f"{section}.{key}"] = table[key]
+    return out
+
+
+def workload(kind: str) -> dict[str, Any]:
+    (w,) = by_kind(kind)
+    return w
+
+
+def container_named(pod: dict[str, Any], name: str) -> dict[str, Any]:
+    (c,) = [c for c in pod["containers"] + pod.get("initContainers", []) if c["name"] == name]
+    return c
+
+
+def volume_at(pod: dict[str, Any], container: dict[str, Any], path: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(path inside the volume, the mount, the volume) that serve ``path`` in ``container``."""
+    best = None
+    for m in container["volumeMounts"]:
+        mp = m["mountPath"].rstrip("/") or "/"
+        if (path == mp or path.startswith(mp + "/")) and (best is None or len(mp) > len(best["mountPath"])):
+            best = m
+    assert best is not None, f"{path} is on no volume mount of container {container['name']}"
+    (vol,) = [v for v in pod["volumes"] if v["name"] == best["name"]]
+    return posixpath.relpath(path, best["mountPath"]), best, vol
+
+
+@pytest.mark.parametrize("server", sorted(TLS_WIRING))
+def test_commented_tls_paths_agree_with_the_secret_mounts(server: str) -> None:
+    """The commented TLS settings name files on a read-only volume that the init container fills from the optional Secret."""
+    toml_name, kind, container_name, secret_name = TLS_WIRING[server]
+    import tomllib
+
+    from packaging_testutil import commented_settings, uncomment
+
+    text = (K8S / toml_name).read_text()
+    shipped = tls_paths(tomllib.loads(text))
+    assert shipped == {}, f"{toml_name} turns TLS on by default; the Secret is optional"
+    paths = tls_paths(tomllib.loads(uncomment(text)))
+    assert {"web.tls_server_config.cert_file", "web.tls_server_config.key_file"} <= set(paths), commented_settings(text)
+
+    pod = workload(kind)["spec"]["template"]["spec"]
+    main = container_named(pod, container_name)
+    (init,) = pod["initContainers"]
+    # the optional Secret, read-only in the init container only
+    (secret_vol,) = [v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == secret_name]
+    assert secret_vol["secret"]["optional"] is True
+    assert secret_vol["secret"]["defaultMode"] & 0o007 == 0, "Secret files readable by others"
+    (secret_mount,) = [m for m in init["volumeMounts"] if m["name"] == secret_vol["name"]]
+    assert secret_mount["readOnly"] is True
+    assert all(m["name"] != secret_vol["name"] for m in main["volumeMounts"])
+
+    script = init["command"][-1]
+    for key, path in paths.items():
+        rel, mount, vol = volume_at(pod, main, path)
+        assert mount.get("readOnly") is True, f"{key}: {path} is writable in the {container_name} container"
+        assert vol.get("emptyDir", {}).get("medium") == "Memory", f"{key}: {path} is not on a memory volume"
+        # the init container writes that same volume at the same path, from the Secret file of the same name
+        (init_mount,) = [m for m in init["volumeMounts"] if m["name"] == vol["name"]]
+        assert init_mount["mountPath"] == mount["mountPath"]
+        name = posixpath.basename(rel)
+        m = re.search(rf"^\s*tls {re.escape(name)} (0[0-7]{{3}})$", script, re.MULTILINE)
+        assert m, f"{key}: the init container does not copy {name}"
+        mode = int(m.group(1), 8)
+        if key in SECRET_KEYS:
+            assert mode == 0o600, f"{key}: {name} copied with mode {mode:04o}"
+        else:
+            assert mode & 0o044 == 0o044, f"{key}: {name} copied with mode {mode:04o}"
+    # tls() copies from the Secret's mount to the volume the config reads
+    (func,) = re.findall(r'^\s*tls\(\) \{.*install .*"([^"]+)/\$1" "([^"]+)/\$1".*\}$', script, re.MULTILINE)
+    src_dir, dst_dir = func
+    assert src_dir == secret_mount["mountPath"]
+    assert {posixpath.dirname(p) for p in paths.values()} == {dst_dir}
+
+
+def need_root_for_init_scripts() -> None:
+    if os.geteuid() != 0:
+        msg = "running the init containers' scripts (chown to uid 10001) needs root"
+        if in_ci():
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+def run_init_container(pod: dict[str, Any], root: Path, secrets: dict[str, dict[str, bytes]]) -> dict[str, Path]:
+    """Run the pod's init container script with /bin/sh, each of its volume mounts replaced by ``root/VOLUME``.
+
+    ``secrets`` maps a Secret name to its files; they are written with the
+    volume's defaultMode (and root's ownership) as the kubelet writes them.
+    Returns volume name -> directory.
+    """
+    (init,) = pod["initContainers"]
+    assert init["command"][:2] == ["/bin/sh", "-ec"]
+    dirs: dict[str, Path] = {}
+    for m in init["volumeMounts"]:
+        d = root / m["name"]
+        d.mkdir(parents=True)
+        dirs[m["name"]] = d
+        (vol,) = [v for v in pod["volumes"] if v["name"] == m["name"]]
+        if "secret" in vol:
+            for fname, data in secrets.get(vol["secret"]["secretName"], {}).items():
+                (d / fname).write_bytes(data)
+                (d / fname).chmod(vol["secret"]["defaultMode"])
+        elif "emptyDir" in vol:
+            d.chmod(0o777)
+    mounts = sorted(init["volumeMounts"], key=lambda m: len(m["mountPath"]), reverse=True)
+    pattern = re.compile("|".join(re.escape(m["mountPath"]) for m in mounts))
+    by_path = {m["mountPath"]: str(dirs[m["name"]]) for m in mounts}
+    script = pattern.sub(lambda mo: by_path[mo.group(0)], init["command"][-1])
+    proc = subprocess.run(["/bin/sh", "-ec", script], check=False, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return dirs
+
+
+def secret_files(tmp_path: Path) -> dict[str, dict[str, bytes]]:
+    """Real key pairs and certificates, as the Secrets the docs tell the operator to create."""
+    from packaging_testutil import write_tls_files
+
+    keys = tmp_path / "made-keys"
+    for kind in ("agent", "ingest"):
+        proc = hostmon("keys", kind, "--dir", str(keys))
+        assert proc.returncode == 0, proc.stderr
+    tls = {name: p.read_bytes() for name, p in write_tls_files(tmp_path / "made-tls").items()}
+    return {
+        "hostmon-agent-keys": {n: (keys / n).read_bytes() for n in ("agent.key", "ingest.pub")},
+        "hostmon-ingest-keys": {"ingest.key": (keys / "ingest.key").read_bytes()},
+        "hostmon-agent-tls": tls,
+        "hostmon-ingest-tls": tls,
+    }
+
+
+def mapped_config(text: str, pod: dict[str, Any], container: dict[str, Any], dirs: dict[str, Path]) -> str:
+    """The config text with each /etc/hostmon/... path pointed at the directory that stands for its volume here."""
+
+    def repl(mo: re.Match[str]) -> str:
+        rel, _, vol = volume_at(pod, container, mo.group(1))
+        return '"' + str(dirs[vol["name"]] / rel) + '"'
+
+    return re.sub(r'"(/etc/hostmon/(?:keys|tls)/[^"]+)"', repl, text)
+
+
+@pytest.mark.parametrize("server", sorted(TLS_WIRING))
+def test_init_container_copies_the_tls_secret_and_the_server_config_loads(server: str, tmp_path: Path) -> None:
+    """The real init script, run on a Secret with real certificates, leaves files the uncommented config accepts.
+
+    And with the optional Secret absent, the script still succeeds and the shipped (commented) config loads.
+    """
+    need_root_for_init_scripts()
+    toml_name, kind, container_name, secret_name = TLS_WIRING[server]
+    pod = workload(kind)["spec"]["template"]["spec"]
+    main = container_named(pod, container_name)
+    text = (K8S / toml_name).read_text()
+    from packaging_testutil import uncomment
+
+    secrets = secret_files(tmp_path)
+    for with_tls in (True, False):
+        root = tmp_path / ("with" if with_tls else "without")
+        given = secrets if with_tls else {k: v for k, v in secrets.items() if k != secret_name}
+        dirs = run_init_container(pod, root, given)
+        copied = sorted(p.name for p in dirs["tls"].iterdir())
+        assert copied == (sorted(secrets[secret_name]) if with_tls else []), copied
+        for p in dirs["tls"].iterdir():
+            st = p.stat()
+            assert p.read_bytes() == secrets[secret_name][p.name]
+            if p.name.endswith(".key"):
+                assert stat.S_IMODE(st.st_mode) == 0o600
+            if server == "agent":  # written for the agent's uid by the root init container
+                assert (st.st_uid, st.st_gid) == (10001, 10001)
+        cfg_text = mapped_config(uncomment(text) if with_tls else text, pod, main, dirs)
+        cfg = root / toml_name
+        env = dict(os.environ)
+        if server == "agent":
+            cfg.write_text(cfg_text)
+            env.update(agent_env(main), HOSTMON_STATE_DIR=str(dirs["state"]))
+            proc = hostmon("check-config", str(cfg), env=env)
+        else:
+            cfg.write_text(cfg_text.replace("/var/lib/hostmon-ingest", str(root)))
+            proc = hostmon("ingest", "check-config", str(cfg))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        if with_tls:
+            # the check above read the copied files: a key others may read is refused
+            (dirs["tls"] / "tls.key").chmod(0o644)
+            again = subprocess.run(proc.args, check=False, capture_output=True, text=True, timeout=60, env=env)
+            assert again.returncode != 0 and "tls.key" in again.stderr, again.stdout + again.stderr

@@ -53,6 +53,14 @@ install -m 0644 "$REPO/systemd/tmpfiles.d/hostmon.conf" "$ROOT/usr/lib/tmpfiles.
 # The default config: every key at its default, with its help (the operator edits it).
 "$VENV/bin/python" -c 'import sys; from agent.cli import main; sys.exit(main(["config", "sample"]))' \
     > "$ROOT/etc/hostmon/hostmon.toml"
+# TLS for /metrics: the commented cert_file/key_file name the directory the
+# package creates for them (tmpfiles.d: /etc/hostmon/tls, root:hostmon 0750).
+sed -i -e '/^\[web\.tls_server_config\]$/,/^$/{
+s|^# cert_file =$|# cert_file = "/etc/hostmon/tls/tls.crt"|
+s|^# key_file =$|# key_file = "/etc/hostmon/tls/tls.key"   # owned by hostmon, mode 0600|
+}' "$ROOT/etc/hostmon/hostmon.toml"
+[ "$(grep -c '^# \(cert\|key\)_file = "/etc/hostmon/tls/' "$ROOT/etc/hostmon/hostmon.toml")" = 2 ] || {
+    echo "build.sh: [web.tls_server_config] in 'hostmon config sample' changed; fix the sed above" >&2; exit 1; }
 chmod 0644 "$ROOT/etc/hostmon/hostmon.toml"
 install -m 0644 "$REPO/docs/deployment.md" "$ROOT/usr/share/doc/$PKG/deployment.md"
 install -m 0644 "$REPO/packaging/deb/copyright" "$ROOT/usr/share/doc/$PKG/copyright"

@@ -157,6 +157,39 @@ def unit_groups() -> list[str]:
     return line.split()
 
 
+TLS_CHECK_CONFIG = Path("/etc/hostmon/tls-check.toml")
+
+
+def check_tls_directory_and_settings(user: pwd.struct_passwd) -> None:
+    """/etc/hostmon/tls is root:hostmon 0750; uncommenting the default config's cert_file and
+    key_file, with a certificate there, passes check-config run as hostmon with the unit's groups."""
+    from packaging_testutil import write_tls_files
+
+    tls_dir = Path("/etc/hostmon/tls")
+    st = tls_dir.stat()
+    assert (st.st_uid, grp.getgrgid(st.st_gid).gr_name, stat.S_IMODE(st.st_mode)) == (0, "hostmon", 0o750)
+    text = Path("/etc/hostmon/hostmon.toml").read_text()
+    named = dict(re.findall(r'^# (cert_file|key_file) = "([^"]+)"', text, re.MULTILINE))
+    assert named == {"cert_file": str(tls_dir / "tls.crt"), "key_file": str(tls_dir / "tls.key")}
+    files = write_tls_files(tls_dir, 0o644)
+    try:
+        key = files["tls.key"]
+        os.chown(key, user.pw_uid, user.pw_gid)
+        key.chmod(0o600)
+        TLS_CHECK_CONFIG.write_text(re.sub(r"^# ((?:cert|key)_file = )", r"\1", text, flags=re.MULTILINE))
+        TLS_CHECK_CONFIG.chmod(0o644)
+        argv = ["/opt/hostmon/bin/hostmon", "check-config", str(TLS_CHECK_CONFIG)]
+        ok = sandboxed(argv, unit_groups())
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        # and the check is real: a key the hostmon user cannot read is refused, by name
+        os.chown(key, 0, 0)
+        refused = sandboxed(argv, unit_groups())
+        assert refused.returncode != 0 and "tls.key" in refused.stderr, refused.stdout + refused.stderr
+    finally:
+        for f in [*files.values(), TLS_CHECK_CONFIG]:
+            f.unlink(missing_ok=True)
+
+
 def test_install_check_config_sandboxed_collection_remove_purge(
     deb: Path, require_tool: RequireTool
 ) -> None:
@@ -185,6 +218,10 @@ def test_install_check_config_sandboxed_collection_remove_purge(
         check = run(["/usr/bin/hostmon", "check-config", "/etc/hostmon/hostmon.toml"])
         assert check.returncode == 0, check.stdout + check.stderr
         assert "OK" in check.stdout
+
+        # -- TLS for /metrics: the package's certificate directory, and the default config's
+        # commented settings that name it, work as the unit's user
+        check_tls_directory_and_settings(user)
 
         # -- the agent collects under the unit's identity and sandbox
         groups = unit_groups()
@@ -229,6 +266,7 @@ def test_install_check_config_sandboxed_collection_remove_purge(
             "/etc/hostmon",
             "/var/lib/hostmon",
             "/var/lib/hostmon-ingest",
+            "/etc/hostmon/tls",
             str(wants / "hostmon.service"),
             "/var/lib/systemd/deb-systemd-helper-enabled/hostmon.service.dsh-also",
         ):

@@ -18,6 +18,8 @@ SYSTEMD_DIR = REPO / "systemd"
 UNITS = ("hostmon.service", "hostmon-ingest.service")
 MAX_EXPOSURE = 2.0
 INSTALLED_BINARY = "/opt/hostmon/bin/hostmon"
+# Where each service's TLS certificate and key go (tmpfiles.d/hostmon.conf; docs/deployment.md).
+TLS_DIRS = {"hostmon.service": "/etc/hostmon/tls", "hostmon-ingest.service": "/etc/hostmon/ingest-tls"}
 
 
 def parse_unit(path: Path) -> dict[str, list[str]]:
@@ -187,10 +189,17 @@ def test_tmpfiles_creates_private_state_directories(tmp_path: Path, require_tool
     )
     assert proc.returncode == 0, proc.stderr
     uids = {line.split(":")[0]: int(line.split(":")[2]) for line in (tmp_path / "etc/passwd").read_text().splitlines()}
+    gids = {line.split(":")[0]: int(line.split(":")[2]) for line in (tmp_path / "etc/group").read_text().splitlines()}
     for name, user in (("hostmon", "hostmon"), ("hostmon-ingest", "hostmon-ingest")):
         st = (tmp_path / "var/lib" / name).stat()
         assert stat.S_IMODE(st.st_mode) == 0o700
         assert st.st_uid == uids[user]
+    # the TLS directories: root's (the service cannot swap its own certificate), readable by the service's group only
+    for unit_name, tls_dir in TLS_DIRS.items():
+        group = one(parse_unit(SYSTEMD_DIR / unit_name), "Service.Group")
+        st = (tmp_path / tls_dir.lstrip("/")).stat()
+        assert (st.st_uid, st.st_gid) == (0, gids[group]), tls_dir
+        assert stat.S_IMODE(st.st_mode) == 0o750, tls_dir
 
 
 DROP_INS = sorted(p.name for p in (SYSTEMD_DIR / "examples").glob("*.conf"))
@@ -218,3 +227,22 @@ def test_example_drop_in_verifies_and_keeps_exposure_at_most_2(
         assert re.search(r"✗ PrivateDevices=", proc.stdout), proc.stdout
     assert exposure(exe, unit) <= MAX_EXPOSURE
     assert exposure(exe, SYSTEMD_DIR / "hostmon.service") < exposure(exe, unit)
+
+
+@pytest.mark.parametrize("name", UNITS)
+def test_sandbox_leaves_the_tls_directory_readable(name: str) -> None:
+    """ProtectSystem= makes /etc read-only, never unreadable; no directive of the unit or of an
+    example drop-in hides the TLS directory, and the directory's group is the service's."""
+    tls_dir = TLS_DIRS[name]
+    units = [SYSTEMD_DIR / name] + (sorted((SYSTEMD_DIR / "examples").glob("*.conf")) if name == "hostmon.service" else [])
+    for path in units:
+        u = parse_unit(path)
+        assert u.get("Service.ProtectSystem", ["strict"])[-1] in ("strict", "full", "yes", "no"), path
+        for key in ("InaccessiblePaths", "TemporaryFileSystem", "RootDirectory", "RootImage", "BindPaths"):
+            for value in u.get(f"Service.{key}", []):
+                for hidden in value.split():
+                    hidden = hidden.lstrip("-+").split(":")[0]
+                    assert not (tls_dir + "/").startswith(hidden.rstrip("/") + "/"), f"{path.name}: {key}={value}"
+    tmpfiles = (SYSTEMD_DIR / "tmpfiles.d" / "hostmon.conf").read_text()
+    group = one(parse_unit(SYSTEMD_DIR / name), "Service.Group")
+    assert re.search(rf"^d\s+{re.escape(tls_dir)}\s+0750\s+root\s+{re.escape(group)}\s", tmpfiles, re.MULTILINE), tls_dir

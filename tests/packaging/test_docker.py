@@ -103,3 +103,14 @@ def test_constraints_pin_the_whole_runtime_closure() -> None:
     assert proc.returncode == 0, proc.stderr
     here = {canonicalize_name(line.split("==")[0]) for line in proc.stdout.splitlines() if "==" in line}
     assert here - set(pinned) == set(), "regenerate packaging/docker/constraints.txt"
+
+
+def test_final_image_has_journalctl_for_the_auth_collector() -> None:
+    """The auth collector's journal source runs journalctl; python's slim image has none."""
+    runs = " ".join(rest for w, rest in final_stage() if w == "RUN")
+    m = re.search(r"apt-get install -y --no-install-recommends ([\w .-]+?) &&", runs)
+    assert m and "systemd" in m.group(1).split(), runs
+    assert "rm -rf /var/lib/apt/lists/*" in runs
+    from collectors.auth.collector import AuthConfig
+
+    assert AuthConfig().journalctl == "journalctl"  # found on PATH (/usr/bin in the image)

@@ -197,7 +197,8 @@ def test_typo_in_a_daemonset_env_key_is_a_config_error() -> None:
 
 def test_host_logs_and_journals_are_mounted_read_only() -> None:
     ds = agent_daemonset()
-    for path in ("/var/log", "/var/log/journal", "/run/log/journal"):
+    # /etc/machine-id too: journalctl reads the journal of the machine it names (the node's)
+    for path in ("/var/log", "/var/log/journal", "/run/log/journal", "/etc/machine-id"):
         rel, where = host_path_of(ds, path)
         assert rel == "."
         assert where["volume"]["hostPath"]["path"] == path

@@ -68,7 +68,7 @@ def test_entry_point_is_the_units_exec_start() -> None:
     (entry,) = [json.loads(rest) for w, rest in stage if w == "ENTRYPOINT"]
     (cmd,) = [json.loads(rest) for w, rest in stage if w == "CMD"]
     unit = (REPO / "systemd/hostmon.service").read_text()
-    (exec_start,) = re.findall(r"^ExecStart=(.*)$", unit, re.M)
+    (exec_start,) = re.findall(r"^ExecStart=(.*)$", unit, re.MULTILINE)
     assert entry + cmd == shlex.split(exec_start)
     # and the DaemonSet passes the same arguments to that entry point
     ds = yaml.safe_load((REPO / "packaging/kubernetes/agent-daemonset.yaml").read_text())

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 import yaml
+from packaging_testutil import in_ci
 
 from agent import config as agent_config
-from packaging_testutil import in_ci
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "packaging" / "kubernetes"

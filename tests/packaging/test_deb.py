@@ -190,6 +190,32 @@ def check_tls_directory_and_settings(user: pwd.struct_passwd) -> None:
             f.unlink(missing_ok=True)
 
 
+INGEST_CONFIG = Path("/etc/hostmon/ingest.toml")
+
+
+def check_ingest_setup_as_documented(runuser: str) -> None:
+    """`runuser -u hostmon-ingest -- hostmon keys ingest --dir /var/lib/hostmon-ingest/keys`, then an
+    ingest.toml naming that key passes `hostmon ingest check-config` as the ingest's user."""
+    doc = (REPO / "docs" / "deployment.md").read_text()
+    keys_cmd = "runuser -u hostmon-ingest -- hostmon keys ingest --dir /var/lib/hostmon-ingest/keys"
+    assert keys_cmd in doc
+    proc = run([runuser, "-u", "hostmon-ingest", "--", "/usr/bin/hostmon", "keys", "ingest", "--dir", "/var/lib/hostmon-ingest/keys"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    key = Path("/var/lib/hostmon-ingest/keys/ingest.key")
+    st = key.stat()
+    assert (pwd.getpwuid(st.st_uid).pw_name, stat.S_IMODE(st.st_mode)) == ("hostmon-ingest", 0o600)
+    assert f'private_keys = ["{key}"]' in doc
+    try:
+        INGEST_CONFIG.write_text(
+            f'listen = "0.0.0.0:9436"\nprivate_keys = ["{key}"]\n\n[sqlite]\npath = "/var/lib/hostmon-ingest/ingest.db"\n'
+        )
+        INGEST_CONFIG.chmod(0o644)
+        proc = run([runuser, "-u", "hostmon-ingest", "--", "/usr/bin/hostmon", "ingest", "check-config", str(INGEST_CONFIG)])
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    finally:
+        INGEST_CONFIG.unlink(missing_ok=True)
+
+
 def test_install_check_config_sandboxed_collection_remove_purge(
     deb: Path, require_tool: RequireTool
 ) -> None:
@@ -222,6 +248,8 @@ def test_install_check_config_sandboxed_collection_remove_purge(
         # -- TLS for /metrics: the package's certificate directory, and the default config's
         # commented settings that name it, work as the unit's user
         check_tls_directory_and_settings(user)
+        # -- the ingest's setup on a systemd host, as docs/deployment.md gives it
+        check_ingest_setup_as_documented(require_tool("runuser", "apt-get install util-linux"))
 
         # -- the agent collects under the unit's identity and sandbox
         groups = unit_groups()

@@ -190,7 +190,7 @@ def check_tls_directory_and_settings(user: pwd.struct_passwd) -> None:
             f.unlink(missing_ok=True)
 
 
-INGEST_CONFIG = Path("/etc/hostmon/ingest.toml")
+INGEST_CONFIG = Path("/etc/hostmon-ingest/ingest.toml")
 
 
 def check_ingest_setup_as_documented(runuser: str) -> None:
@@ -204,11 +204,11 @@ def check_ingest_setup_as_documented(runuser: str) -> None:
     key = Path("/var/lib/hostmon-ingest/keys/ingest.key")
     st = key.stat()
     assert (pwd.getpwuid(st.st_uid).pw_name, stat.S_IMODE(st.st_mode)) == ("hostmon-ingest", 0o600)
-    assert f'private_keys = ["{key}"]' in doc
+    # the documented ingest.toml, verbatim
+    (config,) = re.findall(rf"^```toml\n# {re.escape(str(INGEST_CONFIG))} for hostmon-ingest.service\n(.*?)^```", doc, re.MULTILINE | re.DOTALL)
+    assert f'private_keys = ["{key}"]' in config
     try:
-        INGEST_CONFIG.write_text(
-            f'listen = "0.0.0.0:9436"\nprivate_keys = ["{key}"]\n\n[sqlite]\npath = "/var/lib/hostmon-ingest/ingest.db"\n'
-        )
+        INGEST_CONFIG.write_text(config)
         INGEST_CONFIG.chmod(0o644)
         proc = run([runuser, "-u", "hostmon-ingest", "--", "/usr/bin/hostmon", "ingest", "check-config", str(INGEST_CONFIG)])
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -295,6 +295,7 @@ def test_install_check_config_sandboxed_collection_remove_purge(
             "/var/lib/hostmon",
             "/var/lib/hostmon-ingest",
             "/etc/hostmon/tls",
+            "/etc/hostmon-ingest",
             str(wants / "hostmon.service"),
             "/var/lib/systemd/deb-systemd-helper-enabled/hostmon.service.dsh-also",
         ):

@@ -19,7 +19,7 @@ UNITS = ("hostmon.service", "hostmon-ingest.service")
 MAX_EXPOSURE = 2.0
 INSTALLED_BINARY = "/opt/hostmon/bin/hostmon"
 # Where each service's TLS certificate and key go (tmpfiles.d/hostmon.conf; docs/deployment.md).
-TLS_DIRS = {"hostmon.service": "/etc/hostmon/tls", "hostmon-ingest.service": "/etc/hostmon/ingest-tls"}
+TLS_DIRS = {"hostmon.service": "/etc/hostmon/tls", "hostmon-ingest.service": "/etc/hostmon-ingest/tls"}
 
 
 def parse_unit(path: Path) -> dict[str, list[str]]:
@@ -134,7 +134,7 @@ def test_agent_unit_contract() -> None:
 
 def test_ingest_unit_contract() -> None:
     u = parse_unit(SYSTEMD_DIR / "hostmon-ingest.service")
-    assert one(u, "Service.ExecStart") == f"{INSTALLED_BINARY} ingest run --config /etc/hostmon/ingest.toml"
+    assert one(u, "Service.ExecStart") == f"{INSTALLED_BINARY} ingest run --config /etc/hostmon-ingest/ingest.toml"
     assert one(u, "Service.User") == "hostmon-ingest"
     assert "Service.SupplementaryGroups" not in u  # reads no host logs
     assert one(u, "Service.StateDirectory") == "hostmon-ingest"

@@ -25,8 +25,9 @@ from agent.api import COUNTER, GAUGE, Collector, CollectorConfig, CollectorConte
 from agent.errors import KeyFileError
 from collectors.auth.btmp import BtmpFollower
 from collectors.auth.bruteforce import SlidingCounts
-from collectors.auth.journal import DEFAULT_IDENTIFIERS, JournalReader
+from collectors.auth.journal import DEFAULT_FACILITIES, DEFAULT_IDENTIFIERS, JournalReader
 from collectors.auth.parse import REASONS, SERVICES, AuthFailure, AuthParser
+from collectors.auth.tail import STATUSES as SOURCE_STATES
 from collectors.auth.tail import FileTailer
 
 DEFAULT_FILES = ["/var/log/auth.log", "/var/log/secure"]
@@ -46,6 +47,9 @@ class AuthConfig(CollectorConfig):
     journal_directory: str = field("", "Read the journal files in this directory instead of the system journal.")
     journal_files: list[str] = field([], "Read these journal files instead of the system journal.")
     journal_identifiers: list[str] = field(list(DEFAULT_IDENTIFIERS), "SYSLOG_IDENTIFIER values read from journald.")
+    journal_facilities: list[int] = field(
+        list(DEFAULT_FACILITIES), "Syslog facilities also read from journald (4 auth, 10 authpriv: PAM messages of any program); empty turns it off."
+    )
     journal_timeout: float = field(10.0, "Seconds one journalctl run may take before it is killed.")
     btmp: str = field("/var/log/btmp", "The btmp file of failed logins (as lastb reads it); empty turns it off.")
     read_from_start: bool = field(False, "On the very first start (no saved position), read existing history instead of only new lines.")
@@ -75,6 +79,11 @@ METRICS = (
     _spec("hostmon_auth_window_failures_by_source", GAUGE, "Failures in the sliding window for the top-K client addresses; all others summed under source=\"other\".", ("source",)),
     _spec("hostmon_auth_window_failures_by_user", GAUGE, "Failures in the sliding window for the top-K user names (or their hashes); all others summed under user=\"other\".", ("user",)),
     _spec("hostmon_auth_source_up", GAUGE, "1 when the log source could be read at the last collection, else 0.", ("source",)),
+    _spec(
+        "hostmon_auth_source_state", GAUGE,
+        "1 for the log source's state at the last collection (ok, missing, permission_denied, not_regular, error), 0 for the other states.",
+        ("source", "state"),
+    ),
     _spec("hostmon_auth_lines_read_total", COUNTER, "Lines, journal entries or btmp records read per log source.", ("source",)),
     _spec("hostmon_auth_overlong_lines_total", COUNTER, "Lines skipped for exceeding max_line_bytes per log source.", ("source",)),
     _spec("hostmon_auth_rotations_total", COUNTER, "Rotations (rename) and truncations (copytruncate) seen per log source.", ("source", "kind")),
@@ -185,6 +194,7 @@ class AuthCollector(Collector):
             cfg.journal_files,
             start_at_end=start_at_end,
             timeout=cfg.journal_timeout,
+            facilities=cfg.journal_facilities,
         )
         if use_journal is None:
             use_journal = jr.available()
@@ -362,6 +372,9 @@ class AuthCollector(Collector):
         for s in self.sources:
             up = 1 if s.reader.status == "ok" else 0
             out.append(sm("hostmon_auth_source_up", up, {"source": s.label}))
+            st = s.reader.status if s.reader.status in SOURCE_STATES else "error"
+            for state in SOURCE_STATES:
+                out.append(sm("hostmon_auth_source_state", 1 if state == st else 0, {"source": s.label, "state": state}))
             out.append(sm("hostmon_auth_lines_read_total", s.lines, {"source": s.label}))
             out.append(sm("hostmon_auth_overlong_lines_total", getattr(s.reader, "overlong", 0), {"source": s.label}))
             out.append(sm("hostmon_auth_unparsed_lines_total", s.unparsed, {"source": s.label}))

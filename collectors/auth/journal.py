@@ -1,7 +1,8 @@
 """journald source: ``journalctl -o json`` with a persisted cursor.
 
 Runs ``journalctl`` (no library needed) with matches on ``SYSLOG_IDENTIFIER``
-(sshd, sshd-session, sshd-auth, su, sudo, login by default) and
+(sshd, sshd-session, sshd-auth, su, sudo, login by default) OR ``SYSLOG_FACILITY``
+(4 auth and 10 authpriv by default: the PAM messages of any other program) and
 ``--after-cursor``; every entry carries its ``__CURSOR``, the last one read is
 saved so a restart resumes exactly after it. A bounded number of entries is read
 per call and the process gets a timeout. ``directory``/``files`` point it at a
@@ -10,6 +11,7 @@ journal elsewhere (a container's mounted /var/log/journal, or tests).
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -20,7 +22,22 @@ import time
 from typing import Any
 
 DEFAULT_IDENTIFIERS = ("sshd", "sshd-session", "sshd-auth", "su", "sudo", "login")
+DEFAULT_FACILITIES = (4, 10)  # LOG_AUTH, LOG_AUTHPRIV: where PAM (pam_syslog) writes
+SYSTEM_JOURNAL_ROOTS = ("/var/log/journal", "/run/log/journal")
 FIELDS = "MESSAGE,SYSLOG_IDENTIFIER,_COMM,SYSLOG_PID,_PID,_HOSTNAME"
+
+
+def unreadable_system_journal(roots: tuple[str, ...] | list[str] = SYSTEM_JOURNAL_ROOTS) -> str | None:
+    """A system journal file (``ROOT/MACHINE-ID/system.journal``) when there is one and this process
+    can read none of them, else None. journalctl run as a user outside the ``systemd-journal`` and
+    ``adm`` groups shows only that user's own journal, with no error (the hint is hidden by -q)."""
+    first: str | None = None
+    for root in roots:
+        for f in sorted(glob.glob(os.path.join(glob.escape(root), "*", "system.journal"))):
+            if os.access(f, os.R_OK, effective_ids=os.access in os.supports_effective_ids):
+                return None
+            first = first or f
+    return first
 
 
 class JournalReader:
@@ -36,9 +53,13 @@ class JournalReader:
         max_entries: int = 50_000,
         timeout: float = 10.0,
         max_line_bytes: int = 1 << 20,
+        facilities: tuple[int, ...] | list[int] = DEFAULT_FACILITIES,
+        system_roots: tuple[str, ...] | list[str] = SYSTEM_JOURNAL_ROOTS,
     ) -> None:
+        self.system_roots = tuple(system_roots)
         self.journalctl = journalctl
         self.identifiers = tuple(identifiers)
+        self.facilities = tuple(int(f) for f in facilities)
         self.directory = directory
         self.files = list(files or [])
         self.start_at_end = start_at_end
@@ -68,12 +89,30 @@ class JournalReader:
         return cmd
 
     def _matches(self) -> list[str]:
-        return [f"SYSLOG_IDENTIFIER={i}" for i in self.identifiers]
+        """journalctl ORs matches of one field and ORs the groups around ``+``."""
+        m = [f"SYSLOG_IDENTIFIER={i}" for i in self.identifiers]
+        if self.facilities:
+            if m:
+                m.append("+")
+            m += [f"SYSLOG_FACILITY={f}" for f in self.facilities]
+        return m
 
     def poll(self) -> list[dict[str, Any]]:
         if not self.available():
             self.status, self.error = "missing", f"{self.journalctl}: not found"
             return []
+        if not self.identifiers and not self.facilities:  # no match at all would read the whole journal
+            self.status, self.error = "error", "journal: journal_identifiers and journal_facilities are both empty"
+            return []
+        if not self.directory and not self.files and os.geteuid() != 0:
+            bad = unreadable_system_journal(self.system_roots)
+            if bad is not None:
+                self.status = "permission_denied"
+                self.error = (
+                    f"{bad}: this user (uid {os.geteuid()}) cannot read the system journal; "
+                    "add it to group systemd-journal (or adm), as hostmon.service does"
+                )
+                return []
         if self.cursor is None and self.start_at_end and self.since is None:
             # First start without a saved cursor: begin at the newest matching entry (not history).
             last = self._run(self._base() + ["-n", "1"] + self._matches(), 1)

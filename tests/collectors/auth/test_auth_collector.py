@@ -15,6 +15,7 @@ import pytest
 from agent.api import Event, Sample
 from agent.errors import KeyFileError
 from agent.testing import CollectorHarness, Emitted
+from auth_testutil import in_child_as_nobody
 from collectors.auth.btmp import pack_record
 from collectors.auth.collector import AuthCollector
 
@@ -194,6 +195,9 @@ def test_missing_source_reported_once_and_others_keep_running(hostmon_collector:
             out = run(c)
     out.assert_sample("hostmon_auth_source_up", 0, {"source": f"file:{missing}"})
     out.assert_sample("hostmon_auth_source_up", 1, {"source": f"file:{good}"})
+    out.assert_sample("hostmon_auth_source_state", 1, {"source": f"file:{missing}", "state": "missing"})
+    out.assert_sample("hostmon_auth_source_state", 0, {"source": f"file:{missing}", "state": "ok"})
+    out.assert_sample("hostmon_auth_source_state", 1, {"source": f"file:{good}", "state": "ok"})
     assert failures(out) == 1
     said = [r for r in caplog.records if "not present" in r.getMessage()]
     assert len(said) == 1 and str(missing) in said[0].getMessage()
@@ -254,6 +258,7 @@ def test_btmp_source_and_every_metric_documented(hostmon_collector: CollectorHar
     for name in (
         "hostmon_auth_failing_sources", "hostmon_auth_bruteforce_sources", "hostmon_auth_bruteforce_detections_total",
         "hostmon_auth_window_failures_by_source", "hostmon_auth_window_failures_by_user", "hostmon_auth_source_up",
+        "hostmon_auth_source_state",
         "hostmon_auth_lines_read_total", "hostmon_auth_overlong_lines_total", "hostmon_auth_rotations_total",
         "hostmon_auth_unparsed_lines_total", "hostmon_auth_tracked_keys", "hostmon_auth_tracked_keys_limit",
         "hostmon_auth_tracked_keys_evicted_total", "hostmon_auth_connections_evicted_total", "hostmon_auth_events_dropped_total",
@@ -316,3 +321,71 @@ def test_held_records_wait_for_their_outcome_across_a_backlog_and_a_restart(host
     out = run(c3)
     assert failures(out, reason="pam_auth") == 0 and not out.events
     c3.stop()
+
+
+def test_unreadable_sources_are_reported_once_in_self_metrics_and_others_keep_running(
+    hostmon_collector: CollectorHarness, open_tmp: Path
+) -> None:
+    """/var/log/secure is root:root 0600 on RHEL: the agent's own user cannot read it."""
+    logs = open_tmp / "logs"
+    logs.mkdir(mode=0o755)
+    secure = logs / "secure"
+    secure.write_text(fail(NOW - 5, "192.0.2.1"))
+    secure.chmod(0o600)
+    btmp = logs / "btmp"
+    btmp.write_bytes(pack_record("root", "192.0.2.2", "ssh:notty", NOW - 4, "192.0.2.2"))
+    btmp.chmod(0o600)
+    good = logs / "auth.log"
+    good.write_text(fail(NOW - 3, "192.0.2.3") * 2)
+    good.chmod(0o666)  # the child (nobody) appends to it
+    state = open_tmp / "state"
+    state.mkdir(mode=0o777)
+    state.chmod(0o777)
+
+    def child() -> dict[str, object]:
+        c = hostmon_collector.make(AuthCollector, base_cfg(open_tmp, files=[str(secure), str(good)], btmp=str(btmp)), state_dir=str(state))
+        assert isinstance(c, AuthCollector)
+        c.now = lambda: NOW
+        said: list[str] = []
+
+        class Keep(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                said.append(f"{record.levelname} {record.getMessage()}")
+
+        c.log = logging.getLogger("hostmon.test.auth.denied")
+        c.log.addHandler(Keep())
+        c.log.setLevel(logging.INFO)
+        c.start()
+        partial: dict[str, int] = {}
+        for _ in range(3):
+            out = run(c)
+            for k, v in out.partial_errors.items():
+                partial[k] = partial.get(k, 0) + v
+        append(good, fail(NOW - 1, "192.0.2.4"))
+        out = run(c)
+        c.stop()
+        return {
+            "said": said,
+            "partial": partial,
+            "samples": [[s.name, s.labels, s.value] for s in out.samples],
+        }
+
+    res = in_child_as_nobody(child)
+    samples = res["samples"]
+    assert isinstance(samples, list)
+
+    def value(name: str, **labels: str) -> float:
+        got = [v for n, lab, v in samples if n == name and all(lab.get(k) == x for k, x in labels.items())]
+        assert len(got) == 1, (name, labels, got)
+        return float(got[0])
+
+    for label in (f"file:{secure}", f"btmp:{btmp}"):
+        assert value("hostmon_auth_source_up", source=label) == 0
+        assert value("hostmon_auth_source_state", source=label, state="permission_denied") == 1
+    assert value("hostmon_auth_source_state", source=f"file:{good}", state="ok") == 1
+    assert value("hostmon_auth_failures_total", service="sshd", reason="password") == 3  # the readable file, all of it
+    said = [m for m in res["said"] if "unreadable" in m]  # type: ignore[union-attr]
+    assert len(said) == 2, res["said"]  # once per source, not once per collection
+    assert any(str(secure) in m and "Permission denied" in m and m.startswith("WARNING") for m in said), said
+    assert any(str(btmp) in m and "Permission denied" in m for m in said), said
+    assert res["partial"] == {"source_permission_denied": 2}

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from collectors.auth.journal import JournalReader
+from auth_testutil import in_child_as_nobody
+from collectors.auth.journal import JournalReader, unreadable_system_journal
 from collectors.auth.parse import AuthParser
 
 REMOTE = next((p for p in ("/lib/systemd/systemd-journal-remote", "/usr/lib/systemd/systemd-journal-remote") if os.access(p, os.X_OK)), None)
@@ -67,12 +68,18 @@ def test_reads_real_journal_filters_identifiers_and_parses(tmp_path: Path) -> No
             export_entry(T0 + 2_000_000, {"SYSLOG_IDENTIFIER": "CRON", "_PID": "3", "MESSAGE": "Failed password for x from 9.9.9.9 port 1 ssh2"}),
             sshd(T0 + 3_000_000, 12, b"Invalid user \xff\xfebin from 198.51.100.3 port 24"),  # not UTF-8: a byte array in JSON
             export_entry(T0 + 4_000_000, {"SYSLOG_IDENTIFIER": "sudo", "_PID": "5", "MESSAGE": "alice : 3 incorrect password attempts ; TTY=pts/0 ; PWD=/ ; USER=root ; COMMAND=/bin/id"}),
+            # PAM of a program not in the identifier list, logged to authpriv (10): read through the facility match
+            export_entry(T0 + 5_000_000, {"SYSLOG_IDENTIFIER": "vsftpd", "SYSLOG_FACILITY": "10", "_PID": "6",
+                                          "MESSAGE": "pam_unix(vsftpd:auth): authentication failure; logname= uid=0 euid=0 tty=ftp ruser=ftp rhost=198.51.100.4  user=ftpuser"}),
+            # another facility (3 daemon) of a program not listed: not read
+            export_entry(T0 + 6_000_000, {"SYSLOG_IDENTIFIER": "dovecot", "SYSLOG_FACILITY": "3", "_PID": "7",
+                                          "MESSAGE": "pam_unix(dovecot:auth): authentication failure; logname= uid=0 euid=0 tty=x ruser=x rhost=9.9.9.9  user=x"}),
         ],
     )
     jr = JournalReader(directory=str(d), start_at_end=False)
     entries = jr.poll()
     assert jr.status == "ok", jr.error
-    assert [e["SYSLOG_IDENTIFIER"] for e in entries] == ["sshd", "sshd-session", "sshd", "sudo"]
+    assert [e["SYSLOG_IDENTIFIER"] for e in entries] == ["sshd", "sshd-session", "sshd", "sudo", "vsftpd"]
     assert isinstance(entries[2]["MESSAGE"], list)
     p = AuthParser()
     recs = [r for e in entries for r in p.feed_journal(e)]
@@ -81,6 +88,7 @@ def test_reads_real_journal_filters_identifiers_and_parses(tmp_path: Path) -> No
         ("sshd", "invalid_user", "198.51.100.2", 1),
         ("sshd", "invalid_user", "198.51.100.3", 1),
         ("sudo", "password", None, 3),
+        ("pam", "pam_auth", "198.51.100.4", 1),
     ]
     assert recs[0].time == T0 / 1e6
     assert jr.poll() == []  # nothing new after the cursor
@@ -160,3 +168,39 @@ def test_collector_reads_journal_and_resumes_after_restart(hostmon_collector, tm
     items = list(c2.collect())
     assert count(items) == 1  # only the new entry: the saved cursor was used
     c2.stop()
+
+
+def test_system_journal_unreadable_by_the_agents_user_is_permission_denied(open_tmp: Path) -> None:
+    """journalctl run by a user outside systemd-journal/adm silently shows only that user's own
+    journal; the reader checks the system journal file itself and says permission_denied."""
+    require_tools()
+    root = open_tmp / "var-log-journal"
+    mid = root / "0123456789abcdef0123456789abcdef"
+    make_journal(mid / "system.journal", [sshd(T0, 1, "Invalid user a from 198.51.100.1 port 1")])
+    for d in (root, mid):
+        d.chmod(0o755)
+    (mid / "system.journal").chmod(0o640)  # root:root, as on a host (there: group systemd-journal)
+
+    def child() -> dict[str, object]:
+        jr = JournalReader(start_at_end=False, system_roots=[str(root)])
+        got = jr.poll()
+        return {"n": len(got), "status": jr.status, "error": jr.error, "check": unreadable_system_journal([str(root)])}
+
+    res = in_child_as_nobody(child)
+    assert res["n"] == 0 and res["status"] == "permission_denied", res
+    assert str(mid / "system.journal") in str(res["error"]) and "systemd-journal" in str(res["error"])
+    (mid / "system.journal").chmod(0o644)
+    assert in_child_as_nobody(lambda: {"check": unreadable_system_journal([str(root)])})["check"] is None
+    assert unreadable_system_journal([str(open_tmp / "none")]) is None  # no system journal at all: nothing to say
+
+
+def test_no_identifier_and_no_facility_reads_nothing_instead_of_everything(tmp_path: Path) -> None:
+    require_tools()
+    d = tmp_path / "journal"
+    make_journal(d / "a.journal", [sshd(T0, 1, "Invalid user a from 198.51.100.1 port 1")])
+    jr = JournalReader(directory=str(d), start_at_end=False, identifiers=[], facilities=[])
+    assert jr.poll() == [] and jr.status == "error"
+    jr = JournalReader(directory=str(d), start_at_end=False, identifiers=[], facilities=[4])
+    assert jr.poll() == []  # that entry has no facility field: only the identifier matched it
+    jr = JournalReader(directory=str(d), start_at_end=False, identifiers=["sshd"], facilities=[])
+    assert len(jr.poll()) == 1

@@ -224,11 +224,10 @@ def _status_as_nobody(path: str) -> str:
     return data.decode()
 
 
-def test_unreadable_file_reports_permission_denied(tmp_path: Path) -> None:
-    d = tmp_path / "logs"
+def test_unreadable_file_reports_permission_denied(open_tmp: Path) -> None:
+    d = open_tmp / "logs"
     d.mkdir()
     d.chmod(0o755)
-    tmp_path.chmod(0o755)
     p = d / "auth.log"
     write(p, "x\n")
     os.chmod(p, 0o600)

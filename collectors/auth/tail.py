@@ -10,7 +10,8 @@ Rotation handled:
 * rename-and-create (logrotate default): the old file is read to its end, then
   the new one from offset 0. The old file is the open descriptor, or after a
   restart the file among ``PATH.1``, ``PATH.0``, ``PATH-*`` with the saved inode.
-* copytruncate: the file shrinks below the saved offset: start again at 0.
+* copytruncate: the file shrinks below the saved offset, or its first bytes change
+  (truncated and refilled past the offset between two polls): start again at 0.
 
 Never opens anything but a regular file, and opens with O_NONBLOCK, so a FIFO
 or a device put in the log's place can't block the collector.
@@ -185,6 +186,11 @@ class FileTailer:
             if self.cur is None:
                 return out
         c = self.cur
+        if self._rewritten(c):
+            # truncated and written again past our offset between two polls (copytruncate on a busy
+            # log): the size check below cannot see it, the first bytes can
+            self.truncations += 1
+            c.offset, c.head_len, c.head_hash, c.skipping = 0, 0, "", False
         try:
             self._read(c, out, budget)
         except OSError as e:
@@ -288,6 +294,19 @@ class FileTailer:
             c.offset = self._line_start(fd, start)
         self.cur = c
         self._set(OK, None)
+
+    @staticmethod
+    def _rewritten(c: _Open) -> bool:
+        """The open file's first bytes are no longer those seen before (or it shrank below them)."""
+        if c.head_len <= 0:
+            return False
+        try:
+            size = os.fstat(c.fd).st_size
+            if size < c.head_len:
+                return True
+            return _head_hash(c.fd, c.head_len) != c.head_hash
+        except OSError:
+            return False
 
     @staticmethod
     def _line_start(fd: int, end: int) -> int:

@@ -96,6 +96,24 @@ def test_copytruncate_restarts_at_zero(tmp_path: Path) -> None:
     assert t.truncations == 1
 
 
+def test_truncated_and_refilled_past_the_offset_between_polls(tmp_path: Path) -> None:
+    """A file that shrank and grew again beyond our offset before the next poll: the size alone
+    looks like growth; the changed first bytes say it is a new content, read from 0."""
+    p = tmp_path / "auth.log"
+    write(p, lines(5))
+    t = FileTailer(str(p), start_at_end=False)
+    assert len(t.poll()) == 5
+    t.state()  # the collector saves after every collection; that records the first bytes
+    with open(p, "r+") as f:
+        f.truncate(0)
+    write(p, lines(20, 0, "new"))
+    assert t.poll() == [f"new{i}" for i in range(20)]
+    assert t.truncations == 1
+    write(p, "more\n")
+    assert t.poll() == ["more"]  # an ordinary append is not a rewrite
+    assert t.truncations == 1
+
+
 def test_copytruncate_while_down_detected_on_restart(tmp_path: Path) -> None:
     p = tmp_path / "auth.log"
     write(p, lines(50))

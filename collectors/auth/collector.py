@@ -337,8 +337,8 @@ class AuthCollector(Collector):
                     f["user_hash"] = self.user_label(r.user)
                 else:
                     f["user"] = r.user
-                if r.host is not None:
-                    f["host"] = r.host
+                if r.host is not None:  # the client's host name when sshd logged a name, not an address
+                    f["source_host"] = r.host
                 if r.count != 1:
                     f["count"] = r.count
                 events.append(Event("auth_failure", t, f))

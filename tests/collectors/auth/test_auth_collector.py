@@ -4,9 +4,13 @@ brute force, bounded labels, keyed user hashing, events and broken sources."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
+import shutil
 import stat
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -389,3 +393,42 @@ def test_unreadable_sources_are_reported_once_in_self_metrics_and_others_keep_ru
     assert any(str(secure) in m and "Permission denied" in m and m.startswith("WARNING") for m in said), said
     assert any(str(btmp) in m and "Permission denied" in m for m in said), said
     assert res["partial"] == {"source_permission_denied": 2}
+
+
+def test_real_agent_cli_collects_a_real_log_with_tagged_events(tmp_path: Path) -> None:
+    """`hostmon collect --once --format json --collector auth` (the agent's own runtime, config
+    loader and tagging) over a copy of the real loghub OpenSSH log: failures counted, and every
+    failure an event carrying time, host, tenant, service, reason, user, source and port."""
+    from auth_fail2ban_eval import DATA
+
+    src = DATA / "loghub-OpenSSH_2k.log"
+    if not src.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{src} missing")
+        pytest.skip(f"{src} missing")
+    log = tmp_path / "auth.log"
+    text = src.read_text(encoding="utf-8", errors="replace")
+    log.write_text(text + "\nDec 10 11:05:00 LabSZ sshd[999999]: error: PAM: Authentication failure for carol from scanner.example.net\n")
+    cfg = tmp_path / "hostmon.toml"
+    cfg.write_text(
+        f'state_dir = "{tmp_path / "state"}"\ntenant_id = "acme"\n[tags]\nhost = "web-7"\n'
+        f'[collectors.auth]\nfiles = ["{log}"]\njournal = false\nbtmp = ""\nread_from_start = true\n'
+    )
+    exe = shutil.which("hostmon") or ""
+    cmd = [exe] if exe else [sys.executable, "-m", "agent.cli"]
+    r = subprocess.run([*cmd, "collect", "--once", "--format", "json", "--collector", "auth", "-c", str(cfg)],
+                       capture_output=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    out = json.loads(r.stdout)
+    counts = {s["labels"]["reason"]: s["value"] for s in out["samples"] if s["name"] == "hostmon_auth_failures_total"}
+    assert counts["invalid_user"] == 113 and counts["password"] >= 383 + 135 and counts["pam_auth"] == 1
+    fails = [e for e in out["events"] if e["kind"] == "auth_failure"]
+    assert sum(e["fields"].get("count", 1) for e in fails) == sum(counts.values())
+    for e in fails:
+        assert e["labels"] == {"host": "web-7", "tenant_id": "acme"}
+        assert {"service", "reason", "user", "source", "port"} <= set(e["fields"]) and e["time"] > 0
+    e = next(e for e in fails if e["fields"]["reason"] == "invalid_user")
+    assert e["fields"]["source"] and e["fields"]["user"] is not None
+    named = [e for e in fails if e["fields"].get("source_host") == "scanner.example.net"]
+    assert len(named) == 1 and named[0]["fields"]["source"] is None and named[0]["fields"]["user"] == "carol"
+    assert any(e["kind"] == "auth_bruteforce" for e in out["events"])

@@ -31,6 +31,7 @@ from collectors.auth.tail import STATUSES as SOURCE_STATES
 from collectors.auth.tail import FileTailer
 
 DEFAULT_FILES = ["/var/log/auth.log", "/var/log/secure"]
+DEFAULT_BTMP = "/var/log/btmp"
 TOP_K_MAX = 50
 OTHER = "other"
 CONNECTION_GRACE_S = 600.0  # held-back sshd records of a silent connection are released after this
@@ -40,7 +41,7 @@ CONNECTION_GRACE_S = 600.0  # held-back sshd records of a silent connection are 
 class AuthConfig(CollectorConfig):
     files: list[str] = field(
         list(DEFAULT_FILES),
-        "Log files to follow; of the defaults only those that exist are used, a path you list is always watched and reported.",
+        "Log files to follow; of the defaults only those that exist are used (under the agent's rootfs), a path you list is always watched and reported.",
     )
     journal: bool | None = field(None, "Read journald through journalctl; unset means on when journalctl exists.")
     journalctl: str = field("journalctl", "The journalctl program to run.")
@@ -51,7 +52,7 @@ class AuthConfig(CollectorConfig):
         list(DEFAULT_FACILITIES), "Syslog facilities also read from journald (4 auth, 10 authpriv: PAM messages of any program); empty turns it off."
     )
     journal_timeout: float = field(10.0, "Seconds one journalctl run may take before it is killed.")
-    btmp: str = field("/var/log/btmp", "The btmp file of failed logins (as lastb reads it); empty turns it off.")
+    btmp: str = field(DEFAULT_BTMP, "The btmp file of failed logins (as lastb reads it); empty turns it off.")
     read_from_start: bool = field(False, "On the very first start (no saved position), read existing history instead of only new lines.")
     window_seconds: float = field(900.0, "Sliding window for distinct failing sources and the top-K gauges.")
     bruteforce_threshold: int = field(10, "Failures from one source within bruteforce_window_seconds that count as brute force.")
@@ -180,7 +181,14 @@ class AuthCollector(Collector):
         files_state = state.get("files", {}) if isinstance(state.get("files"), dict) else {}
         start_at_end = not cfg.read_from_start
         explicit = cfg.files != DEFAULT_FILES
+        root = self.ctx.rootfs if self.ctx.rootfs not in ("", "/") else ""
+
+        def on_host(p: str) -> str:  # a default path, under the agent's rootfs (/host in a container)
+            return os.path.join(root, p.lstrip("/")) if root else p
+
         for path in cfg.files:
+            if not explicit:
+                path = on_host(path)
             if not explicit and not os.path.lexists(path) and path not in files_state:
                 continue  # auto-detection: a default path that does not exist here is simply not used
             t = FileTailer(path, max_line_bytes=cfg.max_line_bytes, max_read_bytes=cfg.max_read_bytes, start_at_end=start_at_end)
@@ -195,6 +203,7 @@ class AuthCollector(Collector):
             start_at_end=start_at_end,
             timeout=cfg.journal_timeout,
             facilities=cfg.journal_facilities,
+            root=root,
         )
         if use_journal is None:
             use_journal = jr.available()
@@ -202,9 +211,10 @@ class AuthCollector(Collector):
             jr.load_state(state.get("journal_cursor"))
             self.sources.append(_Source("journal", "journal", jr, cfg.journal is True))
         if cfg.btmp:
-            b = BtmpFollower(cfg.btmp, start_at_end=start_at_end)
+            btmp = on_host(cfg.btmp) if cfg.btmp == DEFAULT_BTMP else cfg.btmp
+            b = BtmpFollower(btmp, start_at_end=start_at_end)
             b.load_state(state.get("btmp"))
-            self.sources.append(_Source(f"btmp:{cfg.btmp}", "btmp", b, True))
+            self.sources.append(_Source(f"btmp:{btmp}", "btmp", b, True))
         held = state.get("held") if isinstance(state.get("held"), dict) else {}
         for s in self.sources:
             s.parser = AuthParser(max_connections=cfg.max_connections, now=self.now)

@@ -4,7 +4,8 @@ Runs ``journalctl`` (no library needed) with matches on ``SYSLOG_IDENTIFIER``
 (sshd, sshd-session, sshd-auth, su, sudo, login by default) OR ``SYSLOG_FACILITY``
 (4 auth and 10 authpriv by default: the PAM messages of any other program) and
 ``--after-cursor``; every entry carries its ``__CURSOR``, the last one read is
-saved so a restart resumes exactly after it. A bounded number of entries is read
+saved so a restart resumes exactly after it. With the agent's ``rootfs`` set (the
+host's / mounted in a container) it reads the host's journal with ``--root``. A bounded number of entries is read
 per call and the process gets a timeout. ``directory``/``files`` point it at a
 journal elsewhere (a container's mounted /var/log/journal, or tests).
 """
@@ -55,7 +56,11 @@ class JournalReader:
         max_line_bytes: int = 1 << 20,
         facilities: tuple[int, ...] | list[int] = DEFAULT_FACILITIES,
         system_roots: tuple[str, ...] | list[str] = SYSTEM_JOURNAL_ROOTS,
+        root: str = "",
     ) -> None:
+        self.root = "" if root in ("", "/") else root  # the host's / mounted elsewhere (journalctl --root)
+        if self.root:
+            system_roots = [os.path.join(self.root, r.lstrip("/")) for r in system_roots]
         self.system_roots = tuple(system_roots)
         self.journalctl = journalctl
         self.identifiers = tuple(identifiers)
@@ -84,6 +89,8 @@ class JournalReader:
         cmd = [self.journalctl, "--no-pager", "-q", "-o", "json", f"--output-fields={FIELDS}"]
         if self.directory:
             cmd.append(f"--directory={self.directory}")
+        elif self.root and not self.files:
+            cmd.append(f"--root={self.root}")
         for f in self.files:
             cmd.append(f"--file={f}")
         return cmd

@@ -432,3 +432,48 @@ def test_real_agent_cli_collects_a_real_log_with_tagged_events(tmp_path: Path) -
     named = [e for e in fails if e["fields"].get("source_host") == "scanner.example.net"]
     assert len(named) == 1 and named[0]["fields"]["source"] is None and named[0]["fields"]["user"] == "carol"
     assert any(e["kind"] == "auth_bruteforce" for e in out["events"])
+
+
+def test_default_sources_are_auto_detected_under_the_agents_rootfs(hostmon_collector: CollectorHarness, tmp_path: Path) -> None:
+    """With the default config: of /var/log/auth.log and /var/log/secure only those present are
+    followed (RHEL has secure, Debian auth.log); btmp and the journal are read too. Paths are taken
+    under the agent's rootfs (the host's / mounted at /host in a container), as node_exporter does."""
+    from test_auth_journal import JOURNALCTL, REMOTE, make_journal, sshd
+
+    rhel = tmp_path / "rhel"
+    (rhel / "var/log").mkdir(parents=True)
+    (rhel / "var/log/secure").write_text(fail(NOW - 5, "192.0.2.1"))
+    (rhel / "var/log/btmp").write_bytes(pack_record("root", "192.0.2.2", "ssh:notty", NOW - 4, "192.0.2.2"))
+    with_journal = bool(REMOTE and JOURNALCTL)
+    if with_journal:
+        make_journal(rhel / "var/log/journal/0123456789abcdef0123456789abcdef/system.journal",
+                     [sshd(int((NOW - 3) * 1e6), 5, "Invalid user x from 192.0.2.3 port 7", ident="sshd-session")])
+    elif os.environ.get("CI") == "true":
+        pytest.fail("systemd-journal-remote and journalctl are needed (apt: systemd-journal-remote)")
+    c = hostmon_collector.make(AuthCollector, {"read_from_start": True}, rootfs=str(rhel))
+    assert isinstance(c, AuthCollector)
+    c.now = lambda: NOW
+    c.start()
+    labels = [s.label for s in c.sources]
+    want = [f"file:{rhel}/var/log/secure"] + (["journal"] if with_journal else []) + [f"btmp:{rhel}/var/log/btmp"]
+    assert labels == want
+    out = run(c)
+    assert failures(out) == 1 and failures(out, reason="btmp") == 1
+    if with_journal:
+        assert failures(out, reason="invalid_user") == 1
+    c.stop()
+
+    debian = tmp_path / "debian"
+    (debian / "var/log").mkdir(parents=True)
+    (debian / "var/log/auth.log").write_text(fail(NOW - 5, "192.0.2.9"))
+    c = hostmon_collector.make(AuthCollector, {"read_from_start": True, "journal": False, "btmp": ""}, rootfs=str(debian))
+    assert isinstance(c, AuthCollector)
+    c.start()
+    assert [s.label for s in c.sources] == [f"file:{debian}/var/log/auth.log"]
+    c.stop()
+    # a path the operator lists is watched (and reported missing) whether or not it exists
+    c = hostmon_collector.make(AuthCollector, {"files": ["/nonexistent/auth.log"], "journal": False, "btmp": ""}, rootfs=str(debian))
+    assert isinstance(c, AuthCollector)
+    c.start()
+    assert [s.label for s in c.sources] == ["file:/nonexistent/auth.log"]
+    c.stop()

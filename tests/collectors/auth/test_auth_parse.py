@@ -59,6 +59,11 @@ def none(line: str) -> None:
         ("ROOT LOGIN REFUSED FROM ::ffff:10.0.0.15", "root_refused", "root", "10.0.0.15", None),
         ("User bob from 10.0.0.16 not allowed because not listed in AllowUsers", "user_not_allowed", "bob", "10.0.0.16", None),
         ("error: PAM: Authentication failure for carol from 10.0.0.17", "pam_auth", "carol", "10.0.0.17", None),
+        ("Bad protocol version identification 'GET / HTTP/1.1' from 10.0.0.18 port 19", "bad_protocol", None, "10.0.0.18", 19),
+        ("Connection closed by invalid user x 2001:db8::5 port 20 [preauth]", "preauth_closed", "x", "2001:db8::5", 20),
+        ("Failed keyboard-interactive for root from 2001:db8::6 port 21 ssh2", "keyboard_interactive", "root", "2001:db8::6", 21),
+        ("Disconnecting invalid user admin 10.0.0.19 port 22: Too many authentication failures [preauth]", "max_attempts", "admin", "10.0.0.19", 22),
+        ("Received disconnect from 10.0.0.20 port 23:14: No more user authentication methods available. [preauth]", "preauth_disconnect", None, "10.0.0.20", 23),
     ],
 )
 def test_sshd_failure_shapes(msg: str, reason: str, user: str | None, source: str, port: int | None) -> None:
@@ -281,3 +286,18 @@ def test_held_records_survive_export_and_import_and_bad_state_is_skipped() -> No
     assert r.import_state(bad) == 0  # a record outside the fixed vocabulary is not loaded
     assert r.held_count() == 0 and r.flush() == []
     assert r.import_state("not a list") == 0
+
+
+def test_every_service_and_reason_is_documented() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "auth-parsing.md").read_text()
+    missing = [v for v in (*SERVICES, *REASONS) if f"`{v}`" not in doc]
+    assert not missing, f"not in docs/auth-parsing.md: {missing}"
+
+
+def test_banner_garbage_takes_the_connections_address() -> None:
+    p = P()
+    p.feed("Jun 15 11:00:00 h sshd-session[31]: Connection from 2001:db8::9 port 4000 on 2001:db8::1 port 22 rdomain \"\"")
+    out = p.feed("Jun 15 11:00:00 h sshd-session[31]: error: kex_exchange_identification: banner line contains invalid characters")
+    assert [(r.service, r.reason, r.source, r.port) for r in out] == [("sshd", "bad_protocol", "2001:db8::9", 4000)]

@@ -215,7 +215,8 @@ class AuthCollector(Collector):
             b = BtmpFollower(btmp, start_at_end=start_at_end)
             b.load_state(state.get("btmp"))
             self.sources.append(_Source(f"btmp:{btmp}", "btmp", b, True))
-        held = state.get("held") if isinstance(state.get("held"), dict) else {}
+        held_raw = state.get("held")
+        held: dict[str, Any] = held_raw if isinstance(held_raw, dict) else {}
         for s in self.sources:
             s.parser = AuthParser(max_connections=cfg.max_connections, now=self.now)
             # records held back for connections still undecided at the last save (see parse.py)

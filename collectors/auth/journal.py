@@ -188,12 +188,12 @@ class JournalReader:
                         raw = proc.stdout.readline(self.max_line_bytes + 1)
                     continue
                 try:
-                    e = json.loads(raw)
+                    entry = json.loads(raw)
                 except ValueError:
                     self.bad_entries += 1
                     continue
-                if isinstance(e, dict):
-                    out.append(e)
+                if isinstance(entry, dict):
+                    out.append(entry)
         finally:
             watchdog.cancel()
             if proc.poll() is None:

@@ -671,7 +671,7 @@ class AuthParser:
         if first == "Connection":
             m = _CLOSED.match(msg)
             if m is not None:
-                kind, _who, user, a, port_s, preauth = m.groups()
+                _kind, _who, user, a, port_s, preauth_tag = m.groups()
                 ip, host = normalise_address(a)
                 port = int(port_s) if port_s else None
                 if conn is not None:
@@ -679,7 +679,7 @@ class AuthParser:
                         self._learn(conn, ip, host, port, out)
                     if conn.pam or conn.keys or conn.noaddr:
                         self._release(conn, out)
-                if preauth:
+                if preauth_tag:
                     out.append(AuthFailure(t, "sshd", "preauth_closed", _clean_user(user), ip, host, port, count, seq))
                 return out
             m = _CONNECTION_FROM.match(msg)
@@ -707,12 +707,12 @@ class AuthParser:
             m = _DISCONNECTED.match(msg)
             if m is None:
                 return out
-            _who, user, a, port_s, preauth = m.groups()
+            _who, user, a, port_s, preauth_tag = m.groups()
             ip, host = normalise_address(a)
             port = int(port_s) if port_s else None
             if conn is not None and (conn.addr != ip or ip is None):
                 self._learn(conn, ip, host, port, out)
-            if preauth:
+            if preauth_tag:
                 if conn is not None and (conn.pam or conn.keys or conn.noaddr):
                     self._release(conn, out)
                 out.append(AuthFailure(t, "sshd", "preauth_disconnect", _clean_user(user), ip, host, port, count, seq))

@@ -168,6 +168,7 @@ class AuthCollector(Collector):
         self.rotations: dict[tuple[str, str], int] = {}
         self.key: bytes | None = None
         self._started = False
+        self._absent_defaults: list[str] = []  # default log files not present at start, watched for
 
     # -- life cycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -190,7 +191,8 @@ class AuthCollector(Collector):
             if not explicit:
                 path = on_host(path)
             if not explicit and not os.path.lexists(path) and path not in files_state:
-                continue  # auto-detection: a default path that does not exist here is simply not used
+                self._absent_defaults.append(path)  # auto-detection: not used unless it appears later
+                continue
             t = FileTailer(path, max_line_bytes=cfg.max_line_bytes, max_read_bytes=cfg.max_read_bytes, start_at_end=start_at_end)
             t.load_state(files_state.get(path))
             self.sources.append(_Source(f"file:{path}", "file", t, True))
@@ -270,8 +272,23 @@ class AuthCollector(Collector):
             self.partial_error(f"source_{status}" if status in ("permission_denied", "not_regular") else "source_error")
 
     # -- collection -----------------------------------------------------------------------
+    def _adopt_new_defaults(self) -> None:
+        """A default log file created after start (rsyslog installed later) is followed from its start."""
+        for path in list(self._absent_defaults):
+            if not os.path.lexists(path):
+                continue
+            self._absent_defaults.remove(path)
+            cfg = self.cfg
+            t = FileTailer(path, max_line_bytes=cfg.max_line_bytes, max_read_bytes=cfg.max_read_bytes, start_at_end=False)
+            src = _Source(f"file:{path}", "file", t, True)
+            src.parser = AuthParser(max_connections=cfg.max_connections, now=self.now)
+            self.sources.append(src)
+            self.log.info("auth source appeared: %s", path, extra={"source": src.label})
+
     def read_sources(self) -> list[AuthFailure]:
         recs: list[AuthFailure] = []
+        if self._absent_defaults:
+            self._adopt_new_defaults()
         for s in self.sources:
             p = s.parser
             assert p is not None

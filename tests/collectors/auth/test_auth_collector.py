@@ -468,8 +468,16 @@ def test_default_sources_are_auto_detected_under_the_agents_rootfs(hostmon_colle
     (debian / "var/log/auth.log").write_text(fail(NOW - 5, "192.0.2.9"))
     c = hostmon_collector.make(AuthCollector, {"read_from_start": True, "journal": False, "btmp": ""}, rootfs=str(debian))
     assert isinstance(c, AuthCollector)
+    c.now = lambda: NOW
     c.start()
     assert [s.label for s in c.sources] == [f"file:{debian}/var/log/auth.log"]
+    assert failures(run(c)) == 1
+    # rsyslog installed later on this host: /var/log/secure appears and is followed from its start
+    (debian / "var/log/secure").write_text(fail(NOW - 2, "192.0.2.10"))
+    out = run(c)
+    assert [s.label for s in c.sources] == [f"file:{debian}/var/log/auth.log", f"file:{debian}/var/log/secure"]
+    assert failures(out) == 2
+    out.assert_sample("hostmon_auth_source_up", 1, {"source": f"file:{debian}/var/log/secure"})
     c.stop()
     # a path the operator lists is watched (and reported missing) whether or not it exists
     c = hostmon_collector.make(AuthCollector, {"files": ["/nonexistent/auth.log"], "journal": False, "btmp": ""}, rootfs=str(debian))

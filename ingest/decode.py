@@ -89,6 +89,7 @@ class IndexRow:
 @dataclasses.dataclass(slots=True)
 class Decoded:
     agent_id: str
+    instance: str  # the agent process's stream (header "iid"; "" when not sent)
     seq: int
     created: float
     hash: bytes  # SHA-256 of the whole envelope: the dedupe identity
@@ -167,6 +168,7 @@ class Decoder:
             rw = compress(encode_write_request((r["s"], r["l"], r["v"], r["t"]) for r in records if "s" in r))
         return Decoded(
             header.agent_id,
+            header.instance,
             header.seq,
             header.created,
             hashlib.sha256(blob).digest(),

@@ -8,8 +8,8 @@ survives a SIGKILL of the process -- the WAL content is in the OS page cache,
 which outlives the process -- but a power loss may lose the last commits; use
 it only where the ingest host's storage is otherwise protected.
 
-Dedupe: the ``batches`` row (agent id, sequence number, SHA-256 of the
-envelope) is written in the *same* transaction as the batch's samples and
+Dedupe: the ``batches`` row (agent id, instance, sequence number, SHA-256 of
+the envelope; the instance tells apart processes sharing one agent identity) is written in the *same* transaction as the batch's samples and
 events, so "stored" and "remembered as stored" cannot diverge: either both are
 on disk or neither is.
 
@@ -46,21 +46,26 @@ from typing import Any
 
 from ingest.decode import EVENT, SAMPLE, Decoded
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+_BATCHES_TABLE = """
 CREATE TABLE IF NOT EXISTS batches (
     id INTEGER PRIMARY KEY,
     agent_id TEXT NOT NULL,
+    instance TEXT NOT NULL DEFAULT '',
     seq INTEGER NOT NULL,
     hash BLOB NOT NULL,
     created REAL NOT NULL,
     received REAL NOT NULL,
     n_samples INTEGER NOT NULL,
     n_events INTEGER NOT NULL,
-    UNIQUE (agent_id, seq)
-);
+    UNIQUE (agent_id, instance, seq)
+)
+"""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+""" + _BATCHES_TABLE + """;
 CREATE INDEX IF NOT EXISTS batches_received ON batches (received);
 CREATE TABLE IF NOT EXISTS blocks (
     batch INTEGER PRIMARY KEY,
@@ -112,9 +117,38 @@ def connect(path: str, synchronous: str = "full") -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
     conn.execute("PRAGMA busy_timeout = 5000")
+    _migrate(conn)
     conn.executescript(_SCHEMA)
     conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
     return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a database written by an older ingest to SCHEMA_VERSION, in one transaction."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is None:
+        return  # a new database
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    version = int(row[0]) if row else SCHEMA_VERSION
+    if version > SCHEMA_VERSION:
+        raise sqlite3.DatabaseError(f"database schema version {version} is newer than this ingest's ({SCHEMA_VERSION})")
+    if version == 1:
+        # 1 -> 2: batches are unique per (agent id, instance, seq); rows of version 1 get instance ''.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("ALTER TABLE batches RENAME TO batches_v1")
+            conn.execute("DROP INDEX IF EXISTS batches_received")
+            conn.execute(_BATCHES_TABLE)
+            conn.execute(
+                "INSERT INTO batches (id, agent_id, instance, seq, hash, created, received, n_samples, n_events) "
+                "SELECT id, agent_id, '', seq, hash, created, received, n_samples, n_events FROM batches_v1"
+            )
+            conn.execute("DROP TABLE batches_v1")
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
 
 def connect_readonly(path: str) -> sqlite3.Connection:
@@ -168,21 +202,26 @@ class SqliteSink:
             raise RuntimeError("sink not open")
         return self._conn
 
-    def _lookup_sync(self, agent_id: str, seq: int) -> bytes | None:
-        row = self._c().execute("SELECT hash FROM batches WHERE agent_id = ? AND seq = ?", (agent_id, seq)).fetchone()
+    def _lookup_sync(self, agent_id: str, instance: str, seq: int) -> bytes | None:
+        row = self._c().execute(
+            "SELECT hash FROM batches WHERE agent_id = ? AND instance = ? AND seq = ?", (agent_id, instance, seq)
+        ).fetchone()
         return bytes(row[0]) if row else None
 
     def _store_sync(self, b: Decoded, received: float) -> str:
         c = self._c()
         c.execute("BEGIN IMMEDIATE")
         try:
-            row = c.execute("SELECT hash FROM batches WHERE agent_id = ? AND seq = ?", (b.agent_id, b.seq)).fetchone()
+            row = c.execute(
+                "SELECT hash FROM batches WHERE agent_id = ? AND instance = ? AND seq = ?", (b.agent_id, b.instance, b.seq)
+            ).fetchone()
             if row is not None:
                 c.execute("ROLLBACK")
                 return DUPLICATE if bytes(row[0]) == b.hash else REPLAY
             cur = c.execute(
-                "INSERT INTO batches (agent_id, seq, hash, created, received, n_samples, n_events) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (b.agent_id, b.seq, b.hash, b.created, received, b.n_samples, b.n_events),
+                "INSERT INTO batches (agent_id, instance, seq, hash, created, received, n_samples, n_events) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (b.agent_id, b.instance, b.seq, b.hash, b.created, received, b.n_samples, b.n_events),
             )
             batch_id = cur.lastrowid
             if b.index:
@@ -291,9 +330,9 @@ class SqliteSink:
     async def open(self) -> None:
         await self._run(self._open_sync)
 
-    async def lookup(self, agent_id: str, seq: int) -> bytes | None:
-        """The stored hash of (agent_id, seq), or None."""
-        return await self._run(self._lookup_sync, agent_id, seq)  # type: ignore[no-any-return]
+    async def lookup(self, agent_id: str, instance: str, seq: int) -> bytes | None:
+        """The stored hash of (agent_id, instance, seq), or None."""
+        return await self._run(self._lookup_sync, agent_id, instance, seq)  # type: ignore[no-any-return]
 
     async def store(self, batch: Decoded) -> str:
         """Store atomically with its dedupe record: returns STORED, DUPLICATE or REPLAY (nothing written)."""

@@ -312,7 +312,7 @@ class Shipper:
         seq = self.seqs.next()
         header = wire.BatchHeader(
             wire.FORMAT_VERSION, self.ingest_key.alg, self.ingest_key.key_id, self.agent_key.key_id,
-            tuple(sorted(tenants)), seq, time.time(), ns, len(records) - ns,
+            tuple(sorted(tenants)), seq, time.time(), ns, len(records) - ns, self.seqs.instance,
         )
         blob = wire.seal(header, records, self.agent_key, self.ingest_key)
         self.sealed += 1

@@ -19,6 +19,8 @@ import dataclasses
 import json
 import logging
 import os
+import re
+import secrets
 import threading
 import time
 from typing import Any
@@ -315,6 +317,10 @@ class SeqStore:
     mark on disk, one past the highest seq still in the spool, and the current
     time in milliseconds, so even a lost state file does not bring old numbers
     back (unless more than one batch per millisecond was sealed on average).
+
+    ``instance`` is a random id kept in the same file: the numbers are unique per
+    (agent id, instance), so processes that share one agent identity (the pods of a
+    DaemonSet) never reuse each other's numbers. A lost file gives a new instance.
     """
 
     def __init__(self, path: str, block: int = SEQ_BLOCK) -> None:
@@ -322,20 +328,26 @@ class SeqStore:
         self.block = block
         self._next = 0
         self._reserved = 0
+        self.instance = ""
         self._lock = threading.Lock()
 
     def open(self, agent_id: str, floor: int = 0) -> None:
         stored = 0
+        instance = ""
         try:
             with open(self.path, encoding="utf-8") as f:
                 data = json.load(f)
             if isinstance(data, dict) and data.get("agent_id") == agent_id and isinstance(data.get("reserved"), int):
                 stored = data["reserved"]
+                iid = data.get("instance")
+                if isinstance(iid, str) and re.fullmatch(r"[0-9a-f]{16}", iid):
+                    instance = iid
         except FileNotFoundError:
             pass
         except (OSError, ValueError) as e:
             log.warning("sequence file unreadable; continuing above the clock", extra={"path": self.path, "error": str(e)})
         self.agent_id = agent_id
+        self.instance = instance or secrets.token_hex(8)
         self._next = max(stored, floor, int(time.time() * 1000))
         self._reserved = self._next
         os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
@@ -345,7 +357,7 @@ class SeqStore:
         with self._lock:
             if self._next >= self._reserved:
                 reserved = self._next + self.block
-                data = json.dumps({"agent_id": self.agent_id, "reserved": reserved}).encode()
+                data = json.dumps({"agent_id": self.agent_id, "instance": self.instance, "reserved": reserved}).encode()
                 write_durably(self.path, data)
                 self._reserved = reserved
             seq = self._next

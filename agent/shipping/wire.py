@@ -111,9 +111,13 @@ class BatchHeader:
     created: float  # unix seconds when sealed
     n_samples: int
     n_events: int
+    # The agent process's stream: a random id kept with the sequence numbers in its
+    # state directory. Agents that share one identity (a DaemonSet's pods) have one
+    # each, so their sequence numbers never collide at the ingest. "" = not sent.
+    instance: str = ""
 
     def to_map(self) -> dict[str, Any]:
-        return {
+        m: dict[str, Any] = {
             "v": self.version,
             "suite": self.suite,
             "kid": self.key_id,
@@ -124,6 +128,9 @@ class BatchHeader:
             "ns": self.n_samples,
             "ne": self.n_events,
         }
+        if self.instance:
+            m["iid"] = self.instance
+        return m
 
     def pack(self) -> bytes:
         return msgpack.packb(self.to_map(), use_bin_type=True)
@@ -143,8 +150,11 @@ class BatchHeader:
             )
         except Exception as e:  # noqa: BLE001 - msgpack raises several types for bad input
             raise SealError("bad_header", f"header is not msgpack: {type(e).__name__}") from None
-        if not isinstance(m, dict) or set(m) != _HEADER_KEYS:
+        if not isinstance(m, dict) or set(m) - _OPTIONAL_HEADER_KEYS != _HEADER_KEYS:
             raise SealError("bad_header", "header keys differ from the format")
+        iid = m.get("iid", "")
+        if "iid" in m and not (isinstance(iid, str) and 0 < len(iid) <= MAX_ID_LEN):
+            raise SealError("bad_header", "iid must be a short string")
         v, st, kid, aid, tenants = m["v"], m["suite"], m["kid"], m["aid"], m["tenants"]
         seq, created, ns, ne = m["seq"], m["created"], m["ns"], m["ne"]
         if not _is_int(v) or not _is_int(seq) or not _is_int(ns) or not _is_int(ne):
@@ -163,10 +173,11 @@ class BatchHeader:
                 raise SealError("bad_header", "tenant ids must be short strings")
         if len(set(tenants)) != len(tenants):
             raise SealError("bad_header", "duplicate tenant ids")
-        return cls(v, st, kid, aid, tuple(tenants), seq, created, ns, ne)
+        return cls(v, st, kid, aid, tuple(tenants), seq, created, ns, ne, iid)
 
 
 _HEADER_KEYS = frozenset({"v", "suite", "kid", "aid", "tenants", "seq", "created", "ns", "ne"})
+_OPTIONAL_HEADER_KEYS = frozenset({"iid"})
 
 
 def _is_int(x: Any) -> bool:

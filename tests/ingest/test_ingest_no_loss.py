@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -73,11 +75,13 @@ class Setup:
         assert url == self.url
         return p
 
-    def driver(self, start: int = 0, collections: int = 0, spool_limit: int = 64 << 20, wait: float = 60) -> subprocess.Popen[bytes]:
+    def driver(
+        self, start: int = 0, collections: int = 0, spool_limit: int = 64 << 20, wait: float = 60, state: Path | None = None,
+    ) -> subprocess.Popen[bytes]:
         p = subprocess.Popen(
             [
                 sys.executable, str(HERE / "agent_driver.py"),
-                "--state", str(self.state), "--url", self.url, "--ingest-pub", self.ingest_key.public_path,
+                "--state", str(state or self.state), "--url", self.url, "--ingest-pub", self.ingest_key.public_path,
                 "--t0", repr(self.t0), "--start", str(start), "--collections", str(collections),
                 "--samples", str(SAMPLES), "--spool-limit", str(spool_limit), "--wait", str(wait),
             ],
@@ -247,3 +251,39 @@ def test_spool_limit_drops_exactly_the_oldest_and_counts_them(setup: Setup) -> N
     assert got_ks == list(range(dropped, n))  # and the missing ones are exactly the oldest
     assert m["hostmon_spool_dropped_samples_total"] == dropped * SAMPLES
     assert_exactly_once(setup.db, got_ks, setup.t0)
+
+
+def test_agents_sharing_one_identity_never_collide(setup: Setup) -> None:
+    """A DaemonSet's pods share one agent key but number their batches each on its own.
+
+    Both state directories are given the same reserved sequence block, so the two
+    processes seal batches with the same numbers; each process's instance id keeps
+    them apart at the ingest: everything is stored once, nothing refused as a replay.
+    """
+    other = setup.tmp / "agent-state-2"
+    shutil.copytree(setup.state / "keys", other / "keys")
+    reserved = int(time.time() * 1000) + 10_000_000
+    for state in (setup.state, other):
+        (state / "shipping").mkdir(parents=True, exist_ok=True)
+        (state / "shipping" / "seq.json").write_text(json.dumps({"agent_id": setup.agent.key_id, "reserved": reserved}))
+    setup.ingest()
+    n = 15
+    a = Lines(setup.driver(collections=n))
+    b = Lines(setup.driver(start=100, collections=n, state=other))
+    a.wait_for("drained", timeout=60)
+    b.wait_for("drained", timeout=60)
+    for out in (a, b):
+        m = out.metrics()
+        assert m["hostmon_ship_sent_batches_total"] == n, m
+        assert sum(v for k, v in m.items() if k.startswith("hostmon_ship_rejected_total")) == 0, m
+    seqs = [json.loads((st / "shipping" / "seq.json").read_text()) for st in (setup.state, other)]
+    assert seqs[0]["instance"] != seqs[1]["instance"]
+    conn = sqlite3.connect(f"file:{setup.db}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT instance, seq FROM batches").fetchall()
+    finally:
+        conn.close()
+    by_instance = {i: sorted(q for j, q in rows if j == i) for i, _ in rows}
+    assert set(by_instance) == {seqs[0]["instance"], seqs[1]["instance"]}
+    assert by_instance[seqs[0]["instance"]] == by_instance[seqs[1]["instance"]]  # the same numbers, both stored
+    assert_exactly_once(setup.db, [*range(n), *range(100, 100 + n)], setup.t0)

@@ -210,3 +210,40 @@ async def test_the_server_runs_retention_periodically(tmp_path: Path) -> None:
         assert 'hostmon_ingest_retention_deleted_total{kind="samples"} 4.0' in server.metrics.render().decode()
     finally:
         await server.stop()
+
+
+def test_a_version_1_database_is_migrated_and_keeps_its_dedupe_records(tmp_path: Path, codec) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema_version', '1');
+        CREATE TABLE batches (id INTEGER PRIMARY KEY, agent_id TEXT NOT NULL, seq INTEGER NOT NULL, hash BLOB NOT NULL,
+            created REAL NOT NULL, received REAL NOT NULL, n_samples INTEGER NOT NULL, n_events INTEGER NOT NULL,
+            UNIQUE (agent_id, seq));
+        CREATE INDEX batches_received ON batches (received);
+        """
+    )
+    first = batch(codec, 7, [s("a", 1.0, time.time())])
+    old.execute("INSERT INTO batches VALUES (1, ?, 7, ?, 1.0, 2.0, 1, 0)", (first.agent_id, first.hash))
+    old.commit()
+    old.close()
+
+    sink = SqliteSink(str(path))
+    sink.open_sync()
+    try:
+        # the old row is still the dedupe record of (agent, "", 7) ...
+        assert sink.store_sync(first) == DUPLICATE
+        assert sink.store_sync(batch(codec, 7, [s("c", 3.0, time.time())])) == REPLAY
+        # ... and the new uniqueness lets another instance of the same agent use seq 7
+        twin = batch(codec, 7, [s("b", 2.0, time.time())])
+        twin.instance = "0123456789abcdef"
+        assert sink.store_sync(twin) == STORED
+    finally:
+        sink.close_sync()
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    assert conn.execute("SELECT instance, seq FROM batches ORDER BY id").fetchall() == [("", 7), ("0123456789abcdef", 7)]
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'batches_received'").fetchone() is not None
+    conn.close()

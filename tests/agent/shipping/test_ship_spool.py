@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -196,3 +197,19 @@ def test_sequence_numbers_never_repeat_across_restarts_and_crashes(tmp_path) -> 
     s3 = SeqStore(path)
     s3.open("agent-a", floor=max(second) + 1000)
     assert s3.next() == max(second) + 1000
+
+
+def test_each_store_has_its_own_instance_id_kept_across_restarts(tmp_path) -> None:
+    a = SeqStore(str(tmp_path / "a.json"))
+    a.open("agent-a")
+    a.next()
+    b = SeqStore(str(tmp_path / "b.json"))
+    b.open("agent-a")
+    b.next()
+    assert re.fullmatch(r"[0-9a-f]{16}", a.instance) and a.instance != b.instance
+    again = SeqStore(str(tmp_path / "a.json"))
+    again.open("agent-a")
+    assert again.instance == a.instance  # a restart keeps its stream
+    other = SeqStore(str(tmp_path / "a.json"))
+    other.open("agent-b")
+    assert other.instance != a.instance  # a new identity starts a new one

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import re
@@ -91,6 +92,18 @@ def test_round_trip_restores_samples_and_events(agent_key, ingest_key) -> None:
         {"kind": "auth_failure", "time": 1700000001.0, "fields": {"user": "root", "n": [1, 2.5, None, {"x": True}]}, "labels": {"tenant_id": "acme"}}
     ]
     assert wire.tenants_of(recs) == ("acme", "beta")
+
+
+def test_instance_id_is_optional_signed_and_bound_into_the_header(agent_key, ingest_key) -> None:
+    recs = _records()
+    plain = _header(agent_key, ingest_key, recs)
+    assert "iid" not in plain.to_map()  # the test vector's header has none and stays valid
+    h = dataclasses.replace(plain, instance="0123456789abcdef")
+    blob = wire.seal(h, recs, agent_key, ingest_key.public)
+    header, _, _, _ = wire.parse_envelope(blob, BIG)
+    assert header == h and header.instance == "0123456789abcdef"
+    wire.verify(blob, agent_key.public)
+    assert _open(blob, agent_key, ingest_key) == recs
 
 
 def test_mlkem768_x25519_suite_round_trip(agent_key) -> None:
@@ -262,7 +275,10 @@ def test_malformed_payloads_have_precise_reasons(agent_key, ingest_key) -> None:
 
 def test_header_with_wrong_types_is_bad_header(agent_key, ingest_key) -> None:
     good = _header(agent_key, ingest_key, _records()).to_map()
-    for change in ({"seq": "1"}, {"seq": -1}, {"created": 5}, {"tenants": []}, {"tenants": ["a", "a"]}, {"extra": 1}, {"aid": ""}):
+    for change in (
+        {"seq": "1"}, {"seq": -1}, {"created": 5}, {"tenants": []}, {"tenants": ["a", "a"]}, {"extra": 1}, {"aid": ""},
+        {"iid": ""}, {"iid": 7}, {"iid": "x" * 200},
+    ):
         hb = msgpack.packb({**good, **change})
         blob = wire.MAGIC + struct.pack(">BI", 1, len(hb)) + hb + struct.pack(">I", 64) + os.urandom(64) + os.urandom(64)
         with pytest.raises(SealError) as ei:

@@ -106,8 +106,8 @@ class LimitsConfig:
     max_body_bytes: int = field(16 * 1024 * 1024, "Largest request body accepted, in bytes; larger is refused with 413 before it is read.", check=_check_positive)
     max_decompressed_bytes: int = field(64 * 1024 * 1024, "Largest decompressed batch, in bytes; a batch that inflates past it (a zstd bomb) is refused with 413.", check=_check_positive)
     max_records: int = field(200_000, "Most samples plus events in one batch; more is refused with 413.", check=_check_positive)
-    max_batch_age_seconds: float = field(7 * 86400.0, "Oldest batch creation time accepted, in seconds before now; older is refused with 410 (replay protection).", check=_check_positive)
-    max_clock_skew_seconds: float = field(300.0, "How far in the future a batch's creation time may be (agent clock ahead); further is refused with 400.", check=_check_not_negative)
+    max_batch_age_seconds: float = field(7 * 86400.0, "Oldest batch creation time accepted, in seconds before now; older is refused with 409 too_old (replay protection).", check=_check_positive)
+    max_clock_skew_seconds: float = field(300.0, "How far in the future a batch's creation time may be (agent clock ahead); further is refused with 425 (the agent retries as time passes).", check=_check_not_negative)
     max_inflight: int = field(8, "Batches being decrypted or stored at once; more are answered 503 with Retry-After, so memory stays bounded.", check=_check_positive)
 
 

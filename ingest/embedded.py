@@ -90,7 +90,6 @@ async def start_embedded_ingest(
             "url": url,
             "database": cfg.sqlite.path,
             "ingest_public_key": kf.public_path,
-            "query": f"hostmon ingest query --db {cfg.sqlite.path} --tenant {next(iter(sorted(allowed)))}",
         },
     )
     return url, server.stop

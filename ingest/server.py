@@ -11,32 +11,12 @@ credentials). The refusals are counted in
 ``/healthz`` answers while the process serves; ``/readyz`` answers 200 once the
 SQLite sink is open and 503 while it is not (starting, shutting down).
 
-A batch goes through these checks, cheapest first; the first that fails
-answers with its status and a JSON body ``{"error": REASON, "detail": ...}``,
-counts ``hostmon_ingest_rejected_total{reason}`` and stores nothing:
-
-======  =====================================================================
-status  reasons
-======  =====================================================================
-415     ``wrong_content_type`` (not ``application/vnd.hostmon.batch``)
-413     ``body_too_large`` (Content-Length or body over ``max_body_bytes``),
-        ``decompressed_too_large`` (a zstd bomb), ``too_many_records``
-503     ``busy`` (``max_inflight`` batches already in work; ``Retry-After: 1``),
-        ``remote_write_unavailable``, ``storage_unavailable`` (SQLite error:
-        disk full, I/O error); the agent keeps the batch and retries
-400     ``malformed_envelope``, ``bad_magic``, ``unsupported_version``,
-        ``bad_header``, ``unknown_suite``, ``unknown_key_id`` (sealed to an
-        ingest key this ingest does not hold), ``wrong_key``,
-        ``created_in_future`` (beyond ``max_clock_skew_seconds``),
-        ``decrypt_failed``, ``bad_compression``, ``bad_msgpack``
-401     ``bad_signature`` (the envelope is not signed by the enrolled key)
-403     ``unknown_agent`` (no enrolled key for the header's agent id),
-        ``tenant_not_allowed`` (the batch names a tenant the agent may not write)
-409     ``replay`` (this agent's sequence number was stored with other content)
-410     ``too_old`` (created more than ``max_batch_age_seconds`` ago)
-422     ``bad_record`` (wrong record shape or field types, a record's tenant
-        not named in the header), ``count_mismatch``
-======  =====================================================================
+A batch goes through checks, cheapest first (content type, sizes, envelope,
+signature, tenants, age, decryption, decompression, records); the first that
+fails answers its status with ``{"status": "rejected", "reason": R, "detail": ...}``,
+counts ``hostmon_ingest_rejected_total{reason}`` and stores nothing. The status
+of each reason is ``ingest.decode.STATUS``, listed in docs/ingest.md (a test
+checks that the two agree).
 
 Success is ``200 {"status": "stored"}`` only after the SQLite commit (and,
 with remote write on, after the receiver's 2xx). Sending the very same
@@ -388,7 +368,7 @@ class IngestServer:
 
     async def _process(self, blob: bytes) -> web.Response:
         d = await self._decode(blob)
-        known = await self.sink.lookup(d.agent_id, d.seq)
+        known = await self.sink.lookup(d.agent_id, d.instance, d.seq)
         if known is not None:
             if known == d.hash:
                 self.metrics.batches.labels(DUPLICATE).inc()
@@ -432,17 +412,18 @@ class IngestServer:
 
 async def serve(cfg: IngestConfig, stop: asyncio.Event | None = None, on_ready: Callable[[str], None] | None = None) -> None:
     """Run the ingest until ``stop`` is set (or SIGTERM/SIGINT)."""
-    server = IngestServer(cfg)
-    url = await server.start()
-    log.info("ingest listening on %s (%d agents enrolled, %d keys)", url, len(server.keys.agents), len(server.keys.private))
-    if on_ready is not None:
-        on_ready(url)
+    # Handlers first: a SIGTERM right after the "listening" line must stop cleanly, not kill.
     ev = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, ev.set)
+    server = IngestServer(cfg)
+    url = await server.start()
     try:
+        log.info("ingest listening on %s (%d agents enrolled, %d keys)", url, len(server.keys.agents), len(server.keys.private))
+        if on_ready is not None:
+            on_ready(url)
         await ev.wait()
     finally:
         await server.stop()

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import datetime as dt
 import re
-import sqlite3
 import sys
 import time
 from typing import Any
@@ -82,6 +81,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
+    import sqlite3  # not at import: every `hostmon` start registers this module's commands
+
     from ingest.query import open_db, query_events, query_samples, write_rows
 
     try:

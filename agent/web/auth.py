@@ -28,8 +28,6 @@ import logging
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 
-import bcrypt
-
 log = logging.getLogger("hostmon.web")
 
 AUTH_REASONS = ("auth_missing", "auth_failed", "auth_overloaded")
@@ -143,12 +141,16 @@ class Authenticator:
     def _dummy_hash(self) -> bytes:
         # same cost as the configured hashes, so an unknown user takes as long as a known one
         if self._dummy is None:
+            import bcrypt
+
             cost = next(iter(self._users.values()))[4:6] if self._users else b"10"
             self._dummy = bcrypt.hashpw(b"hostmon-dummy", b"$2b$" + cost + b"$" + bcrypt.gensalt(4)[7:])
         return self._dummy
 
     def _bcrypt_check(self, password: bytes, hashed: bytes | None) -> bool:
         """Runs in the worker thread. ``hashed`` None (unknown user) checks against the dummy hash."""
+        import bcrypt  # loaded on the first password check, not by every agent start
+
         self.bcrypt_runs += 1
         try:
             return bcrypt.checkpw(password, hashed if hashed is not None else self._dummy_hash())

@@ -40,9 +40,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cryptography import x509
-
-from agent.web.config import TLS_VERSIONS, TLSServerConfig, check_secret_file, openssl_cipher_name
+from agent.web.config import (
+    TLS_VERSIONS,
+    TLSServerConfig,
+    check_secret_file,
+    openssl_cipher_name,
+)
 
 log = logging.getLogger("hostmon.web")
 
@@ -122,6 +125,9 @@ def build_context(cfg: TLSServerConfig) -> ssl.SSLContext:
 
 def cert_not_after(path: str) -> float | None:
     """Expiry (unix time) of the first certificate in a PEM file, or None if unreadable."""
+    # imported here, not with the module: an agent without TLS never loads it (RSS)
+    from cryptography import x509
+
     try:
         with open(path, "rb") as f:
             cert = x509.load_pem_x509_certificate(f.read())

@@ -251,9 +251,27 @@ def main() -> None:
     finally:
         stop(p)
         shutil.rmtree(state, ignore_errors=True)
-    print("\n[3] RSS of `hostmon run`, every built-in collector on")
+    print("\n[3] RSS of `hostmon run`, every built-in collector on (shipping off: the collectors' budget)")
     print(f"  after 100 cycles {rss_100 / 1e6:.1f} MB; after {done} cycles {rss_end / 1e6:.1f} MB; growth {(rss_end - rss_100) / 1e6:+.2f} MB")
     print(f"  node_exporter RSS (all defaults, this run): {ne_rss / 1e6:.1f} MB; process CPU total {cpu:.1f} s")
+
+    # 4. The newcomer's default: shipping on, to the embedded ingest in the same process.
+    p, url, state = start_hostmon({"HOSTMON_RUNTIME__INTERVAL": str(interval), "HOSTMON_RUNTIME__JITTER": "0", **unlimited})
+    try:
+        while runs() < 100:
+            time.sleep(0.5)
+        rss_100 = proc_rss(p.pid)
+        target = min(args.rss_cycles, 1000)
+        t0 = time.monotonic()
+        while runs() < target and time.monotonic() - t0 < 300:
+            time.sleep(1)
+        rss_end = proc_rss(p.pid)
+        done = runs()
+    finally:
+        stop(p)
+        shutil.rmtree(state, ignore_errors=True)
+    print("\n[4] RSS of `hostmon run` with the defaults: every collector, shipping to the embedded ingest (SQLite)")
+    print(f"  after 100 cycles {rss_100 / 1e6:.1f} MB; after {done} cycles {rss_end / 1e6:.1f} MB; growth {(rss_end - rss_100) / 1e6:+.2f} MB")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Benchmark (not a test): honest scrape latency while another address floods with bad passwords.
 
-    python tests/agent/web/bench_flood.py [--scrapes 60] [--flooders 32] [--runs 3]
+    python bench/web_flood_bench.py [--scrapes 60] [--flooders 32] [--runs 3]
 
 Starts the test app (TLS + basic auth, bcrypt cost 10, default rate limit) in its own process, then measures an
 honest client on 127.0.0.1 (keep-alive, correct password, cached after its first scrape) three ways, in the same
@@ -26,7 +26,8 @@ from pathlib import Path
 import aiohttp
 import bcrypt
 
-HERE = Path(__file__).resolve().parent
+# Test-time PKI helpers shared with tests/agent/web (certificates made with cryptography).
+HERE = Path(__file__).resolve().parents[1] / "tests" / "agent" / "web"
 
 
 def _pki(d: Path) -> tuple[Path, Path, Path]:

@@ -254,7 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    return run_command(parser.parse_args(argv))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed command; errors become one line on stderr and the documented exit status."""
     try:
         return int(args.func(args) or 0)
     except ConfigError as e:

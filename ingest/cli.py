@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Any
 
-from agent.errors import ConfigError, HostmonError
+from agent.errors import ConfigError
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -142,16 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     register(sub)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(["ingest", *argv])
-    try:
-        return int(args.func(args) or 0)
-    except ConfigError as e:
-        print(f"hostmon: config error: {e}", file=sys.stderr)
-        return 2
-    except HostmonError as e:
-        print(f"hostmon: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    from agent.cli import run_command
+
+    return run_command(args)
 
 
 if __name__ == "__main__":

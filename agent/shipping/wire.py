@@ -231,7 +231,8 @@ def encode_checked(
     a record without ``tenant_id`` gets ``default_tenant`` (its labels are
     copied, never changed in place). Returns the number of invalid records,
     which are left out: the same rules as :func:`check_record`, so a batch built
-    here is never refused by the ingest for a record's shape.
+    here is never refused by the ingest for a record's shape; a NaN or infinite
+    timestamp is refused here too (the ingest answers such a record 422).
     """
     bad = 0
     append = records.append
@@ -246,6 +247,7 @@ def encode_checked(
             or s.type not in _TYPES
             or type(v) not in _NUM
             or type(t) not in _NUM
+            or t - t != 0  # NaN or +-Inf: a poison timestamp no store accepts
             or type(labels) is not dict
             or len(labels) > MAX_LABELS
         ):
@@ -267,6 +269,9 @@ def encode_checked(
         if type(labels) is dict and "tenant_id" not in labels:
             labels = {**labels, "tenant_id": default_tenant}
         r = {"e": e.kind, "t": e.time, "f": e.fields, "l": labels}
+        if type(e.time) in _NUM and e.time - e.time != 0:  # NaN or +-Inf time
+            bad += 1
+            continue
         try:
             check_record(r)
         except SealError:

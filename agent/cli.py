@@ -74,6 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     log.info("starting", extra={"version": __version__, "config": cfg.source, "tenant_id": cfg.tenant_id})
 
     async def main() -> None:
+        check_state_dir(cfg)
         consumers: list[Any] = []
         agent = Agent(cfg, path, consumers, environ=_env(args.listen))
         try:
@@ -105,6 +106,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging.shutdown()
         os._exit(0)
     return 0
+
+
+def check_state_dir(cfg: config_mod.Config) -> None:
+    """Create the state directory 0700, or refuse one another user could write into (ConfigError)."""
+    from agent.safedir import UnsafeDirError, ensure_private_dir
+
+    try:
+        ensure_private_dir(cfg.resolved_state_dir())
+    except UnsafeDirError as e:
+        raise ConfigError(cfg.source, "state_dir", e.strerror) from None
 
 
 async def _make_shipper(cfg: config_mod.Config, agent: Any) -> Any:

@@ -33,6 +33,9 @@ from agent.registry import discover
 
 log = logging.getLogger("hostmon.runtime")
 
+HEARTBEAT = 0.5  # seconds between two heartbeats of the event loop
+STALL_GAP = 2.0  # a heartbeat this much later than due means the whole process stood still
+
 SELF_SPECS: tuple[MetricSpec, ...] = (
     MetricSpec("hostmon_build_info", GAUGE, "hostmon build information; value is 1.", ("version", "python")),
     MetricSpec("hostmon_collector_success", GAUGE, "Whether the collector's last run succeeded (1) or not (0).", ("collector",)),
@@ -41,6 +44,11 @@ SELF_SPECS: tuple[MetricSpec, ...] = (
     MetricSpec("hostmon_collector_errors_total", COUNTER, "Collections that raised an error.", ("collector",)),
     MetricSpec("hostmon_collector_timeouts_total", COUNTER, "Collections abandoned after the timeout.", ("collector",)),
     MetricSpec("hostmon_collector_overruns_total", COUNTER, "Ticks skipped because the previous collection was still running.", ("collector",)),
+    MetricSpec(
+        "hostmon_collector_missed_periods_total", COUNTER,
+        "Times the schedule fell behind because the whole agent was stopped (SIGSTOP, a frozen cgroup, a blocked "
+        "event loop); one per stop however long it lasted, and not counted as overruns.", ("collector",),
+    ),
     MetricSpec("hostmon_collector_partial_errors_total", COUNTER, "Partial failures reported by collectors, by fixed reason.", ("collector", "reason")),
     MetricSpec("hostmon_collector_last_success_timestamp_seconds", GAUGE, "Unix time of the collector's last successful run.", ("collector",), "seconds"),
     MetricSpec("hostmon_collector_samples", GAUGE, "Samples emitted by the collector's last successful run.", ("collector",)),
@@ -71,6 +79,7 @@ class CollectorRunner:
         self.errors = 0
         self.timeouts = 0
         self.overruns = 0
+        self.missed_periods = 0
         self.partial: dict[str, int] = {}
         self.success = 0
         self.duration = 0.0
@@ -90,6 +99,7 @@ class CollectorRunner:
             Sample("hostmon_collector_errors_total", COUNTER, self.errors, lab),
             Sample("hostmon_collector_timeouts_total", COUNTER, self.timeouts, lab),
             Sample("hostmon_collector_overruns_total", COUNTER, self.overruns, lab),
+            Sample("hostmon_collector_missed_periods_total", COUNTER, self.missed_periods, lab),
             Sample("hostmon_collector_last_success_timestamp_seconds", GAUGE, self.last_success, lab),
             Sample("hostmon_collector_samples", GAUGE, self.n_samples, lab),
         ]
@@ -260,6 +270,10 @@ class Agent:
         self.notifier: Any = None
         self.started_at = time.time()
         self._self_task: asyncio.Task[None] | None = None
+        self._beat_task: asyncio.Task[None] | None = None
+        self._beat = 0.0  # loop time of the last heartbeat
+        self._stall_seen = float("-inf")  # loop time a stall was last noticed
+        self.stalls = 0
         self._extra_tasks: list[asyncio.Task[Any]] = []
         self.store.add_provider(self._self_samples)
         self.store.add_provider(self._server_samples)
@@ -403,6 +417,7 @@ class Agent:
         loop = asyncio.get_running_loop()
         jitter = self.cfg.runtime.jitter
         next_t = loop.time()
+        mark = next_t  # start of this period: a stall since then is not the collector's overrun
         while True:
             await self.run_once(r)
             if r.unavailable:
@@ -411,9 +426,41 @@ class Agent:
             now = loop.time()
             if now > next_t:
                 missed = int((now - next_t) // r.interval) + 1
-                r.overruns += missed
+                if self._stalled_since(mark):
+                    r.missed_periods += 1
+                else:
+                    r.overruns += missed
                 next_t += missed * r.interval
+            mark = now
             await asyncio.sleep(next_t - now)
+
+    def _stalled_since(self, t0: float) -> bool:
+        """Whether the whole process stood still (heartbeat gap over STALL_GAP s) after loop time ``t0``."""
+        if self._beat_task is None:
+            return False
+        now = asyncio.get_running_loop().time()
+        if now - self._beat > HEARTBEAT + STALL_GAP:  # stalled, and the heartbeat has not run since
+            self._note_stall(now)
+        return self._stall_seen >= t0
+
+    def _note_stall(self, now: float) -> None:
+        if self._stall_seen < self._beat:  # once per stall, whoever notices it first
+            self.stalls += 1
+            log.warning("the agent stood still (stopped, frozen or starved) and skipped collection periods; "
+                        "counted once in hostmon_collector_missed_periods_total, not as overruns",
+                        extra={"seconds": round(now - self._beat, 1)})
+        self._stall_seen = now
+
+    async def _heartbeat(self) -> None:
+        """Notice when the process as a whole stood still: a late heartbeat is a stall, not an overrun."""
+        loop = asyncio.get_running_loop()
+        self._beat = loop.time()
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            now = loop.time()
+            if now - self._beat > HEARTBEAT + STALL_GAP:
+                self._note_stall(now)
+            self._beat = now
 
     async def _self_loop(self) -> None:
         while True:
@@ -438,6 +485,9 @@ class Agent:
         self.ready_event.clear()
         if not self.runners:
             self._check_ready()
+        if self._beat_task is None:
+            self._beat = asyncio.get_running_loop().time()
+            self._beat_task = asyncio.create_task(self._heartbeat(), name="heartbeat")
         self.tasks = [asyncio.create_task(self._loop(r), name=f"collector:{r.name}") for r in self.runners]
 
     async def stop_collectors(self, budget: float = 2.0) -> None:
@@ -514,7 +564,7 @@ class Agent:
         """Stop within the 5 s budget: collectors (2 s), consumers flush (2 s), server."""
         if self.notifier is not None:
             self.notifier.stopping()
-        for t in [self._self_task, *self._extra_tasks]:
+        for t in [self._self_task, self._beat_task, *self._extra_tasks]:
             if t is not None:
                 t.cancel()
         await self.stop_collectors(budget=2.0)

@@ -14,16 +14,26 @@ import random
 import sys
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_ship_shipper import OpeningIngest, env, eventually, free_port, metric, start_server  # noqa: E402, F401
+from test_ship_shipper import OpeningIngest, eventually, free_port, metric, start_server
 
-from agent.api import Event, Sample  # noqa: E402
-from agent.handoff import Collection  # noqa: E402
-from agent.shipping import wire  # noqa: E402
-from agent.shipping.config import ShippingConfig  # noqa: E402
-from agent.shipping.shipper import Shipper  # noqa: E402
+from agent.api import Event, Sample
+from agent.handoff import Collection
+from agent.shipping import keys, wire
+from agent.shipping.config import ShippingConfig
+from agent.shipping.shipper import Shipper
+
+
+@pytest.fixture
+def env(tmp_path):
+    kd = tmp_path / "keys"
+    a = keys.generate_agent_identity(kd)
+    i = keys.generate_ingest_keypair(kd)
+    ingest = OpeningIngest(keys.load_public_key(a.public_path), keys.load_private_key(i.private_path))
+    return tmp_path, a, i, ingest
 
 
 def shipper(tmp_path, a, i, port: int, **over) -> Shipper:
@@ -84,7 +94,7 @@ class FailsOneBatch(OpeningIngest):
         if any(r.get("l", {}).get("k") == str(self.bad) for r in records):
             self.bad_posts += 1
             return web.json_response({"status": "error", "reason": "internal"}, status=self.status)
-        request._read_bytes = blob  # noqa: SLF001 - hand the body on to the opening handler
+        request._read_bytes = blob
         return await super().handle(request)
 
 

@@ -8,28 +8,25 @@ from __future__ import annotations
 
 import importlib
 
-from agent.api import MetricSpec
+from hostmond.core.model import MetricSpec
 
 # Modules outside the collectors that declare self-metrics as a SELF_SPECS tuple.
-SELF_SPEC_MODULES = ("agent.runtime", "agent.shipping.shipper", "agent.web.security", "ingest.server")
+SELF_SPEC_MODULES = ("hostmond.agent.runtime", "hostmond.agent.shipping.shipper", "hostmond.web.security", "hostmond.ingest.server")
 
 
 def all_specs() -> list[tuple[str, MetricSpec]]:
     """(source, spec) for every metric hostmon can emit, sources sorted, specs in declared order."""
-    from agent.registry import discover
+    from hostmond.agent.registry import discover
 
     classes, _ = discover()
     out: list[tuple[str, MetricSpec]] = []
     for mod in SELF_SPEC_MODULES:
-        try:
-            m = importlib.import_module(mod)
-        except ImportError:
-            continue
+        m = importlib.import_module(mod)
         for s in getattr(m, "SELF_SPECS", ()):
-            out.append((mod, s))
+            out.append((mod.removeprefix("hostmond."), s))
     for name in sorted(classes):
         cls = classes[name]
-        if cls.__module__.split(".")[0] != "collectors":
+        if not cls.__module__.startswith("hostmond.collectors."):
             continue  # third-party plugins document themselves
         for s in cls.metrics:
             out.append((f"collector {name}", s))

@@ -17,7 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.api import COUNTER, MetricSpec, Sample
+from hostmond.core.model import COUNTER, MetricSpec, Sample
+from hostmond.web.security import apply_web_security
 
 log = logging.getLogger("hostmon.http")
 
@@ -235,12 +236,7 @@ class MetricsServer:
         self.ssl_context = None
         self.security: Any = None
         if web_config is not None:
-            try:
-                from agent.web.security import apply_web_security
-            except ImportError:  # security module not present in this build
-                apply_web_security = None  # type: ignore[assignment]
-            if apply_web_security is not None:
-                self.ssl_context = apply_web_security(self.app, web_config, server="agent")
+            self.ssl_context = apply_web_security(self.app, web_config, server="agent")
 
     async def metrics(self, request: web.Request) -> web.Response:
         om = wants_openmetrics(request.headers.get("Accept", ""))

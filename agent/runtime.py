@@ -16,20 +16,33 @@ import logging
 import os
 import platform
 import random
+import resource
 import signal
 import threading
 import time
 from collections.abc import Iterable
 from typing import Any
 
-from agent import __version__
-from agent import config as config_mod
-from agent.api import COUNTER, GAUGE, Collector, CollectorContext, CollectorUnavailable, Event, MetricSpec, Sample, StateStore
-from agent.errors import ConfigError, PluginError
-from agent.exposition import MetricsServer, MetricStore
-from agent.handoff import Collection, Consumer
-from agent.logs import LogOnce
-from agent.registry import discover
+from hostmond.agent import config as config_mod
+from hostmond.agent.exposition import MetricsServer, MetricStore
+from hostmond.agent.handoff import Collection, Consumer
+from hostmond.agent.registry import discover
+
+from hostmond import __version__
+from hostmond.api import (
+    COUNTER,
+    GAUGE,
+    Collector,
+    CollectorContext,
+    CollectorUnavailable,
+    Event,
+    MetricSpec,
+    Sample,
+    StateStore,
+)
+from hostmond.core.errors import ConfigError, PluginError
+from hostmond.core.logs import LogOnce
+from hostmond.web.security import security_metrics
 
 log = logging.getLogger("hostmon.runtime")
 
@@ -139,10 +152,8 @@ class ProcessStats:
             pass
         self.page = os.sysconf("SC_PAGE_SIZE")
         try:
-            import resource
-
             self.max_fds = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        except (ImportError, OSError):
+        except OSError:
             self.max_fds = 0
         self.samples: list[Sample] = []
 
@@ -182,7 +193,7 @@ def build_collectors(
     tags = cfg.resolved_tags()
     tenancy = None
     if cfg.tenant_rules:
-        from agent.tenancy import Tenancy
+        from hostmond.agent.tenancy import Tenancy
 
         tenancy = Tenancy(cfg.tenant_rules, cfg.tenant_id)
     only_set = set(only) if only is not None else None
@@ -220,6 +231,16 @@ def build_collectors(
         timeout = ccfg.timeout or cfg.runtime.timeout
         runners.append(CollectorRunner(cls, inst, interval, timeout))
     return runners, errors
+
+
+class _EventSink:
+    """A consumer that keeps the events of each collection (``collect_once``)."""
+
+    def __init__(self, events: list[Event]) -> None:
+        self.events = events
+
+    def submit(self, col: Collection) -> None:
+        self.events.extend(col.events)
 
 
 class Agent:
@@ -267,10 +288,6 @@ class Agent:
     # -- self-metrics --------------------------------------------------------
     def _server_samples(self) -> list[Sample]:
         if self.server is None:
-            return []
-        try:
-            from agent.web.security import security_metrics
-        except ImportError:
             return []
         out = security_metrics(self.server.app)
         for s in out:
@@ -439,6 +456,27 @@ class Agent:
         if not self.runners:
             self._check_ready()
         self.tasks = [asyncio.create_task(self._loop(r), name=f"collector:{r.name}") for r in self.runners]
+
+    async def collect_once(self, only: list[str] | None = None) -> tuple[list[Sample], list[Event]]:
+        """One collection by every enabled collector (or only those named), for ``hostmon collect --once``.
+
+        Returns every sample the store holds afterwards (collectors and self-metrics) and the
+        events the collectors emitted; state is not persisted.
+        """
+        self.runners, errs = build_collectors(self.cfg, self.classes, persist_state=False, only=only)
+        self.plugin_errors = self.discover_errors + errs
+        events: list[Event] = []
+        sink = _EventSink(events)
+        self.consumers.append(sink)
+        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=len(self.runners) + 1, thread_name_prefix="collector")
+        try:
+            await asyncio.gather(*(self.run_once(r) for r in self.runners))
+            self.proc.refresh()
+            samples = self.store.all_samples()
+        finally:
+            self.consumers.remove(sink)
+            await self.stop_collectors()
+        return samples, events
 
     async def stop_collectors(self, budget: float = 2.0) -> None:
         for t in self.tasks:

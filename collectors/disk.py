@@ -28,8 +28,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from agent import registry
-from agent.api import (
+from hostmond.collectors import _procfs
+from hostmond.collectors._pressure import pressure_samples
+
+from hostmond.api import (
     COUNTER,
     GAUGE,
     Collector,
@@ -37,11 +39,9 @@ from agent.api import (
     CollectorContext,
     MetricSpec,
     Sample,
+    check_regex,
     field,
 )
-from agent.tenancy import check_regex
-from collectors import _procfs
-from collectors.cpu import pressure_samples
 
 # node_exporter's defaults (collector/filesystem_linux.go, diskstats_linux.go).
 DEFAULT_MOUNT_POINTS_EXCLUDE = r"^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)"
@@ -220,8 +220,7 @@ class _Stale:
     since: float
 
 
-@registry.register
-class DiskCollector(Collector):
+class DiskCollector(Collector[DiskConfig]):
     name = "disk"
     config_class = DiskConfig
     metrics = (

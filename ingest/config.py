@@ -25,7 +25,7 @@ Example::
     client_ca_file = "tls/agents-ca.crt"
     client_auth_type = "RequireAndVerifyClientCert"
 
-The ``[web]`` section is the agent's (:class:`agent.web.config.WebConfig`):
+The ``[web]`` section is the agent's (:class:`hostmond.web.config.WebConfig`):
 TLS with certificate rotation, mutual TLS, basic/bearer authentication for
 every path but ``open_paths`` and the batch path (a batch carries its own
 signature), and a rate limit per client address.
@@ -44,12 +44,11 @@ import os
 import tomllib
 from typing import Any
 
-from agent.api import field
-from agent.config import load_dataclass, parse_listen
-from agent.errors import ConfigError, KeyFileError
-from agent.shipping import keys as keymod
-from agent.tenancy import validate_tenant_id
-from agent.web.config import WebConfig
+from hostmond.core import keys as keymod
+from hostmond.core.config import field, load_dataclass
+from hostmond.core.errors import ConfigError, KeyFileError
+from hostmond.core.validate import parse_listen, validate_tenant_id
+from hostmond.web.config import WebConfig
 
 DEFAULT_LISTEN = "127.0.0.1:9436"
 
@@ -267,7 +266,7 @@ def check_web(cfg: IngestConfig) -> str:
     """
     import ssl
 
-    from agent.web.tls import build_context
+    from hostmond.web.tls import build_context
 
     tls = cfg.web.tls_server_config
     parts = []

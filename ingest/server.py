@@ -1,6 +1,6 @@
 """The ingest HTTP server: ``POST /v1/batches``, ``GET /metrics``, ``GET /healthz``, ``GET /readyz``.
 
-Endpoint security comes from the ``[web]`` section (:mod:`agent.web`, the
+Endpoint security comes from the ``[web]`` section (:mod:`hostmond.web`, the
 same code and keys as the agent's /metrics): TLS with certificate rotation,
 mutual TLS (a refused handshake is counted), a rate limit per client address
 (429 with ``Retry-After``, which the agent's sender retries) and basic/bearer
@@ -15,7 +15,7 @@ A batch goes through checks, cheapest first (content type, sizes, envelope,
 signature, tenants, age, decryption, decompression, records); the first that
 fails answers its status with ``{"status": "rejected", "reason": R, "detail": ...}``,
 counts ``hostmon_ingest_rejected_total{reason}`` and stores nothing. The status
-of each reason is ``ingest.decode.STATUS``, listed in docs/ingest.md (a test
+of each reason is ``hostmond.ingest.decode.STATUS``, listed in docs/ingest.md (a test
 checks that the two agree).
 
 Success is ``200 {"status": "stored"}`` only after the SQLite commit (and,
@@ -48,6 +48,19 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
 from aiohttp import web
+from hostmond.ingest.config import IngestConfig, LoadedKeys, load_keys
+from hostmond.ingest.decode import (
+    SAMPLE,
+    STATUS,
+    Decoded,
+    Decoder,
+    DecoderSpec,
+    Rejected,
+    decode_in_worker,
+    init_worker,
+)
+from hostmond.ingest.remote_write import RemoteWriteError, RemoteWriteSink
+from hostmond.ingest.sqlite_sink import DUPLICATE, REPLAY, STORED, SqliteSink
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -59,23 +72,10 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from agent.config import parse_listen
-from agent.errors import ConfigError
-from agent.shipping import wire
-from agent.web.security import PrometheusCollector, apply_web_security
-from ingest.config import IngestConfig, LoadedKeys, load_keys
-from ingest.decode import (
-    SAMPLE,
-    STATUS,
-    Decoded,
-    Decoder,
-    DecoderSpec,
-    Rejected,
-    decode_in_worker,
-    init_worker,
-)
-from ingest.remote_write import RemoteWriteError, RemoteWriteSink
-from ingest.sqlite_sink import DUPLICATE, REPLAY, STORED, SqliteSink
+from hostmond.core import wire
+from hostmond.core.errors import ConfigError
+from hostmond.core.validate import parse_listen
+from hostmond.web.security import PrometheusCollector, apply_web_security
 
 log = logging.getLogger("hostmon.ingest")
 

@@ -6,7 +6,7 @@ import dataclasses
 import os
 from urllib.parse import urlsplit
 
-from agent.api import field
+from hostmond.core.config import field
 
 SUITE_NAMES = ("x25519", "mlkem768-x25519")
 

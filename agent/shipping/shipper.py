@@ -1,6 +1,6 @@
 """The shipper: buffer -> sealed batch -> spool -> ingest, losing nothing silently.
 
-It is an :class:`agent.handoff.Consumer`: the runtime calls :meth:`Shipper.submit`
+It is an :class:`hostmond.agent.handoff.Consumer`: the runtime calls :meth:`Shipper.submit`
 with each tagged collection (non-blocking; a full buffer drops and counts). A
 batch loop closes batches by size or age, seals them in a worker thread and
 writes them to the spool before anything is sent. A send loop posts spooled
@@ -29,13 +29,10 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from agent.api import COUNTER, GAUGE, MetricSpec, Sample
-from agent.errors import ConfigError, KeyFileError, SealError, SpoolError
-from agent.handoff import Collection
-from agent.shipping import keys, wire
-from agent.shipping.batcher import Batcher, Chunk
-from agent.shipping.config import ShippingConfig
-from agent.shipping.sender import (
+from hostmond.agent.handoff import Collection
+from hostmond.agent.shipping.batcher import Batcher, Chunk
+from hostmond.agent.shipping.config import ShippingConfig
+from hostmond.agent.shipping.sender import (
     ACKED,
     DROP,
     DROP_STATUSES,
@@ -43,7 +40,11 @@ from agent.shipping.sender import (
     Sender,
     retry_wait,
 )
-from agent.shipping.spool import SeqStore, Spool
+from hostmond.agent.shipping.spool import SeqStore, Spool
+
+from hostmond.core import keys, wire
+from hostmond.core.errors import ConfigError, KeyFileError, SealError, SpoolError
+from hostmond.core.model import COUNTER, GAUGE, MetricSpec, Sample
 
 log = logging.getLogger("hostmon.shipping")
 

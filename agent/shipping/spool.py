@@ -25,8 +25,8 @@ import threading
 import time
 from typing import Any
 
-from agent.errors import SealError, SpoolError
-from agent.shipping import wire
+from hostmond.core import wire
+from hostmond.core.errors import SealError, SpoolError
 
 SUFFIX = ".hmb"
 TMP_PREFIX = ".tmp-"

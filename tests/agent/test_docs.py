@@ -21,13 +21,13 @@ def table_names() -> dict[str, tuple[str, set[str]]]:
 
 
 def test_metric_table_is_current() -> None:
-    out = subprocess.run([sys.executable, "-m", "agent.cli", "docs", "metrics"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-m", "hostmond.cli", "docs", "metrics"], capture_output=True, text=True, check=True).stdout
     assert (REPO / "docs" / "metrics.md").read_text() == out, "run `hostmon docs metrics > docs/metrics.md`"
 
 
 def test_every_emitted_metric_is_in_the_table_with_its_type_and_labels(tmp_path: Path) -> None:
     r = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "collect", "--once", "--format", "json"],
+        [sys.executable, "-m", "hostmond.cli", "collect", "--once", "--format", "json"],
         capture_output=True, text=True, check=True, cwd=tmp_path,
     )
     table = table_names()

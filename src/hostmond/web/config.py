@@ -29,7 +29,7 @@ certificate), so they behave like ``VerifyClientCertIfGiven`` and
 ``RequireAndVerifyClientCert``; ``curve_preferences`` and ``http_server_config``
 are not supported. ``bearer_token_files`` is hostmon's own addition.
 
-Checks made when the config is loaded (each a :class:`agent.errors.ConfigError`
+Checks made when the config is loaded (each a :class:`hostmond.core.errors.ConfigError`
 naming the file, the key and the reason): every named file exists and is
 readable; key and token files are not readable by group or others; bcrypt
 hashes parse; cipher suite and TLS version names are known; a client CA is given
@@ -44,7 +44,7 @@ import re
 import ssl
 import stat
 
-from agent.api import field
+from hostmond.core.config import field
 
 CLIENT_AUTH_TYPES = (
     "NoClientCert",

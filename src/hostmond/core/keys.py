@@ -37,8 +37,8 @@ from cryptography.hazmat.primitives.hpke import (
     MLKEM768X25519PublicKey,
 )
 
-from agent.errors import KeyFileError
-from agent.shipping.names import (
+from hostmond.core.errors import KeyFileError
+from hostmond.core.names import (
     AGENT_KEY_NAME,
     ALGORITHMS,
     ED25519,

@@ -4,7 +4,6 @@
     hostmon check-config FILE                          validate a config; non-zero exit with the reason
     hostmon collect --once [--format prom|json]        print one collection and exit
     hostmon config sample                              print the sample config (every key at its default)
-    hostmon docs metrics                               print the metric table (docs/metrics.md)
 """
 
 from __future__ import annotations
@@ -173,13 +172,6 @@ def cmd_config_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_docs_metrics(args: argparse.Namespace) -> int:
-    from hostmond.agent.docs import metrics_markdown
-
-    sys.stdout.write(metrics_markdown())
-    return 0
-
-
 def register(sub: Any, embedded: Any = None) -> None:
     """Add the agent's commands to the ``hostmon`` parser (:mod:`hostmond.cli`).
 
@@ -207,8 +199,3 @@ def register(sub: Any, embedded: Any = None) -> None:
     cfs = cf.add_subparsers(dest="config_command", required=True)
     s = cfs.add_parser("sample", help="print the sample config")
     s.set_defaults(func=cmd_config_sample)
-
-    d = sub.add_parser("docs", help="documentation helpers")
-    ds = d.add_subparsers(dest="docs_command", required=True)
-    m = ds.add_parser("metrics", help="print the metric table")
-    m.set_defaults(func=cmd_docs_metrics)

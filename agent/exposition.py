@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from hostmond.core import selfmetrics
 from hostmond.core.model import COUNTER, MetricSpec, Sample
 from hostmond.web.security import apply_web_security
 
@@ -83,6 +84,11 @@ class Renderer:
         lab = self._labels
         for name, lst in fam.items():
             spec = self.specs.get(name)
+            if spec is None:
+                # a self-metric whose module loaded after this store was built (the shipper)
+                spec = selfmetrics.find(name)
+                if spec is not None:
+                    self.specs[name] = spec
             typ = spec.type if spec else lst[0].type
             help_ = spec.help if spec else name
             fname = name

@@ -40,13 +40,15 @@ from hostmond.api import (
     Sample,
     StateStore,
 )
+from hostmond.core import selfmetrics
 from hostmond.core.errors import ConfigError, PluginError
 from hostmond.core.logs import LogOnce
 from hostmond.web.security import security_metrics
 
 log = logging.getLogger("hostmon.runtime")
 
-SELF_SPECS: tuple[MetricSpec, ...] = (
+SELF_SPECS: tuple[MetricSpec, ...] = selfmetrics.declare(
+    "agent.runtime",
     MetricSpec("hostmon_build_info", GAUGE, "hostmon build information; value is 1.", ("version", "python")),
     MetricSpec("hostmon_collector_success", GAUGE, "Whether the collector's last run succeeded (1) or not (0).", ("collector",)),
     MetricSpec("hostmon_collector_duration_seconds", GAUGE, "Wall time of the collector's last run.", ("collector",), "seconds"),
@@ -62,12 +64,6 @@ SELF_SPECS: tuple[MetricSpec, ...] = (
     MetricSpec("hostmon_start_time_seconds", GAUGE, "Unix time the agent started.", (), "seconds"),
     MetricSpec("hostmon_time_seconds", GAUGE, "The agent's wall clock at the last self-metrics update (for clock-skew alerts).", (), "seconds"),
     MetricSpec("hostmon_ready", GAUGE, "1 once every enabled collector has finished its first run."),
-    MetricSpec("process_cpu_seconds_total", COUNTER, "Total user and system CPU time spent in seconds.", (), "seconds"),
-    MetricSpec("process_resident_memory_bytes", GAUGE, "Resident memory size in bytes.", (), "bytes"),
-    MetricSpec("process_virtual_memory_bytes", GAUGE, "Virtual memory size in bytes.", (), "bytes"),
-    MetricSpec("process_open_fds", GAUGE, "Number of open file descriptors."),
-    MetricSpec("process_max_fds", GAUGE, "Maximum number of open file descriptors."),
-    MetricSpec("process_start_time_seconds", GAUGE, "Start time of the process since unix epoch in seconds.", (), "seconds"),
 )
 
 
@@ -264,7 +260,7 @@ class Agent:
         self.classes = classes
         self.discover_errors = list(plugin_errors or [])
         self.plugin_errors: list[PluginError] = []
-        self.store = MetricStore({s.name: s for s in SELF_SPECS})
+        self.store = MetricStore({s.name: s for _, s in selfmetrics.declared()})
         for cls in classes.values():
             self.store.add_specs(cls.metrics)
         self.runners: list[CollectorRunner] = []

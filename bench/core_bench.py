@@ -95,12 +95,14 @@ def bench_cycle_cpu(cycles: int) -> tuple[float, int]:
     from hostmond.agent import config as config_mod
     from hostmond.agent.exposition import MetricStore
     from hostmond.agent.registry import discover
-    from hostmond.agent.runtime import SELF_SPECS, apply_tags, build_collectors
+    from hostmond.agent.runtime import apply_tags, build_collectors
+
+    from hostmond.core import selfmetrics
 
     classes, _ = discover()
     cfg = config_mod.load(None, {})
     runners, _ = build_collectors(cfg, classes, persist_state=False, only=["cpu", "memory", "disk", "network"])
-    store = MetricStore({s.name: s for s in SELF_SPECS})
+    store = MetricStore({s.name: s for _, s in selfmetrics.declared()})
     for c in classes.values():
         store.add_specs(c.metrics)
     for r in runners:

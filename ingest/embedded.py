@@ -60,9 +60,16 @@ async def start_embedded_ingest(
     """
     # Imported here, not at the top: an agent that ships elsewhere (or not at all) never
     # loads the ingest's server, SQLite and prometheus_client (about 9 MB of RSS).
-    from hostmond.core import keys as keymod
-    from hostmond.ingest.config import AgentEntry, Enrollment, IngestConfig, LoadedKeys, SqliteConfig
+    from hostmond.ingest.config import (
+        AgentEntry,
+        Enrollment,
+        IngestConfig,
+        LoadedKeys,
+        SqliteConfig,
+    )
     from hostmond.ingest.server import IngestServer
+
+    from hostmond.core import keys as keymod
     from hostmond.web.config import RateLimitConfig, WebConfig
 
     host = listen.rsplit(":", 1)[0].strip("[]")

@@ -25,6 +25,13 @@ from hostmond.ingest import cli as ingest_cli
 from hostmond.ingest.embedded import EmbeddedIngest
 
 
+def cmd_docs_metrics(args: argparse.Namespace) -> int:
+    from hostmond.docs import metrics_markdown
+
+    sys.stdout.write(metrics_markdown())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hostmon", description="Lightweight per-host monitoring agent.")
     p.add_argument("--version", action="version", version=f"hostmon {__version__}")
@@ -32,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     agent_cli.register(sub, embedded=EmbeddedIngest())
     keys_cli.register(sub)
     ingest_cli.register(sub)
+    d = sub.add_parser("docs", help="documentation helpers")
+    ds = d.add_subparsers(dest="docs_command", required=True)
+    m = ds.add_parser("metrics", help="print the metric table")
+    m.set_defaults(func=cmd_docs_metrics)
     return p
 
 

@@ -291,13 +291,13 @@ def test_alert_rules_evaluate_cleanly_on_real_agent_data(stack: Stack) -> None:
 
 
 def known_metric_names() -> tuple[set[str], list[str]]:
-    """Every metric the agent declares (runtime, built-in collectors, shipper), and plugin load errors."""
+    """Every metric hostmon declares (self-metrics of agent, shipper, web layer and ingest; built-in and
+    installed collectors), and plugin load errors."""
     from hostmond.agent.registry import discover
-    from hostmond.agent.runtime import SELF_SPECS
-    from hostmond.agent.shipping.shipper import METRICS
+    from hostmond.docs import all_specs
 
     classes, errors = discover()
-    names = {m.name for m in SELF_SPECS} | {m.name for m in METRICS} | {"up"}
+    names = {s.name for _, s in all_specs()} | {"up"}
     for cls in classes.values():
         names |= {m.name for m in cls.metrics}
     return names, [str(e) for e in errors]

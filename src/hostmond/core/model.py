@@ -13,6 +13,9 @@ from typing import Any
 COUNTER = "counter"
 GAUGE = "gauge"
 METRIC_TYPES = (COUNTER, GAUGE)
+# Only the ingest's own prometheus_client metrics use this (its store latency); collectors
+# and the agent's /metrics carry counters and gauges.
+HISTOGRAM = "histogram"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -30,7 +33,7 @@ class MetricSpec:
     unit: str = ""
 
     def __post_init__(self) -> None:
-        if self.type not in METRIC_TYPES:
+        if self.type not in (*METRIC_TYPES, HISTOGRAM):
             raise ValueError(f"metric {self.name}: type must be one of {METRIC_TYPES}, not {self.type!r}")
 
 

@@ -45,6 +45,7 @@ import ssl
 import stat
 
 from hostmond.core.config import field
+from hostmond.core.validate import check_positive
 
 CLIENT_AUTH_TYPES = (
     "NoClientCert",
@@ -191,11 +192,6 @@ def _check_not_negative(v: float) -> None:
         raise ValueError("must be 0 or more")
 
 
-def _check_positive(v: float) -> None:
-    if v <= 0:
-        raise ValueError("must be greater than 0")
-
-
 def read_token_file(path: str) -> bytes:
     """A bearer token file holds one token; surrounding whitespace (a trailing newline) is ignored."""
     with open(path, "rb") as f:
@@ -265,9 +261,9 @@ class RateLimitConfig:
     requests_per_second: float = field(
         10.0, "Requests per second one client address may make on average; 0 turns the rate limit off.", check=_check_not_negative
     )
-    burst: int = field(20, "Requests one client address may make at once before it is limited.", check=_check_positive)
+    burst: int = field(20, "Requests one client address may make at once before it is limited.", check=check_positive)
     max_clients: int = field(
-        10000, "Client addresses tracked at once; beyond it the least recently seen is forgotten (counted).", check=_check_positive
+        10000, "Client addresses tracked at once; beyond it the least recently seen is forgotten (counted).", check=check_positive
     )
     auth_failure_cost: int = field(
         10,
@@ -294,7 +290,7 @@ class WebConfig:
         ["/healthz", "/readyz"], "Paths served without credentials even when authentication is on (probes).", check=_check_paths
     )
     reload_interval: float = field(
-        5.0, "Seconds between checks of the certificate, key, CA and token files for changes.", check=_check_positive
+        5.0, "Seconds between checks of the certificate, key, CA and token files for changes.", check=check_positive
     )
     tls_server_config: TLSServerConfig = dataclasses.field(default_factory=TLSServerConfig)
     rate_limit: RateLimitConfig = dataclasses.field(default_factory=RateLimitConfig)

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 
 from aiohttp import web
 
+from hostmond.core import selfmetrics
 from hostmond.core.errors import ConfigError
 from hostmond.core.model import COUNTER, GAUGE, MetricSpec, Sample
 from hostmond.web.auth import AUTH_REASONS, Authenticator
@@ -41,7 +42,8 @@ DELAYED_REFUSALS_MAX = 1024
 
 REFUSAL_REASONS = ("rate_limited", *AUTH_REASONS, *HANDSHAKE_REASONS)
 
-METRICS = (
+METRICS = selfmetrics.declare(
+    "web.security",
     MetricSpec(
         "hostmon_web_requests_refused_total",
         COUNTER,
@@ -91,8 +93,6 @@ METRICS = (
     ),
 )
 
-# The name hostmond.agent.docs looks for when it builds docs/metrics.md.
-SELF_SPECS = METRICS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -36,7 +36,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from hostmond.core.config import field
 from hostmond.core.errors import ConfigError, HostmonError, KeyFileError, PluginError
 from hostmond.core.model import COUNTER, GAUGE, METRIC_TYPES, Event, MetricSpec, Sample
-from hostmond.core.validate import check_positive, check_regex
+from hostmond.core.validate import check_not_negative, check_positive, check_regex
 
 __all__ = [
     "COUNTER",
@@ -54,6 +54,7 @@ __all__ = [
     "PluginError",
     "Sample",
     "StateStore",
+    "check_not_negative",
     "check_positive",
     "check_regex",
     "field",

@@ -35,8 +35,8 @@ sys.path.insert(0, str(REPO))
 DATA = Path(os.environ.get("HOSTMON_SHARED_DATA") or REPO.parent / "shared" / "data") / "auth-logs"
 FALLBACK = REPO / "tests" / "data" / "auth"
 
-from collectors.auth.parse import AuthParser  # noqa: E402
-from collectors.auth.tail import FileTailer  # noqa: E402
+from hostmond.collectors.auth.parse import AuthParser  # noqa: E402
+from hostmond.collectors.auth.tail import FileTailer  # noqa: E402
 
 _PID = re.compile(r"\[(\d+)\]:")
 

@@ -23,7 +23,7 @@ import re
 from collections import OrderedDict
 from typing import Any
 
-from collectors.auth.records import (
+from hostmond.collectors.auth.records import (
     MAX_HOST_LEN,
     MAX_USER_LEN,
     REASONS,
@@ -34,8 +34,8 @@ from collectors.auth.records import (
     AuthFailure,
     normalise_address,
 )
-from collectors.auth.records import clean_user as _clean_user
-from collectors.auth.sshd import (
+from hostmond.collectors.auth.records import clean_user as _clean_user
+from hostmond.collectors.auth.sshd import (
     _PAM_LINE,
     _TRAILER,
     HANDLERS,
@@ -43,7 +43,7 @@ from collectors.auth.sshd import (
     _pam_fields,
     on_pam,
 )
-from collectors.auth.timestamps import BsdClock, parse_journal_realtime, parse_rfc3339
+from hostmond.collectors.auth.timestamps import BsdClock, parse_journal_realtime, parse_rfc3339
 
 __all__ = [
     "MAX_HOST_LEN",

@@ -13,11 +13,11 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from collectors.auth.records import MAX_USER_LEN, AuthFailure, normalise_address
-from collectors.auth.records import clean_user as _clean_user
+from hostmond.collectors.auth.records import MAX_USER_LEN, AuthFailure, normalise_address
+from hostmond.collectors.auth.records import clean_user as _clean_user
 
 if TYPE_CHECKING:
-    from collectors.auth.parse import AuthParser
+    from hostmond.collectors.auth.parse import AuthParser
 
 # -- sshd message shapes ---------------------------------------------------------
 _ADDR = r"[\w.:%-]*[.:][\w.:%-]*"

@@ -33,7 +33,7 @@ def test_sigstop_for_many_periods_is_one_missed_period_not_overruns(tmp_path: Pa
     env.pop("NOTIFY_SOCKET", None)
     log = tmp_path / "agent.log"
     with open(log, "wb") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--config", str(cfg)],
+        proc = subprocess.Popen([sys.executable, "-m", "hostmond.cli", "run", "--config", str(cfg)],
                                 env=env, stdout=subprocess.DEVNULL, stderr=f)
     try:
         wait_until(lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, timeout=60, what="ready")

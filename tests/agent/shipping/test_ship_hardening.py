@@ -18,13 +18,13 @@ import pytest
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_ship_shipper import OpeningIngest, eventually, free_port, metric, start_server
+from test_ship_shipper import OpeningIngest, eventually, free_port, metric, start_server  # noqa: E402
 
-from agent.api import Event, Sample
-from agent.handoff import Collection
-from agent.shipping import keys, wire
-from agent.shipping.config import ShippingConfig
-from agent.shipping.shipper import Shipper
+from hostmond.agent.handoff import Collection  # noqa: E402
+from hostmond.agent.shipping.config import ShippingConfig  # noqa: E402
+from hostmond.agent.shipping.shipper import Shipper  # noqa: E402
+from hostmond.api import Event, Sample  # noqa: E402
+from hostmond.core import keys, wire  # noqa: E402
 
 
 @pytest.fixture

@@ -67,7 +67,7 @@ def run_agent(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTMON_")}
     env.pop("NOTIFY_SOCKET", None)
     with open(log, "wb") as f:
-        return subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--config", str(cfg)],
+        return subprocess.Popen([sys.executable, "-m", "hostmond.cli", "run", "--config", str(cfg)],
                                 env=env, stdout=subprocess.DEVNULL, stderr=f)
 
 

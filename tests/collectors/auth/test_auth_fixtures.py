@@ -14,7 +14,7 @@ from pathlib import Path
 
 from helpers import TEST_DATA
 
-from collectors.auth.parse import AuthParser
+from hostmond.collectors.auth.parse import AuthParser
 
 AUTH = TEST_DATA / "auth"
 
@@ -82,7 +82,7 @@ def test_real_agent_counts_the_old_pam_form_from_a_log_file(tmp_path: Path) -> N
         f'state_dir = "{tmp_path / "state"}"\ntenant_id = "acme"\n'
         f'[collectors.auth]\nfiles = ["{log}"]\njournal = false\nbtmp = ""\nread_from_start = true\n'
     )
-    r = subprocess.run([sys.executable, "-m", "agent.cli", "collect", "--once", "--format", "json", "--collector", "auth",
+    r = subprocess.run([sys.executable, "-m", "hostmond.cli", "collect", "--once", "--format", "json", "--collector", "auth",
                         "-c", str(cfg)], capture_output=True, timeout=120, check=False)
     assert r.returncode == 0, r.stderr.decode()[-2000:]
     out = json.loads(r.stdout)

@@ -10,7 +10,8 @@ import collections
 
 from auth_fail2ban_eval import DATA, evaluate
 from helpers import shared_data_file
-from collectors.auth.parse import AuthParser
+
+from hostmond.collectors.auth.parse import AuthParser
 
 
 def need(name: str):

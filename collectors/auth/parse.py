@@ -43,7 +43,11 @@ from hostmond.collectors.auth.sshd import (
     _pam_fields,
     on_pam,
 )
-from hostmond.collectors.auth.timestamps import BsdClock, parse_journal_realtime, parse_rfc3339
+from hostmond.collectors.auth.timestamps import (
+    BsdClock,
+    parse_journal_realtime,
+    parse_rfc3339,
+)
 
 __all__ = [
     "MAX_HOST_LEN",

@@ -13,7 +13,11 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from hostmond.collectors.auth.records import MAX_USER_LEN, AuthFailure, normalise_address
+from hostmond.collectors.auth.records import (
+    MAX_USER_LEN,
+    AuthFailure,
+    normalise_address,
+)
 from hostmond.collectors.auth.records import clean_user as _clean_user
 
 if TYPE_CHECKING:
@@ -132,7 +136,7 @@ def on_received(
     p: AuthParser, t: float | None, hostname: str | None, pid: str | None, conn: _Conn | None, msg: str, count: int,
     out: list[AuthFailure],
 ) -> list[AuthFailure]:
-    """Message Received disconnect from A port N: CODE: ..." (a preauth disconnect when tagged or code 3/14)."""
+    """Message: "Received disconnect from A port N: CODE: ..." (a preauth disconnect when tagged or code 3/14)."""
     seq = p.seq
     m = _RECV_DISC.match(msg)
     if m is None:
@@ -154,7 +158,7 @@ def on_pam(
     p: AuthParser, t: float | None, hostname: str | None, pid: str | None, conn: _Conn | None, msg: str, count: int,
     out: list[AuthFailure],
 ) -> list[AuthFailure]:
-    """Message pam_unix(sshd:auth): authentication failure; ... rhost=A user=U" (also "(pam_unix) ..."): held until sshd's own line."""
+    """Message: "pam_unix(sshd:auth): authentication failure; ... rhost=A user=U" (also "(pam_unix) ..."): held until sshd's own line."""
     seq = p.seq
     m = _PAM_SSHD_FAST.match(msg)
     if m is not None:
@@ -191,7 +195,7 @@ def on_failed(
     p: AuthParser, t: float | None, hostname: str | None, pid: str | None, conn: _Conn | None, msg: str, count: int,
     out: list[AuthFailure],
 ) -> list[AuthFailure]:
-    """Message Failed METHOD for [invalid user ]U from A port N sshV"."""
+    """Message: "Failed METHOD for [invalid user ]U from A port N sshV"."""
     seq = p.seq
     m = _FAILED_FAST.match(msg)
     if m is not None and " from " not in m.group(3):
@@ -236,9 +240,9 @@ def on_invalid_user(
     p: AuthParser, t: float | None, hostname: str | None, pid: str | None, conn: _Conn | None, msg: str, count: int,
     out: list[AuthFailure],
 ) -> list[AuthFailure]:
-    """Message Invalid user U from A [port N]" (older: "Illegal user")."""
+    """Message: "Invalid user U from A [port N]" (older: "Illegal user")."""
     seq = p.seq
-    if not (msg.startswith("Invalid user ") or msg.startswith("Illegal user ")):
+    if not (msg.startswith(("Invalid user ", "Illegal user "))):
         return out
     m = _INVALID_FAST.match(msg)
     if m is not None and " from " not in m.group(1):
@@ -264,7 +268,7 @@ def on_connection(
     p: AuthParser, t: float | None, hostname: str | None, pid: str | None, conn: _Conn | None, msg: str, count: int,
     out: list[AuthFailure],
 ) -> list[AuthFailure]:
-    """Message Connection closed|reset by [authenticating|invalid user U] A port N [preauth]", or "Connection from A port N"."""
+    """Message: "Connection closed|reset by [authenticating|invalid user U] A port N [preauth]", or "Connection from A port N"."""
     seq = p.seq
     m = _CLOSED.match(msg)
     if m is not None:
@@ -290,7 +294,7 @@ def on_accepted(
     p: AuthParser, t: float | None, hostname: str | None, pid: str | None, conn: _Conn | None, msg: str, count: int,
     out: list[AuthFailure],
 ) -> list[AuthFailure]:
-    """Message Accepted METHOD for U from A port N": what was held back for other users now counts."""
+    """Message: "Accepted METHOD for U from A port N": what was held back for other users now counts."""
     if conn is not None:
         m = _ACCEPTED.match(msg)
         rest = msg[m.end():] if m else ""
@@ -310,7 +314,7 @@ def on_disconnected(
     p: AuthParser, t: float | None, hostname: str | None, pid: str | None, conn: _Conn | None, msg: str, count: int,
     out: list[AuthFailure],
 ) -> list[AuthFailure]:
-    """Message Disconnected from [authenticating|invalid user U] A port N [preauth]"."""
+    """Message: "Disconnected from [authenticating|invalid user U] A port N [preauth]"."""
     seq = p.seq
     m = _DISCONNECTED.match(msg)
     if m is None:
@@ -331,7 +335,7 @@ def on_disconnecting(
     p: AuthParser, t: float | None, hostname: str | None, pid: str | None, conn: _Conn | None, msg: str, count: int,
     out: list[AuthFailure],
 ) -> list[AuthFailure]:
-    """Message Disconnecting invalid user U A port N: Too many authentication failures" and the older "Disconnecting: ..."."""
+    """Message: "Disconnecting invalid user U A port N: Too many authentication failures" and the older "Disconnecting: ..."."""
     seq = p.seq
     m = _DISCONNECTING_USER.match(msg)
     if m is not None:
@@ -363,7 +367,7 @@ def on_max_exceeded(
     p: AuthParser, t: float | None, hostname: str | None, pid: str | None, conn: _Conn | None, msg: str, count: int,
     out: list[AuthFailure],
 ) -> list[AuthFailure]:
-    """Message maximum authentication attempts exceeded for [invalid user ]U from A port N sshV"."""
+    """Message: "maximum authentication attempts exceeded for [invalid user ]U from A port N sshV"."""
     seq = p.seq
     m = _MAX_EXCEEDED.match(msg)
     if m is None:
@@ -387,7 +391,7 @@ def on_user_not_allowed(
     p: AuthParser, t: float | None, hostname: str | None, pid: str | None, conn: _Conn | None, msg: str, count: int,
     out: list[AuthFailure],
 ) -> list[AuthFailure]:
-    """Message User U from A not allowed because ..." (AllowUsers, DenyUsers, groups, locked)."""
+    """Message: "User U from A not allowed because ..." (AllowUsers, DenyUsers, groups, locked)."""
     seq = p.seq
     m = _USER_NOT_ALLOWED.match(msg)
     if m is not None:
@@ -408,7 +412,7 @@ def on_root_refused(
     p: AuthParser, t: float | None, hostname: str | None, pid: str | None, conn: _Conn | None, msg: str, count: int,
     out: list[AuthFailure],
 ) -> list[AuthFailure]:
-    """Message ROOT LOGIN REFUSED FROM A [port N]"."""
+    """Message: "ROOT LOGIN REFUSED FROM A [port N]"."""
     seq = p.seq
     m = _ROOT_REFUSED.match(msg)
     if m is not None:
@@ -423,7 +427,7 @@ def on_pam_message(
     p: AuthParser, t: float | None, hostname: str | None, pid: str | None, conn: _Conn | None, msg: str, count: int,
     out: list[AuthFailure],
 ) -> list[AuthFailure]:
-    """Message PAM: Authentication failure for U from A" (sshd's own PAM message)."""
+    """Message: "PAM: Authentication failure for U from A" (sshd's own PAM message)."""
     seq = p.seq
     m = _PAM_SSHD.match(msg)
     if m is not None:
@@ -437,9 +441,9 @@ def on_bad_identification(
     p: AuthParser, t: float | None, hostname: str | None, pid: str | None, conn: _Conn | None, msg: str, count: int,
     out: list[AuthFailure],
 ) -> list[AuthFailure]:
-    """Message Did not receive identification string from A" and "Bad protocol version identification ... from A"."""
+    """Message: "Did not receive identification string from A" and "Bad protocol version identification ... from A"."""
     seq = p.seq
-    if msg.startswith("Did not receive identification string") or msg.startswith("Bad protocol version identification"):
+    if msg.startswith(("Did not receive identification string", "Bad protocol version identification")):
         m = _FROM_END.search(msg)
         if m is not None:
             ip, host = normalise_address(m.group(1))
@@ -453,7 +457,7 @@ def on_kex_identification(
     p: AuthParser, t: float | None, hostname: str | None, pid: str | None, conn: _Conn | None, msg: str, count: int,
     out: list[AuthFailure],
 ) -> list[AuthFailure]:
-    """Message kex_exchange_identification: ..." (garbage or an early close instead of an SSH banner)."""
+    """Message: "kex_exchange_identification: ..." (garbage or an early close instead of an SSH banner)."""
     seq = p.seq
     if "banner line contains invalid characters" in msg or "invalid" in msg or "Connection closed" in msg or "reset" in msg or "banner line too long" in msg or "read:" in msg:
         rec = AuthFailure(t, "sshd", "bad_protocol", None, None, None, None, count, seq)
@@ -465,7 +469,7 @@ def on_protocol_error(
     p: AuthParser, t: float | None, hostname: str | None, pid: str | None, conn: _Conn | None, msg: str, count: int,
     out: list[AuthFailure],
 ) -> list[AuthFailure]:
-    """Message banner exchange: Connection from A port N: ...", "ssh_dispatch_run_fatal: Connection from ...", "kex_protocol_error: ..."."""
+    """Message: "banner exchange: Connection from A port N: ...", "ssh_dispatch_run_fatal: Connection from ...", "kex_protocol_error: ..."."""
     seq = p.seq
     i = msg.find("Connection from ")
     if i >= 0:
@@ -482,7 +486,7 @@ def on_unable_to_negotiate(
     p: AuthParser, t: float | None, hostname: str | None, pid: str | None, conn: _Conn | None, msg: str, count: int,
     out: list[AuthFailure],
 ) -> list[AuthFailure]:
-    """Message Unable to negotiate with A port N: no matching ..." (no common algorithm)."""
+    """Message: "Unable to negotiate with A port N: no matching ..." (no common algorithm)."""
     seq = p.seq
     if msg.startswith("Unable to negotiate with "):
         m = _CONN_PORT.match(msg, 25)
@@ -501,7 +505,7 @@ def on_no_matching(
     p: AuthParser, t: float | None, hostname: str | None, pid: str | None, conn: _Conn | None, msg: str, count: int,
     out: list[AuthFailure],
 ) -> list[AuthFailure]:
-    """Message no matching cipher found ..." (address known from the connection)."""
+    """Message: "no matching cipher found ..." (address known from the connection)."""
     seq = p.seq
     if not (msg.startswith("no matching ") and " found" in msg):
         return out
@@ -513,7 +517,7 @@ def on_timeout(
     p: AuthParser, t: float | None, hostname: str | None, pid: str | None, conn: _Conn | None, msg: str, count: int,
     out: list[AuthFailure],
 ) -> list[AuthFailure]:
-    """Message Timeout before authentication for A [port N]" (LoginGraceTime)."""
+    """Message: "Timeout before authentication for A [port N]" (LoginGraceTime)."""
     seq = p.seq
     m = _TIMEOUT.match(msg)
     if m is not None:
@@ -532,7 +536,7 @@ def on_socket_error(
     p: AuthParser, t: float | None, hostname: str | None, pid: str | None, conn: _Conn | None, msg: str, count: int,
     out: list[AuthFailure],
 ) -> list[AuthFailure]:
-    """Message fatal: Read from socket failed: Connection reset by peer [preauth]" (and Write)."""
+    """Message: "fatal: Read from socket failed: Connection reset by peer [preauth]" (and Write)."""
     seq = p.seq
     # "fatal: Read from socket failed: Connection reset by peer [preauth]"
     if msg.endswith("[preauth]") and ("Connection reset" in msg or "Broken pipe" in msg or "Connection timed out" in msg):
@@ -545,7 +549,7 @@ def on_refused_connect(
     p: AuthParser, t: float | None, hostname: str | None, pid: str | None, conn: _Conn | None, msg: str, count: int,
     out: list[AuthFailure],
 ) -> list[AuthFailure]:
-    """Message refused connect from NAME (A)" (tcp_wrappers)."""
+    """Message: "refused connect from NAME (A)" (tcp_wrappers)."""
     seq = p.seq
     m = _REFUSED_CONNECT.search(msg)
     if m is not None:
@@ -558,7 +562,7 @@ def on_ltype_remote(
     p: AuthParser, t: float | None, hostname: str | None, pid: str | None, conn: _Conn | None, msg: str, count: int,
     out: list[AuthFailure],
 ) -> list[AuthFailure]:
-    """Message SSH: Server;Ltype: ...;Remote: A-N;..." (old SSH.com servers): learns the address."""
+    """Message: "SSH: Server;Ltype: ...;Remote: A-N;..." (old SSH.com servers): learns the address."""
     m = _LTYPE_REMOTE.search(msg)
     if m is not None:
         ip, host = normalise_address(m.group(1))
@@ -570,7 +574,7 @@ def on_repeated(
     p: AuthParser, t: float | None, hostname: str | None, pid: str | None, conn: _Conn | None, msg: str, count: int,
     out: list[AuthFailure],
 ) -> list[AuthFailure]:
-    """Message message repeated N times: [ MSG ]": MSG counted N times."""
+    """Message: "message repeated N times: [ MSG ]": MSG counted N times."""
     m = _REPEATED.match(msg)
     if m is not None:
         n = int(m.group(1))

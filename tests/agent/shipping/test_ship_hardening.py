@@ -18,11 +18,11 @@ import pytest
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_ship_shipper import OpeningIngest, eventually, free_port, metric, start_server  # noqa: E402
-
 from hostmond.agent.handoff import Collection  # noqa: E402
 from hostmond.agent.shipping.config import ShippingConfig  # noqa: E402
 from hostmond.agent.shipping.shipper import Shipper  # noqa: E402
+from test_ship_shipper import OpeningIngest, eventually, free_port, metric, start_server  # noqa: E402
+
 from hostmond.api import Event, Sample  # noqa: E402
 from hostmond.core import keys, wire  # noqa: E402
 

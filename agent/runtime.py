@@ -60,6 +60,11 @@ SELF_SPECS: tuple[MetricSpec, ...] = selfmetrics.declare(
     MetricSpec("hostmon_collector_timeouts_total", COUNTER, "Collections abandoned after the timeout.", ("collector",)),
     MetricSpec("hostmon_collector_overruns_total", COUNTER, "Ticks skipped because the previous collection was still running.", ("collector",)),
     MetricSpec(
+        "hostmon_collector_state_resets_total", COUNTER,
+        "Times the collector's saved state (positions, cursors) was unusable and it restarted from a safe point.",
+        ("collector",),
+    ),
+    MetricSpec(
         "hostmon_collector_missed_periods_total", COUNTER,
         "Times the schedule fell behind because the whole agent was stopped (SIGSTOP, a frozen cgroup, a blocked "
         "event loop); one per stop however long it lasted, and not counted as overruns.", ("collector",),
@@ -109,6 +114,7 @@ class CollectorRunner:
             Sample("hostmon_collector_timeouts_total", COUNTER, self.timeouts, lab),
             Sample("hostmon_collector_overruns_total", COUNTER, self.overruns, lab),
             Sample("hostmon_collector_missed_periods_total", COUNTER, self.missed_periods, lab),
+            Sample("hostmon_collector_state_resets_total", COUNTER, self.c.ctx.state.resets, lab),
             Sample("hostmon_collector_last_success_timestamp_seconds", GAUGE, self.last_success, lab),
             Sample("hostmon_collector_samples", GAUGE, self.n_samples, lab),
         ]

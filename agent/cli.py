@@ -157,12 +157,19 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
     async def main() -> tuple[Agent, list[Any], list[Any]]:
         agent = Agent(cfg, None, [])
+        unknown = sorted(set(args.collector or ()) - set(agent.classes))
+        if unknown:
+            raise ConfigError(None, "--collector", f"no collector named {', '.join(map(repr, unknown))}; "
+                              f"installed: {', '.join(sorted(agent.classes))}")
         samples, events = await agent.collect_once(only=args.collector or None)
         for e in agent.plugin_errors:
             print(f"hostmon: warning: {e}", file=sys.stderr)
         return agent, samples, events
 
     agent, samples, events = asyncio.run(main())
+    idle = [r for r in agent.runners if r.unavailable]
+    for r in idle:  # said at every log level: asked for a collector and got nothing, the user needs the reason
+        print(f"hostmon: {r.name}: nothing to collect on this host: {r.unavailable_reason}", file=sys.stderr)
     if args.format == "json":
         out = {
             "samples": [s.to_dict() for s in samples],
@@ -172,6 +179,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         sys.stdout.write(agent.store.renderer.render(samples).decode())
+    if args.collector and len(idle) == len(agent.runners):
+        return 1  # every collector asked for had nothing to collect here
     return 0
 
 

@@ -102,6 +102,7 @@ class CollectorRunner:
         self.done_first = False
         self.started = False
         self.unavailable = False
+        self.unavailable_reason = ""
         self.pending: concurrent.futures.Future[Any] | None = None
 
     def self_samples(self) -> list[Sample]:
@@ -346,6 +347,7 @@ class Agent:
             await asyncio.wait_for(asyncio.wrap_future(fut), r.timeout)
         except CollectorUnavailable as e:
             r.unavailable = True
+            r.unavailable_reason = str(e)
             log.debug("collector has nothing to collect here", extra={"collector": r.name, "reason": str(e)})
             return
         except asyncio.TimeoutError:
@@ -386,6 +388,7 @@ class Agent:
             self.log_once.fail(r.name, "collection timed out; skipping ticks until it returns", collector=r.name, timeout=r.timeout)
         except CollectorUnavailable as e:
             r.unavailable = True
+            r.unavailable_reason = str(e)
             log.debug("collector has nothing to collect here", extra={"collector": r.name, "reason": str(e)})
             self.store.remove(r.name)
         except Exception as e:  # noqa: BLE001 - isolation: one collector's bug stays its own

@@ -348,7 +348,7 @@ class Agent:
         except CollectorUnavailable as e:
             r.unavailable = True
             r.unavailable_reason = str(e)
-            log.debug("collector has nothing to collect here", extra={"collector": r.name, "reason": str(e)})
+            log.info("collector has nothing to collect here", extra={"collector": r.name, "reason": str(e)})
             return
         except asyncio.TimeoutError:
             r.errors += 1
@@ -389,7 +389,7 @@ class Agent:
         except CollectorUnavailable as e:
             r.unavailable = True
             r.unavailable_reason = str(e)
-            log.debug("collector has nothing to collect here", extra={"collector": r.name, "reason": str(e)})
+            log.info("collector has nothing to collect here", extra={"collector": r.name, "reason": str(e)})
             self.store.remove(r.name)
         except Exception as e:  # noqa: BLE001 - isolation: one collector's bug stays its own
             r.errors += 1

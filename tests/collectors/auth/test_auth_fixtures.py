@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 from helpers import TEST_DATA
-
 from hostmond.collectors.auth.parse import AuthParser
 
 AUTH = TEST_DATA / "auth"
@@ -92,3 +91,17 @@ def test_real_agent_counts_the_old_pam_form_from_a_log_file(tmp_path: Path) -> N
     assert counts[("su", "pam_auth")] == 1 and counts[("pam", "pam_auth")] == 1
     # sshd's PAM lines wait (CONNECTION_GRACE_S) for sshd's own line of the same connection, so a
     # single pass counts them later; the parser test above shows all three are counted
+
+
+def test_real_log_evaluations_skip_without_the_data_variable_and_fail_when_it_names_a_missing_directory(tmp_path: Path) -> None:
+    """Issue 12 #9: a clone alone (CI=true, no data) passes; asking for the data and not having it fails."""
+    import os
+
+    here = Path(__file__).resolve().parent
+    env = {k: v for k, v in os.environ.items() if k != "HOSTMON_SHARED_DATA"} | {"CI": "true"}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(here / "test_auth_real_logs.py")]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path)
+    assert r.returncode == 0 and "3 skipped" in r.stdout, r.stdout[-2000:]
+    r = subprocess.run(cmd, env=env | {"HOSTMON_SHARED_DATA": str(tmp_path / "none")}, capture_output=True, text=True,
+                       timeout=300, check=False, cwd=tmp_path)
+    assert r.returncode != 0 and "3 failed" in r.stdout and "HOSTMON_SHARED_DATA" in r.stdout, r.stdout[-2000:]

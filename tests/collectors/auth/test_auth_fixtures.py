@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -95,8 +96,6 @@ def test_real_agent_counts_the_old_pam_form_from_a_log_file(tmp_path: Path) -> N
 
 def test_real_log_evaluations_skip_without_the_data_variable_and_fail_when_it_names_a_missing_directory(tmp_path: Path) -> None:
     """Issue 12 #9: a clone alone (CI=true, no data) passes; asking for the data and not having it fails."""
-    import os
-
     here = Path(__file__).resolve().parent
     env = {k: v for k, v in os.environ.items() if k != "HOSTMON_SHARED_DATA"} | {"CI": "true"}
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(here / "test_auth_real_logs.py")]

@@ -103,8 +103,8 @@ async def test_a_batch_the_ingest_keeps_failing_is_quarantined_and_the_queue_mov
     ingest = FailsOneBatch(base, bad=0)
     port = free_port()
     runner = await start_server(ingest, port)
-    sh = shipper(tmp_path, a, i, port, batch_max_records=5, batch_max_age=60, backoff_first=0.01, backoff_max=0.05,
-                 quarantine_after=3)
+    # the default quarantine_after (5): the test fails on a shipper without quarantine by timing out, not on a config key
+    sh = shipper(tmp_path, a, i, port, batch_max_records=5, batch_max_age=60, backoff_first=0.01, backoff_max=0.05)
     await sh.start()
     caplog.set_level(logging.INFO, logger="hostmon.shipping")
     try:
@@ -119,7 +119,7 @@ async def test_a_batch_the_ingest_keeps_failing_is_quarantined_and_the_queue_mov
         await sh.stop()
         await runner.cleanup()
     assert sorted({s.labels["k"] for s in ingest.samples()}) == ["1", "2", "3", "4", "5"]
-    assert 3 <= ingest.bad_posts <= 6
+    assert 5 <= ingest.bad_posts <= 8
     assert metric(sh, "hostmon_ship_quarantined_samples_total") == 5
     assert metric(sh, "hostmon_spool_dropped_batches_total") == 0
     qdir = tmp_path / "state" / "spool" / "quarantine"
@@ -219,7 +219,7 @@ async def test_a_slow_but_working_ingest_drains_the_spool(env) -> None:
     runner = await start_server(ingest, port)
     proxy, pport = await delaying_proxy(port, 2.5)
     sh = shipper(tmp_path, a, i, pport, batch_max_records=5, batch_max_age=60, backoff_first=0.01, backoff_max=0.05,
-                 connect_timeout=1.0, request_timeout=1.0, request_timeout_max=10.0)
+                 connect_timeout=1.0, request_timeout=1.0)  # request_timeout_max at its default (300 s)
     await sh.start()
     try:
         for k in range(4):
@@ -232,5 +232,5 @@ async def test_a_slow_but_working_ingest_drains_the_spool(env) -> None:
         await runner.cleanup()
     assert sorted({s.labels["k"] for s in ingest.samples()}) == ["0", "1", "2", "3"]
     assert metric(sh, "hostmon_ship_sent_batches_total") == 4
-    assert 2.5 < metric(sh, "hostmon_ship_request_timeout_seconds") <= 10.0
+    assert 2.5 < metric(sh, "hostmon_ship_request_timeout_seconds") <= 16.0
     assert metric(sh, "hostmon_ship_failed_total", reason="timeout") <= 3  # 1 s, 2 s, then 4 s is enough

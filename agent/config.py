@@ -111,8 +111,8 @@ def _check_tags(v: dict[str, str]) -> None:
 @dataclasses.dataclass
 class HttpConfig:
     listen: str = field(
-        "127.0.0.1:9435",
-        "Address of the /metrics, /healthz and /readyz server; loopback by default, 0.0.0.0:9435 to let other hosts scrape.",
+        "127.0.0.1:19435",
+        "Address of the /metrics, /healthz and /readyz server; loopback by default, 0.0.0.0:19435 to let other hosts scrape.",
         check=_check_listen,
     )
 

@@ -26,7 +26,7 @@ def _url(v: str) -> None:
         return
     u = urlsplit(v)
     if u.scheme not in ("http", "https") or not u.hostname:
-        raise ValueError("must be an http:// or https:// URL with a host, e.g. https://ingest.example.com:9436")
+        raise ValueError("must be an http:// or https:// URL with a host, e.g. https://ingest.example.com:19436")
     if u.query or u.fragment:
         raise ValueError("must not carry a query or fragment")
 

@@ -48,11 +48,23 @@ def fmt_value(v: float) -> str:
 
 
 class Renderer:
-    """Turns samples into exposition text. Label strings are cached across renders."""
+    """Turns samples into exposition text. Label strings are cached across renders.
 
-    def __init__(self, specs: Mapping[str, MetricSpec]) -> None:
+    ``hidden_labels`` are label names left out of the text (the ``host`` tag by
+    default, see ``http.host_label``): the samples keep them, so shipped batches
+    still carry them.
+    """
+
+    def __init__(self, specs: Mapping[str, MetricSpec], hidden_labels: Iterable[str] = ()) -> None:
         self.specs = dict(specs)
         self._label_cache: dict[tuple[tuple[str, str], ...], str] = {}
+        self.hidden_labels: frozenset[str] = frozenset(hidden_labels)
+
+    def set_hidden_labels(self, names: Iterable[str]) -> None:
+        names = frozenset(names)
+        if names != self.hidden_labels:
+            self.hidden_labels = names
+            self._label_cache.clear()
 
     def _labels(self, labels: dict[str, str]) -> str:
         if not labels:
@@ -62,7 +74,9 @@ class Renderer:
         if s is None:
             if len(self._label_cache) > 50_000:  # series churn: start over rather than grow
                 self._label_cache.clear()
-            s = "{" + ",".join(f'{k}="{_esc(str(v))}"' for k, v in key) + "}"
+            hidden = self.hidden_labels
+            shown = [(k, v) for k, v in key if k not in hidden] if hidden else key
+            s = "{" + ",".join(f'{k}="{_esc(str(v))}"' for k, v in shown) + "}" if shown else ""
             self._label_cache[key] = s
         return s
 
@@ -220,15 +234,24 @@ def wants_gzip(accept_encoding: str) -> bool:
 class MetricsServer:
     """aiohttp server for /metrics, /healthz, /readyz."""
 
-    def __init__(self, store: MetricStore, host: str, port: int, is_ready: Callable[[], bool], web_config: Any = None) -> None:
+    def __init__(
+        self,
+        store: MetricStore,
+        host: str,
+        port: int,
+        is_ready: Callable[[], bool],
+        web_config: Any = None,
+        telemetry_path: str = "/metrics",
+    ) -> None:
         self.store = store
+        self.telemetry_path = telemetry_path
         self.host = host
         self.port = port
         self.is_ready = is_ready
         self.web_config = web_config
         self._runner: web.AppRunner | None = None
         self.app = web.Application()
-        self.app.router.add_get("/metrics", self.metrics)
+        self.app.router.add_get(telemetry_path, self.metrics)
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/readyz", self.readyz)
         self.app.router.add_get("/", self.index)
@@ -262,7 +285,7 @@ class MetricsServer:
     async def index(self, request: web.Request) -> web.Response:
         return web.Response(
             text="<html><head><title>hostmon</title></head><body><h1>hostmon</h1>"
-            '<p><a href="/metrics">/metrics</a> <a href="/healthz">/healthz</a> <a href="/readyz">/readyz</a></p>'
+            f'<p><a href="{self.telemetry_path}">{self.telemetry_path}</a> <a href="/healthz">/healthz</a> <a href="/readyz">/readyz</a></p>'
             "</body></html>",
             content_type="text/html",
         )

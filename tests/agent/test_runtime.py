@@ -104,7 +104,7 @@ async def test_a_failing_or_hanging_collector_never_stops_the_others() -> None:
         RELEASE.set()
         await agent.stop()
     text = agent.store.body(False, False).decode()
-    assert 'hostmon_collector_errors_total{collector="boom",host="h1",tenant_id="acme"}' in text
+    assert 'hostmon_collector_errors_total{collector="boom",tenant_id="acme"}' in text
     assert "absent" not in text, "a collector with no data here is not reported as failing"
 
 
@@ -124,6 +124,24 @@ async def test_samples_and_events_are_tagged_and_handed_off() -> None:
     assert by_name["t_owned"].labels["host"] == "h1"
     (ev,) = col.events
     assert ev.kind == "thing" and ev.labels == {"host": "h1", "tenant_id": "acme"}
+
+
+async def test_metrics_leave_out_host_unless_asked_while_handed_off_samples_keep_it() -> None:
+    for env, want_host in (({}, False), ({"HOSTMON_HTTP__HOST_LABEL": "true"}, True)):
+        keep = Keep()
+        agent = make_agent([Good], {"HOSTMON_RUNTIME__INTERVAL": "60", "HOSTMON_TAGS__RACK": "r7", **env}, [keep])
+        await agent.start()
+        try:
+            await asyncio.wait_for(agent.ready_event.wait(), 5)
+            agent.store.render()
+            text = agent.store.body(False, False).decode()
+            om = agent.store.body(True, False).decode()
+        finally:
+            await agent.stop()
+        shown = 't_good{k="v",host="h1",rack="r7",tenant_id="acme"} 1' if want_host else 't_good{k="v",rack="r7",tenant_id="acme"} 1'
+        assert shown in text and shown in om
+        assert ('host="h1"' in text) is want_host
+        assert keep.got[0].samples[0].labels["host"] == "h1", "shipped batches keep host"
 
 
 async def test_readyz_waits_for_the_first_collection() -> None:

@@ -168,6 +168,15 @@ class ProcessStats:
         return out
 
 
+def exposition_hidden_labels(cfg: config_mod.Config) -> tuple[str, ...]:
+    """Labels the samples carry but /metrics leaves out: ``host`` unless ``http.host_label`` asks for it.
+
+    On a scrape target ``host`` duplicates Prometheus' ``instance`` target label; shipped
+    batches have no ``instance``, so they keep ``host``.
+    """
+    return () if cfg.http.host_label else ("host",)
+
+
 def build_collectors(
     cfg: config_mod.Config,
     classes: dict[str, type[Collector]],
@@ -195,7 +204,8 @@ def build_collectors(
         except ConfigError as e:
             errors.append(PluginError(f"collectors.{name}", str(e)))
             continue
-        enabled = cls.default_enabled if ccfg.enabled is None else ccfg.enabled
+        default = cls.default_enabled and not cfg.runtime.disable_default_collectors
+        enabled = default if ccfg.enabled is None else ccfg.enabled
         if only_set is not None:
             enabled = name in only_set
         if not enabled:
@@ -233,9 +243,11 @@ class Agent:
         classes: dict[str, type[Collector]] | None = None,
         plugin_errors: list[PluginError] | None = None,
         environ: dict[str, str] | None = None,
+        overrides: config_mod.Overrides | None = None,
     ) -> None:
         self.cfg = cfg
-        self.environ = environ  # environment used for reloads (carries CLI overrides such as --listen)
+        self.environ = environ  # environment used for reloads
+        self.overrides = overrides  # command-line flags, applied again on reload
         self.config_path = config_path
         self.consumers: list[Consumer] = list(consumers or [])
         if classes is None:
@@ -244,6 +256,7 @@ class Agent:
         self.discover_errors = list(plugin_errors or [])
         self.plugin_errors: list[PluginError] = []
         self.store = MetricStore({s.name: s for s in SELF_SPECS})
+        self.store.renderer.set_hidden_labels(exposition_hidden_labels(cfg))
         for cls in classes.values():
             self.store.add_specs(cls.metrics)
         self.runners: list[CollectorRunner] = []
@@ -468,7 +481,7 @@ class Agent:
     async def reload(self) -> bool:
         """SIGHUP: load the config again; a bad one is rejected and the old one keeps running."""
         try:
-            new = config_mod.load(self.config_path, self.environ)
+            new = config_mod.load(self.config_path, self.environ, self.overrides)
             _, errs = build_collectors(new, self.classes, persist_state=False)
             bad = [e for e in errs if "no collector named" not in e.reason]
             if bad:
@@ -477,15 +490,16 @@ class Agent:
             self.reloads["failure"] += 1
             log.error("config reload rejected; the running config stays in force", extra={"error": str(e)})
             return False
-        old_listen = self.cfg.http.listen
+        old_listen = (self.cfg.http.listen, self.cfg.http.telemetry_path)
         if self.notifier is not None:
             self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
         await self.stop_collectors()
         self.cfg = new
         self.tags = new.resolved_tags()
+        self.store.renderer.set_hidden_labels(exposition_hidden_labels(new))
         logging.getLogger().setLevel(new.log_level.upper())
         await self.start_collectors()
-        if new.http.listen != old_listen and self.server is not None:
+        if (new.http.listen, new.http.telemetry_path) != old_listen and self.server is not None:
             await self.server.stop()
             await self._start_server()
         self.reloads["success"] += 1
@@ -494,7 +508,7 @@ class Agent:
 
     async def _start_server(self) -> None:
         host, port = config_mod.parse_listen(self.cfg.http.listen)
-        self.server = MetricsServer(self.store, host, port, lambda: self.ready, self.cfg.web)
+        self.server = MetricsServer(self.store, host, port, lambda: self.ready, self.cfg.web, self.cfg.http.telemetry_path)
         await self.server.start()
 
     def add_task(self, coro: Any, name: str) -> None:

@@ -35,7 +35,12 @@ from typing import Any, ClassVar
 
 COUNTER = "counter"
 GAUGE = "gauge"
+UNTYPED = "untyped"
+SUMMARY = "summary"
+HISTOGRAM = "histogram"
 METRIC_TYPES = (COUNTER, GAUGE)
+# Families learned at run time (see Collector.family) may also be untyped, summaries or histograms.
+FAMILY_TYPES = (COUNTER, GAUGE, UNTYPED, SUMMARY, HISTOGRAM)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -53,8 +58,16 @@ class MetricSpec:
     unit: str = ""
 
     def __post_init__(self) -> None:
-        if self.type not in METRIC_TYPES:
+        if self.type not in FAMILY_TYPES:
             raise ValueError(f"metric {self.name}: type must be one of {METRIC_TYPES}, not {self.type!r}")
+
+    def sample_names(self) -> tuple[str, ...]:
+        """The sample names of this family: ``NAME_bucket``/``_sum``/``_count`` for a histogram, and so on."""
+        if self.type == HISTOGRAM:
+            return (f"{self.name}_bucket", f"{self.name}_sum", f"{self.name}_count")
+        if self.type == SUMMARY:
+            return (self.name, f"{self.name}_sum", f"{self.name}_count")
+        return (self.name,)
 
 
 class Sample:
@@ -205,7 +218,9 @@ class CollectorContext:
 
     ``proc_root``/``sys_root``/``rootfs`` point at the host's trees (``/host/proc``
     in a container). ``tags`` holds ``tenant_id`` and the static tags that the
-    agent adds to every sample; collectors need not add them. ``tenancy`` maps a
+    agent adds to every sample; collectors need not add them. ``declared_metrics``
+    holds every sample name the agent's collectors and self-metrics declare: a
+    collector with run-time families must not emit those. ``tenancy`` maps a
     process (uid, cgroup text) to a tenant id (see ``agent.tenancy``).
     """
 
@@ -216,6 +231,7 @@ class CollectorContext:
     state_dir: str | None = None
     tags: dict[str, str] = dataclasses.field(default_factory=dict)
     tenancy: Any = None
+    declared_metrics: frozenset[str] = frozenset()
     logger: logging.Logger = dataclasses.field(default_factory=lambda: logging.getLogger("hostmon.collector"))
 
     @property
@@ -224,12 +240,27 @@ class CollectorContext:
 
 
 class Collector:
-    """Base class of every collector. Override ``collect()``; see the module docstring."""
+    """Base class of every collector. Override ``collect()``; see the module docstring.
+
+    Families learned at run time: a collector that cannot declare every family in
+    ``metrics`` (the textfile collector: its families come from files) sets
+    ``dynamic_families = True`` and, in each ``collect()``, describes every family
+    it emits with :meth:`family` before emitting its samples. The agent renders
+    them with that HELP and TYPE, for that run only. The agent refuses (drops,
+    counts as partial error ``family_clash``) a run-time family whose name is
+    declared elsewhere or emitted by another collector, so the collector should
+    check ``ctx.declared_metrics`` itself and report the clash in its own words.
+    A dynamic collector bounds what it emits (files, bytes, series) itself. Each
+    ``Sample.type`` stays counter or gauge (what shipped batches carry): a
+    histogram's buckets, sums and counts are counters, a summary's quantiles and
+    untyped values gauges.
+    """
 
     name: ClassVar[str] = ""
     default_enabled: ClassVar[bool] = True
     config_class: ClassVar[type[CollectorConfig]] = CollectorConfig
     metrics: ClassVar[tuple[MetricSpec, ...]] = ()
+    dynamic_families: ClassVar[bool] = False
 
     def __init__(self, config: CollectorConfig, ctx: CollectorContext) -> None:
         self.config = config
@@ -237,6 +268,7 @@ class Collector:
         self.log = ctx.logger
         self._specs = {m.name: m for m in self.metrics}
         self._partial_errors: dict[str, int] = {}
+        self._families: dict[str, MetricSpec] = {}
 
     # -- life cycle (run in a worker thread) ---------------------------------
     def start(self) -> None:
@@ -263,6 +295,19 @@ class Collector:
         ``hostmon_collector_partial_errors_total``.
         """
         self._partial_errors[reason] = self._partial_errors.get(reason, 0) + n
+
+    def family(self, name: str, type: str, help: str) -> MetricSpec:
+        """Describe a family learned at run time (``dynamic_families`` collectors only), for this run."""
+        if not self.dynamic_families:
+            raise TypeError(f"collector {self.name}: set dynamic_families = True to describe families at run time")
+        spec = MetricSpec(name, type, help)
+        self._families[name] = spec
+        return spec
+
+    def take_families(self) -> dict[str, MetricSpec]:
+        """The run-time families described since the last call (the runtime calls it after each run)."""
+        out, self._families = self._families, {}
+        return out
 
     def take_partial_errors(self) -> dict[str, int]:
         out, self._partial_errors = self._partial_errors, {}

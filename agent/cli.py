@@ -62,7 +62,12 @@ class RunFlag:
 
 
 RUN_FLAGS: tuple[RunFlag, ...] = (
-    RunFlag("--web.listen-address", ("http", "listen"), "HOST:PORT for /metrics (http.listen); ':9100' listens on every IPv4 address like node_exporter", ("--listen",)),
+    RunFlag(
+        "--web.listen-address",
+        ("http", "listen"),
+        "HOST:PORT for /metrics (http.listen); ':9100' listens on every IPv4 address like node_exporter",
+        ("--listen",),
+    ),
     RunFlag("--web.telemetry-path", ("http", "telemetry_path"), "URL path of the metrics page (http.telemetry_path)"),
     RunFlag("--path.procfs", ("paths", "proc_root"), "procfs mount point (paths.proc_root)"),
     RunFlag("--path.sysfs", ("paths", "sys_root"), "sysfs mount point (paths.sys_root)"),
@@ -373,6 +378,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         await asyncio.gather(*(agent.run_once(r) for r in agent.runners))
         agent.proc.refresh()
         agent.collected = agent.store.all_samples()  # type: ignore[attr-defined]
+        agent.text = agent.store.renderer.render(agent.collected)  # type: ignore[attr-defined] # before stop: run-time families go with it
         await agent.stop_collectors()
         return agent
 
@@ -386,7 +392,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         json.dump(out, sys.stdout, default=str)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write(agent.store.renderer.render(samples).decode())
+        sys.stdout.write(agent.text.decode())  # type: ignore[attr-defined]
     return 0
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.api import COUNTER, MetricSpec, Sample
+from agent.api import COUNTER, UNTYPED, MetricSpec, Sample
 
 log = logging.getLogger("hostmon.http")
 
@@ -59,6 +59,13 @@ class Renderer:
         self.specs = dict(specs)
         self._label_cache: dict[tuple[tuple[str, str], ...], str] = {}
         self.hidden_labels: frozenset[str] = frozenset(hidden_labels)
+        # run-time families (Collector.family): their specs, and sample name -> family name
+        self.dynamic: dict[str, MetricSpec] = {}
+        self.family_of: dict[str, str] = {}
+
+    def set_dynamic(self, families: Iterable[MetricSpec]) -> None:
+        self.dynamic = {f.name: f for f in families}
+        self.family_of = {sn: f.name for f in self.dynamic.values() for sn in f.sample_names() if sn != f.name}
 
     def set_hidden_labels(self, names: Iterable[str]) -> None:
         names = frozenset(names)
@@ -82,10 +89,12 @@ class Renderer:
 
     def group(self, samples: Iterable[Sample]) -> dict[str, list[Sample]]:
         fam: dict[str, list[Sample]] = {}
+        family_of = self.family_of
         for s in samples:
-            lst = fam.get(s.name)
+            key = family_of.get(s.name, s.name) if family_of else s.name
+            lst = fam.get(key)
             if lst is None:
-                fam[s.name] = [s]
+                fam[key] = [s]
             else:
                 lst.append(s)
         return fam
@@ -95,23 +104,24 @@ class Renderer:
         out: list[str] = []
         lab = self._labels
         for name, lst in fam.items():
-            spec = self.specs.get(name)
+            spec = self.specs.get(name) or self.dynamic.get(name)
             typ = spec.type if spec else lst[0].type
             help_ = spec.help if spec else name
             fname = name
             if openmetrics:
                 if typ == COUNTER and name.endswith("_total"):
                     fname = name[:-6]
-                elif typ == COUNTER:
+                elif typ in (COUNTER, UNTYPED):
                     typ = "unknown"
             out.append(f"# HELP {fname} {_esc_help(help_)}\n# TYPE {fname} {typ}\n")
             for s in lst:
+                sname = s.name
                 if s.timestamp is None:
-                    out.append(f"{name}{lab(s.labels)} {fmt_value(s.value)}\n")
+                    out.append(f"{sname}{lab(s.labels)} {fmt_value(s.value)}\n")
                 elif openmetrics:
-                    out.append(f"{name}{lab(s.labels)} {fmt_value(s.value)} {s.timestamp:.3f}\n")
+                    out.append(f"{sname}{lab(s.labels)} {fmt_value(s.value)} {s.timestamp:.3f}\n")
                 else:
-                    out.append(f"{name}{lab(s.labels)} {fmt_value(s.value)} {int(s.timestamp * 1000)}\n")
+                    out.append(f"{sname}{lab(s.labels)} {fmt_value(s.value)} {int(s.timestamp * 1000)}\n")
         if openmetrics:
             out.append("# EOF\n")
         return "".join(out).encode("utf-8")
@@ -128,6 +138,7 @@ class MetricStore:
     def __init__(self, specs: Mapping[str, MetricSpec], min_render_interval: float = 0.5) -> None:
         self.renderer = Renderer(specs)
         self._sources: dict[str, list[Sample]] = {}
+        self._families: dict[str, dict[str, MetricSpec]] = {}
         self._providers: list[Callable[[], Iterable[Sample]]] = []
         self.min_render_interval = min_render_interval
         self._bodies: dict[tuple[bool, bool], bytes] = {}
@@ -145,13 +156,34 @@ class MetricStore:
         """A callable giving in-memory self-metrics (no I/O) gathered at each render."""
         self._providers.append(fn)
 
-    def update(self, source: str, samples: list[Sample]) -> None:
+    def update(self, source: str, samples: list[Sample], families: Mapping[str, MetricSpec] | None = None) -> None:
+        """Replace ``source``'s samples; ``families`` are its run-time families (see ``Collector.family``)."""
         self._sources[source] = samples
+        old = self._families.get(source)
+        if families:
+            if old != families:
+                self._families[source] = dict(families)
+                self._dynamic_changed()
+        elif old is not None:
+            del self._families[source]
+            self._dynamic_changed()
         self._schedule()
 
     def remove(self, source: str) -> None:
         self._sources.pop(source, None)
+        if self._families.pop(source, None) is not None:
+            self._dynamic_changed()
         self._schedule()
+
+    def family_owner(self, name: str) -> str | None:
+        """The source whose run-time family ``name`` is (None when no source has it)."""
+        for src, fams in self._families.items():
+            if name in fams:
+                return src
+        return None
+
+    def _dynamic_changed(self) -> None:
+        self.renderer.set_dynamic(f for fams in self._families.values() for f in fams.values())
 
     def _schedule(self) -> None:
         try:

@@ -183,9 +183,17 @@ def build_collectors(
     *,
     persist_state: bool = True,
     only: Iterable[str] | None = None,
+    declared: Iterable[str] | None = None,
 ) -> tuple[list[CollectorRunner], list[PluginError]]:
-    """Instantiate the enabled collectors. A bad section is reported and that collector skipped."""
+    """Instantiate the enabled collectors. A bad section is reported and that collector skipped.
+
+    ``declared``: every sample name the exposition already declares (default: the
+    collectors' ``metrics`` and the agent's self-metrics), for dynamic collectors.
+    """
     errors: list[PluginError] = []
+    if declared is None:
+        declared = [s.name for s in SELF_SPECS] + [m.name for c in classes.values() for m in c.metrics]
+    declared_set = frozenset(declared)
     runners: list[CollectorRunner] = []
     state_dir = cfg.resolved_state_dir()
     tags = cfg.resolved_tags()
@@ -219,6 +227,7 @@ def build_collectors(
             state_dir=state_dir if persist_state else None,
             tags=dict(tags),
             tenancy=tenancy,
+            declared_metrics=declared_set,
             logger=logging.getLogger(f"hostmon.collector.{name}"),
         )
         try:
@@ -379,8 +388,9 @@ class Agent:
             r.last_success = time.time()
             self.log_once.ok(r.name, "collector recovered", collector=r.name)
             samples, events = apply_tags(items, self.tags)
+            families = self._accept_families(r, samples) if r.cls.dynamic_families else None
             r.n_samples = len(samples)
-            self.store.update(r.name, samples)
+            self.store.update(r.name, samples, families)
             if self.consumers and (samples or events):
                 col = Collection(r.name, time.time(), samples, events)
                 for c in self.consumers:
@@ -392,6 +402,28 @@ class Agent:
             r.partial[reason] = r.partial.get(reason, 0) + n
         r.done_first = True
         self._check_ready()
+
+    def _accept_families(self, r: CollectorRunner, samples: list[Sample]) -> dict[str, MetricSpec]:
+        """A dynamic collector's run-time families, less those that clash (their samples removed in place)."""
+        families = r.c.take_families()
+        static = self.store.renderer.specs
+        refused: set[str] = set()
+        for name, spec in families.items():
+            owner = self.store.family_owner(name)
+            if any(sn in static for sn in spec.sample_names()) or (owner is not None and owner != r.name):
+                refused.update(spec.sample_names())
+        if refused:
+            for name in sorted(refused & set(families)):
+                del families[name]
+            kept = [s for s in samples if s.name not in refused]
+            r.c.partial_error("family_clash", len(samples) - len(kept))
+            samples[:] = kept
+        known = {sn for spec in families.values() for sn in spec.sample_names()}
+        undescribed = [s for s in samples if s.name not in known and s.name not in static]
+        if undescribed:
+            r.c.partial_error("family_undescribed", len(undescribed))
+            samples[:] = [s for s in samples if s.name in known or s.name in static]
+        return families
 
     def _check_ready(self) -> None:
         if not self.ready and all(r.done_first for r in self.runners):
@@ -442,7 +474,7 @@ class Agent:
         return all(not t.done() or r.unavailable for r, t in zip(self.runners, self.tasks))
 
     async def start_collectors(self) -> None:
-        self.runners, errs = build_collectors(self.cfg, self.classes)
+        self.runners, errs = build_collectors(self.cfg, self.classes, declared=self.store.renderer.specs.keys())
         self.plugin_errors = self.discover_errors + errs
         for e in self.plugin_errors:
             log.error("plugin skipped", extra={"where": e.where, "reason": e.reason})

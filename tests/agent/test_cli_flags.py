@@ -154,9 +154,12 @@ def test_hostmon_run_with_node_exporter_flags_serves_and_logs_as_asked(tmp_path:
     env = {"HOSTMON_STATE_DIR": str(tmp_path / "state"), "HOSTMON_SHIPPING__ENABLED": "false", "HOSTMON_CONFIG": ""}
     with hostmon_process(args, env=env) as p:
         wait_until(lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, timeout=60, what="agent ready")
-        status, _, body = http_get(f"http://127.0.0.1:{port}/node-metrics")
-        assert status == 200
-        text = body.decode()
+        # renders are coalesced: the body follows the last collection within a moment
+        text = wait_until(
+            lambda: (b := http_get(f"http://127.0.0.1:{port}/node-metrics"))[0] == 200 and "node_load1" in b[2].decode() and "node_memory_MemTotal_bytes" in b[2].decode() and b[2].decode(),
+            timeout=30,
+            what="memory and load on /node-metrics",
+        )
         assert "node_memory_MemTotal_bytes" in text and "node_load1" in text
         assert "node_filesystem_size_bytes" not in text, "disk is not a default any more"
         assert http_get(f"http://127.0.0.1:{port}/metrics")[0] == 404

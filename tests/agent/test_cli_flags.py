@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -172,3 +173,43 @@ def test_hostmon_run_with_node_exporter_flags_serves_and_logs_as_asked(tmp_path:
     assert not any(ln.startswith("{") for ln in lines)
     with pytest.raises(json.JSONDecodeError):
         json.loads(lines[0])
+
+
+FIXTURE_PROC = Path(__file__).resolve().parents[1] / "collectors" / "fixtures" / "proc"
+
+
+def test_path_procfs_is_where_the_collectors_read(tmp_path: Path) -> None:
+    port = free_port()
+    args = ["run", f"--web.listen-address=127.0.0.1:{port}", f"--path.procfs={FIXTURE_PROC}", "--collector.disable-defaults", "--collector.meminfo"]
+    env = {"HOSTMON_STATE_DIR": str(tmp_path / "state"), "HOSTMON_SHIPPING__ENABLED": "false", "HOSTMON_CONFIG": ""}
+    with hostmon_process(args, env=env):
+        text = wait_until(
+            lambda: (b := http_get(f"http://127.0.0.1:{port}/metrics"))[0] == 200 and "node_memory_MemTotal_bytes{" in b[2].decode() and b[2].decode(),
+            timeout=60,
+            what="memory metrics",
+        )
+    line = next(ln for ln in text.splitlines() if ln.startswith("node_memory_MemTotal_bytes{"))
+    assert float(line.rsplit(" ", 1)[1]) == 24683656 * 1024, "the fixture's MemTotal, not this machine's"
+
+
+async def test_a_reload_reads_the_file_again_and_applies_the_flags_over_it(tmp_path: Path) -> None:
+    from agent.runtime import Agent
+
+    f = tmp_path / "h.toml"
+    f.write_text('log_level = "info"\n[http]\nlisten = "127.0.0.1:0"\n[runtime]\ninterval = 60.0\n')
+    args = build_parser().parse_args(["run", "--log.level=error", "--collector.disable-defaults", "--collector.memory"])
+    ov = run_overrides(args)
+    cfg = config_mod.load(str(f), {}, ov)
+    cfg.state_dir = str(tmp_path / "state")
+    agent = Agent(cfg, str(f), [], environ={}, overrides=ov)
+    level = logging.getLogger().level  # reload sets the root level: put it back
+    await agent.start()
+    try:
+        f.write_text(f'log_level = "debug"\nstate_dir = "{tmp_path / "state"}"\n[http]\nlisten = "127.0.0.1:0"\n[runtime]\ninterval = 30.0\n')
+        assert await agent.reload()
+        assert agent.cfg.runtime.interval == 30.0, "the file was read again"
+        assert agent.cfg.log_level == "error", "the flag still wins"
+        assert [r.name for r in agent.runners] == ["memory"]
+    finally:
+        await agent.stop()
+        logging.getLogger().setLevel(level)

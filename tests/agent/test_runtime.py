@@ -257,8 +257,6 @@ async def test_run_time_families_are_rendered_with_their_help_and_type_and_clash
     assert r2.partial == {"family_clash": 1} and 'from="dyn2"' not in text
     assert text.count("# TYPE rt_loose") == 1
     promtool = require_tool("promtool")
-    p = tmp_path / "m.prom"
-    p.write_text(text)
     import subprocess
 
     r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)

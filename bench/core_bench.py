@@ -92,15 +92,17 @@ def start_node_exporter(collectors: list[str] | None) -> tuple[subprocess.Popen[
 
 def bench_cycle_cpu(cycles: int) -> tuple[float, int]:
     """Median thread-CPU of one cpu+memory+disk+network cycle plus a render, in-process."""
-    from agent import config as config_mod
-    from agent.exposition import MetricStore
-    from agent.registry import discover
-    from agent.runtime import SELF_SPECS, apply_tags, build_collectors
+    from hostmond.agent import config as config_mod
+    from hostmond.agent.exposition import MetricStore
+    from hostmond.agent.registry import discover
+    from hostmond.agent.runtime import apply_tags, build_collectors
+
+    from hostmond.core import selfmetrics
 
     classes, _ = discover()
     cfg = config_mod.load(None, {})
     runners, _ = build_collectors(cfg, classes, persist_state=False, only=["cpu", "memory", "disk", "network"])
-    store = MetricStore({s.name: s for s in SELF_SPECS})
+    store = MetricStore({s.name: s for _, s in selfmetrics.declared()})
     for c in classes.values():
         store.add_specs(c.metrics)
     for r in runners:
@@ -163,7 +165,7 @@ def start_hostmon(env_extra: dict[str, str]) -> tuple[subprocess.Popen[bytes], s
     port = free_port()
     state = tempfile.mkdtemp(prefix="hostmon-bench-")
     env = {**os.environ, "HOSTMON_STATE_DIR": state, "HOSTMON_LISTEN": f"127.0.0.1:{port}", **env_extra}
-    p = subprocess.Popen([sys.executable, "-m", "agent.cli", "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    p = subprocess.Popen([sys.executable, "-m", "hostmond.cli", "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -32,8 +32,9 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from agent import registry
-from agent.api import (
+from hostmond.collectors import _procfs
+
+from hostmond.api import (
     COUNTER,
     GAUGE,
     Collector,
@@ -43,7 +44,6 @@ from agent.api import (
     Sample,
     field,
 )
-from collectors import _procfs
 
 OTHER = "other"
 _GROUP_LABELS = ("groupname", "tenant_id")
@@ -65,8 +65,7 @@ class ProcessesConfig(CollectorConfig):
     open_fds: bool = field(True, "Count open file descriptors per group (one directory listing per process).")
 
 
-@registry.register
-class ProcessesCollector(Collector):
+class ProcessesCollector(Collector[ProcessesConfig]):
     name = "processes"
     config_class = ProcessesConfig
     metrics = (

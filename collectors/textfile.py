@@ -37,8 +37,9 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from agent import registry
-from agent.api import (
+from hostmond.collectors import _promtext
+
+from hostmond.api import (
     COUNTER,
     GAUGE,
     HISTOGRAM,
@@ -51,7 +52,6 @@ from agent.api import (
     Sample,
     field,
 )
-from collectors import _promtext
 
 DEFAULT_DIRECTORY = "/var/lib/prometheus/node-exporter"  # Debian's, where prometheus-node-exporter-collectors write
 
@@ -182,8 +182,7 @@ def read_file(path: str, max_bytes: int) -> FileResult:
     return FileResult(path, {n: f for n, f in fams.items() if f.series}, mtime=float(mtime // 1_000_000_000))  # whole seconds, as node_exporter 1.5
 
 
-@registry.register
-class TextfileCollector(Collector):
+class TextfileCollector(Collector[TextfileConfig]):
     """Metrics from *.prom files written by scripts (node_exporter's textfile collector)"""
 
     name = "textfile"
@@ -205,9 +204,7 @@ class TextfileCollector(Collector):
         ),
     )
 
-    config: TextfileConfig
-
-    def __init__(self, config: CollectorConfig, ctx: CollectorContext) -> None:
+    def __init__(self, config: TextfileConfig, ctx: CollectorContext) -> None:
         super().__init__(config, ctx)
         self.skipped = dict.fromkeys(SKIP_REASONS, 0)
         self._logged: dict[str, tuple[str, str]] = {}  # path -> (reason, detail) last logged

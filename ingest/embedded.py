@@ -23,10 +23,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
 
-from agent.shipping import keys as keymod
-from agent.web.config import RateLimitConfig, WebConfig
-from ingest.config import AgentEntry, Enrollment, IngestConfig, LoadedKeys, SqliteConfig
-from ingest.server import IngestServer
+from hostmond.core import names
 
 log = logging.getLogger("hostmon.ingest.embedded")
 
@@ -39,7 +36,7 @@ def ingest_dir(state_dir: str) -> str:
 
 def public_key_path(state_dir: str) -> str:
     """The embedded ingest's public key file (exists once :func:`start_embedded_ingest` returned)."""
-    return os.path.join(ingest_dir(state_dir), f"{keymod.INGEST_KEY_NAME}.pub")
+    return os.path.join(ingest_dir(state_dir), f"{names.INGEST_KEY_NAME}.pub")
 
 
 def database_path(state_dir: str) -> str:
@@ -51,7 +48,7 @@ async def start_embedded_ingest(
     agent_public_key_path: str,
     tenants: Sequence[str] | None,
     listen: str = "127.0.0.1:0",
-    suite: str = keymod.X25519,
+    suite: str = names.X25519,
 ) -> tuple[str, Callable[[], Awaitable[None]]]:
     """Start a local ingest; returns ``(url, stop)`` where ``await stop()`` shuts it down.
 
@@ -61,6 +58,20 @@ async def start_embedded_ingest(
     to is :func:`public_key_path` (``STATE_DIR/ingest/ingest.pub``).
     Raises KeyFileError / ConfigError like the standalone ingest.
     """
+    # Imported here, not at the top: an agent that ships elsewhere (or not at all) never
+    # loads the ingest's server, SQLite and prometheus_client (about 9 MB of RSS).
+    from hostmond.ingest.config import (
+        AgentEntry,
+        Enrollment,
+        IngestConfig,
+        LoadedKeys,
+        SqliteConfig,
+    )
+    from hostmond.ingest.server import IngestServer
+
+    from hostmond.core import keys as keymod
+    from hostmond.web.config import RateLimitConfig, WebConfig
+
     host = listen.rsplit(":", 1)[0].strip("[]")
     if host not in ("127.0.0.1", "::1", "localhost"):
         raise ValueError(f"the embedded ingest listens on loopback only, not {listen!r}")
@@ -93,3 +104,23 @@ async def start_embedded_ingest(
         },
     )
     return url, server.stop
+
+
+class EmbeddedIngest:
+    """What ``hostmon run`` hands the agent's shipper when no ingest_url is set.
+
+    The agent does not import the ingest: the command (:mod:`hostmond.cli`) passes
+    this object to :func:`hostmond.agent.shipping.runtime.make_shipper`, which calls
+    :meth:`start` and reads the paths it needs to seal and to log the query hint.
+    """
+
+    def database_path(self, state_dir: str) -> str:
+        return database_path(state_dir)
+
+    def public_key_path(self, state_dir: str) -> str:
+        return public_key_path(state_dir)
+
+    async def start(self, state_dir: str, agent_public_key_path: str, suite: str) -> tuple[str, Callable[[], Awaitable[None]]]:
+        """Start it on 127.0.0.1 (any free port), accepting any tenant of the one local agent."""
+        return await start_embedded_ingest(state_dir, agent_public_key_path, tenants=None, suite=suite)
+

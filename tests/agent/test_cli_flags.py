@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 from helpers import free_port, hostmon_process, http_get, wait_until
 
-from agent import config as config_mod
-from agent.api import Collector, CollectorConfig
-from agent.cli import COLLECTOR_ALIASES, build_parser, run_overrides
-from agent.errors import ConfigError
-from agent.runtime import build_collectors
+from hostmond.agent import config as config_mod
+from hostmond.api import Collector, CollectorConfig
+from hostmond.agent.cli import COLLECTOR_ALIASES, run_overrides
+from hostmond.cli import build_parser
+from hostmond.core.errors import ConfigError
+from hostmond.agent.runtime import build_collectors
 
 
 def _load(argv: list[str], env: dict[str, str] | None = None, file: Path | None = None, classes=None) -> config_mod.Config:
@@ -125,7 +126,7 @@ def test_collector_switches_and_disable_defaults(tmp_path: Path) -> None:
     ],
 )
 def test_an_error_names_the_flag_or_variable_it_came_from(argv: list[str], env: dict[str, str], source: str, key: str) -> None:
-    classes = {"disk": type("disk", (Collector,), {"name": "disk", "config_class": __import__("collectors.disk", fromlist=["DiskConfig"]).DiskConfig})}
+    classes = {"disk": type("disk", (Collector,), {"name": "disk", "config_class": __import__("hostmond.collectors.disk", fromlist=["DiskConfig"]).DiskConfig})}
     with pytest.raises(ConfigError) as ei:
         cfg = _load(argv, env, classes=classes)
         build_collectors(cfg, classes, persist_state=False)
@@ -193,7 +194,7 @@ def test_path_procfs_is_where_the_collectors_read(tmp_path: Path) -> None:
 
 
 async def test_a_reload_reads_the_file_again_and_applies_the_flags_over_it(tmp_path: Path) -> None:
-    from agent.runtime import Agent
+    from hostmond.agent.runtime import Agent
 
     f = tmp_path / "h.toml"
     f.write_text('log_level = "info"\n[http]\nlisten = "127.0.0.1:0"\n[runtime]\ninterval = 60.0\n')

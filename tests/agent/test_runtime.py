@@ -9,13 +9,27 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-from helpers import free_port, hostmon_process, http_get, metric_value, scrape, wait_until
+from helpers import (
+    free_port,
+    hostmon_process,
+    http_get,
+    metric_value,
+    scrape,
+    wait_until,
+)
+from hostmond.agent import config as config_mod
+from hostmond.agent.handoff import Collection
+from hostmond.agent.runtime import Agent
 
-from agent import config as config_mod
-from agent.api import COUNTER, GAUGE, Collector, CollectorUnavailable, Event, MetricSpec, Sample
-from agent.handoff import Collection
-from agent.runtime import Agent
+from hostmond.api import (
+    COUNTER,
+    GAUGE,
+    Collector,
+    CollectorUnavailable,
+    Event,
+    MetricSpec,
+    Sample,
+)
 
 RELEASE = threading.Event()
 
@@ -237,7 +251,7 @@ async def test_run_time_families_are_rendered_with_their_help_and_type_and_clash
         await asyncio.wait_for(agent.ready_event.wait(), 5)
         # a second dynamic collector claiming rt_loose is refused while dyn has it
         agent.classes["dyn2"] = Dyn2
-        from agent.runtime import CollectorRunner
+        from hostmond.agent.runtime import CollectorRunner
 
         r2 = CollectorRunner(Dyn2, Dyn2(Dyn2.config_class(), agent.runners[0].c.ctx), 60, 5)
         agent.runners.append(r2)

@@ -11,9 +11,9 @@ import pytest
 from helpers import free_port, hostmon_process, http_get, require_tool, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.testing import CollectorHarness
-from collectors import _promtext
-from collectors.textfile import DEFAULT_DIRECTORY, TextfileCollector
+from hostmond.testing import CollectorHarness
+from hostmond.collectors import _promtext
+from hostmond.collectors.textfile import DEFAULT_DIRECTORY, TextfileCollector
 
 SCRIPTS = Path("/usr/share/prometheus-node-exporter-collectors")
 DECLARED = frozenset({"node_load1", "node_memory_MemTotal_bytes", "node_cpu_seconds_total"})
@@ -143,7 +143,7 @@ def test_labels_the_agent_sets_are_renamed_so_a_file_cannot_claim_a_tenant(harne
 
 
 def test_missing_directory(harness, tmp_path: Path) -> None:
-    from agent.api import CollectorUnavailable
+    from hostmond.api import CollectorUnavailable
 
     c = harness.make(TextfileCollector, {"directory": str(tmp_path / "nope")})
     out = harness.run_instance(c)

@@ -10,9 +10,9 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from agent import config as config_mod
-from agent.errors import ConfigError
-from agent.web.config import WebConfig, load_web_yaml, parse_go_duration
+from hostmond.agent import config as config_mod
+from hostmond.core.errors import ConfigError
+from hostmond.web.config import WebConfig, load_web_yaml, parse_go_duration
 
 from .conftest import PKI, get, start_server  # noqa: F401 - fixture
 

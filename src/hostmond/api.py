@@ -31,124 +31,52 @@ import os
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
-COUNTER = "counter"
-GAUGE = "gauge"
-UNTYPED = "untyped"
-SUMMARY = "summary"
-HISTOGRAM = "histogram"
-METRIC_TYPES = (COUNTER, GAUGE)
-# Families learned at run time (see Collector.family) may also be untyped, summaries or histograms.
-FAMILY_TYPES = (COUNTER, GAUGE, UNTYPED, SUMMARY, HISTOGRAM)
+from hostmond.core.config import field
+from hostmond.core.errors import ConfigError, HostmonError, KeyFileError, PluginError
+from hostmond.core.model import (
+    COUNTER,
+    FAMILY_TYPES,
+    GAUGE,
+    HISTOGRAM,
+    METRIC_TYPES,
+    SUMMARY,
+    UNTYPED,
+    Event,
+    MetricSpec,
+    Sample,
+)
+from hostmond.core.validate import check_positive, check_regex
 
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class MetricSpec:
-    """Documentation of one metric family a collector may emit.
-
-    ``labels`` lists the collector's own labels; the agent adds ``tenant_id`` and
-    the static tags to every sample, so they are not listed here.
-    """
-
-    name: str
-    type: str
-    help: str
-    labels: tuple[str, ...] = ()
-    unit: str = ""
-
-    def __post_init__(self) -> None:
-        if self.type not in FAMILY_TYPES:
-            raise ValueError(f"metric {self.name}: type must be one of {METRIC_TYPES}, not {self.type!r}")
-
-    def sample_names(self) -> tuple[str, ...]:
-        """The sample names of this family: ``NAME_bucket``/``_sum``/``_count`` for a histogram, and so on."""
-        if self.type == HISTOGRAM:
-            return (f"{self.name}_bucket", f"{self.name}_sum", f"{self.name}_count")
-        if self.type == SUMMARY:
-            return (self.name, f"{self.name}_sum", f"{self.name}_count")
-        return (self.name,)
-
-
-class Sample:
-    """One value of one series. ``labels`` maps label name to value (both str)."""
-
-    __slots__ = ("name", "type", "value", "labels", "timestamp")
-
-    def __init__(
-        self,
-        name: str,
-        type: str,
-        value: float,
-        labels: dict[str, str] | None = None,
-        timestamp: float | None = None,
-    ) -> None:
-        self.name = name
-        self.type = type
-        self.value = value
-        self.labels = labels if labels is not None else {}
-        self.timestamp = timestamp
-
-    def __repr__(self) -> str:
-        return f"Sample({self.name!r}, {self.type!r}, {self.value!r}, {self.labels!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Sample):
-            return NotImplemented
-        return (self.name, self.type, self.value, self.labels, self.timestamp) == (
-            other.name,
-            other.type,
-            other.value,
-            other.labels,
-            other.timestamp,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"name": self.name, "type": self.type, "value": self.value, "labels": self.labels}
-        if self.timestamp is not None:
-            d["timestamp"] = self.timestamp
-        return d
-
-
-class Event:
-    """A structured record (one failed login, one brute-force alarm).
-
-    ``kind`` is a short fixed identifier (``auth_failure``); ``fields`` holds
-    JSON/msgpack-serialisable values; ``labels`` receives ``tenant_id`` and the
-    static tags from the agent (a collector may set ``tenant_id`` itself).
-    """
-
-    __slots__ = ("kind", "time", "fields", "labels")
-
-    def __init__(
-        self,
-        kind: str,
-        time: float,
-        fields: dict[str, Any],
-        labels: dict[str, str] | None = None,
-    ) -> None:
-        self.kind = kind
-        self.time = time
-        self.fields = fields
-        self.labels = labels if labels is not None else {}
-
-    def __repr__(self) -> str:
-        return f"Event({self.kind!r}, {self.time!r}, {self.fields!r}, {self.labels!r})"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "time": self.time, "fields": self.fields, "labels": self.labels}
+__all__ = [
+    "COUNTER",
+    "FAMILY_TYPES",
+    "GAUGE",
+    "HISTOGRAM",
+    "METRIC_TYPES",
+    "SUMMARY",
+    "UNTYPED",
+    "Collector",
+    "CollectorConfig",
+    "CollectorContext",
+    "CollectorUnavailable",
+    "ConfigError",
+    "Event",
+    "HostmonError",
+    "KeyFileError",
+    "MetricSpec",
+    "PluginError",
+    "Sample",
+    "StateStore",
+    "check_positive",
+    "check_regex",
+    "field",
+]
 
 
 class CollectorUnavailable(Exception):
     """Raised by a collector that has nothing to collect on this host (not a failure)."""
-
-
-def field(default: Any, help: str, **kw: Any) -> Any:
-    """A config dataclass field with its one-sentence help (used by the sample config)."""
-    if isinstance(default, (list, dict, set)):
-        factory = (lambda d=default: type(d)(d))  # noqa: E731
-        return dataclasses.field(default_factory=factory, metadata={"help": help, **kw})
-    return dataclasses.field(default=default, metadata={"help": help, **kw})
 
 
 @dataclasses.dataclass
@@ -218,10 +146,10 @@ class CollectorContext:
 
     ``proc_root``/``sys_root``/``rootfs`` point at the host's trees (``/host/proc``
     in a container). ``tags`` holds ``tenant_id`` and the static tags that the
-    agent adds to every sample; collectors need not add them. ``declared_metrics``
-    holds every sample name the agent's collectors and self-metrics declare: a
-    collector with run-time families must not emit those. ``tenancy`` maps a
-    process (uid, cgroup text) to a tenant id (see ``agent.tenancy``).
+    agent adds to every sample; collectors need not add them. ``tenancy`` maps a
+    process (uid, cgroup text) to a tenant id (see ``hostmond.agent.tenancy``).
+    ``declared_metrics`` holds every sample name the agent's collectors and
+    self-metrics declare: a collector with run-time families must not emit those.
     """
 
     proc_root: str = "/proc"
@@ -239,8 +167,14 @@ class CollectorContext:
         return self.tags.get("tenant_id", "default")
 
 
-class Collector:
+ConfigT = TypeVar("ConfigT", bound=CollectorConfig)
+
+
+class Collector(Generic[ConfigT]):
     """Base class of every collector. Override ``collect()``; see the module docstring.
+
+    Generic over its config class: ``class QueueCollector(Collector[QueueConfig])`` with
+    ``config_class = QueueConfig`` gives ``self.config`` the type ``QueueConfig``.
 
     Families learned at run time: a collector that cannot declare every family in
     ``metrics`` (the textfile collector: its families come from files) sets
@@ -248,9 +182,10 @@ class Collector:
     it emits with :meth:`family` before emitting its samples. The agent renders
     them with that HELP and TYPE, for that run only. The agent refuses (drops,
     counts as partial error ``family_clash``) a run-time family whose name is
-    declared elsewhere or emitted by another collector, so the collector should
-    check ``ctx.declared_metrics`` itself and report the clash in its own words.
-    A dynamic collector bounds what it emits (files, bytes, series) itself. Each
+    declared elsewhere or emitted by another collector, and samples of no described
+    family (``family_undescribed``), so the collector should check
+    ``ctx.declared_metrics`` itself and report a clash in its own words. A dynamic
+    collector bounds what it emits (files, bytes, series) itself. Each
     ``Sample.type`` stays counter or gauge (what shipped batches carry): a
     histogram's buckets, sums and counts are counters, a summary's quantiles and
     untyped values gauges.
@@ -262,7 +197,7 @@ class Collector:
     metrics: ClassVar[tuple[MetricSpec, ...]] = ()
     dynamic_families: ClassVar[bool] = False
 
-    def __init__(self, config: CollectorConfig, ctx: CollectorContext) -> None:
+    def __init__(self, config: ConfigT, ctx: CollectorContext) -> None:
         self.config = config
         self.ctx = ctx
         self.log = ctx.logger

@@ -11,7 +11,6 @@ import pytest
 from helpers import free_port, hostmon_process, http_get, require_tool, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
-from hostmond.testing import CollectorHarness
 from hostmond.collectors import _promtext
 from hostmond.collectors.textfile import DEFAULT_DIRECTORY, TextfileCollector
 
@@ -38,15 +37,9 @@ loose_value{b="2"} 4
 """
 
 
-@pytest.fixture
-def harness(tmp_path: Path) -> CollectorHarness:
-    """The collector authors' harness from this tree (the installed pytest plugin may be another checkout's)."""
-    return CollectorHarness(tmp_path / "h")
-
-
-def run(harness, d: Path, **cfg):
-    c = harness.make(TextfileCollector, {"directory": str(d), **cfg}, declared_metrics=DECLARED)
-    return c, harness.run_instance(c)
+def run(hostmon_collector, d: Path, **cfg):
+    c = hostmon_collector.make(TextfileCollector, {"directory": str(d), **cfg}, declared_metrics=DECLARED)
+    return c, hostmon_collector.run_instance(c)
 
 
 def value(out, name: str, **labels: str) -> float:
@@ -54,12 +47,12 @@ def value(out, name: str, **labels: str) -> float:
     return s.value
 
 
-def test_files_are_served_with_their_own_help_and_type_and_node_exporters_meta_metrics(harness, tmp_path: Path) -> None:
+def test_files_are_served_with_their_own_help_and_type_and_node_exporters_meta_metrics(hostmon_collector, tmp_path: Path) -> None:
     (tmp_path / "jobs.prom").write_text(GOOD)
     (tmp_path / "ignored.txt").write_text("not_read 1\n")
     (tmp_path / "empty.prom").write_text("")
     os.utime(tmp_path / "jobs.prom", (1_700_000_000.75, 1_700_000_000.75))
-    _, out = run(harness, tmp_path)
+    _, out = run(hostmon_collector, tmp_path)
     fams = out.families
     assert fams["job_last_success_timestamp_seconds"].help == "Last time the backup job succeeded."
     assert fams["job_runs_total"].type == "counter" and fams["job_duration_seconds"].type == "histogram"
@@ -97,7 +90,7 @@ def test_files_are_served_with_their_own_help_and_type_and_node_exporters_meta_m
     ],
 )
 def test_a_bad_or_conflicting_file_is_skipped_whole_and_counted_and_the_rest_is_served(
-    harness, tmp_path: Path, bad: str | bytes, reason: str
+    hostmon_collector, tmp_path: Path, bad: str | bytes, reason: str
 ) -> None:
     (tmp_path / "a-jobs.prom").write_text(GOOD)
     p = tmp_path / "b-bad.prom"
@@ -105,7 +98,7 @@ def test_a_bad_or_conflicting_file_is_skipped_whole_and_counted_and_the_rest_is_
         p.write_bytes(bad + b"fine_in_bad_file 1\n")
     else:
         p.write_text(bad + "fine_in_bad_file 1\n")
-    c, out = run(harness, tmp_path)
+    c, out = run(hostmon_collector, tmp_path)
     assert value(out, "node_textfile_scrape_error") == 1
     assert value(out, "hostmon_textfile_skipped_files_total", reason=reason) == 1, {s.labels["reason"]: s.value for s in out.find("hostmon_textfile_skipped_files_total")}
     assert not out.find("fine_in_bad_file"), "the whole file is skipped, not the bad line"
@@ -113,28 +106,28 @@ def test_a_bad_or_conflicting_file_is_skipped_whole_and_counted_and_the_rest_is_
     assert value(out, "job_runs_total", result="ok") == 12, "the good file is still served"
     # fixed: read again, error gone, the counter keeps its count
     p.write_text("fine_in_bad_file 1\n")
-    out2 = harness.run_instance(c)
+    out2 = hostmon_collector.run_instance(c)
     assert value(out2, "node_textfile_scrape_error") == 0 and value(out2, "fine_in_bad_file") == 1
     assert value(out2, "hostmon_textfile_skipped_files_total", reason=reason) == 1
 
 
-def test_bounds_on_files_bytes_and_series(harness, tmp_path: Path) -> None:
+def test_bounds_on_files_bytes_and_series(hostmon_collector, tmp_path: Path) -> None:
     for i in range(5):
         (tmp_path / f"f{i}.prom").write_text("".join(f'many{{i="{i}",j="{j}"}} {j}\n' for j in range(10)))
     (tmp_path / "g-big.prom").write_text("big 1\n" + "# padding\n" * 200)
-    _, out = run(harness, tmp_path, max_files=5, max_series=35, max_file_bytes=1000)
+    _, out = run(hostmon_collector, tmp_path, max_files=5, max_series=35, max_file_bytes=1000)
     skipped = {s.labels["reason"]: s.value for s in out.find("hostmon_textfile_skipped_files_total")}
     assert skipped["series_limit"] == 2 and skipped["too_many_files"] == 1 and skipped["too_large"] == 0
     assert value(out, "hostmon_textfile_series") == 30 and value(out, "hostmon_textfile_series_limit") == 35
     assert value(out, "hostmon_textfile_files") == 3 and value(out, "hostmon_textfile_files_limit") == 5
     assert len(out.find("many")) == 30, "a file past the limit is skipped whole"
-    _, out = run(harness, tmp_path, max_files=10, max_file_bytes=1000, max_series=1000)
+    _, out = run(hostmon_collector, tmp_path, max_files=10, max_file_bytes=1000, max_series=1000)
     assert value(out, "hostmon_textfile_skipped_files_total", reason="too_large") == 1 and not out.find("big")
 
 
-def test_labels_the_agent_sets_are_renamed_so_a_file_cannot_claim_a_tenant(harness, tmp_path: Path) -> None:
+def test_labels_the_agent_sets_are_renamed_so_a_file_cannot_claim_a_tenant(hostmon_collector, tmp_path: Path) -> None:
     (tmp_path / "t.prom").write_text('claim{tenant_id="other",host="h9",x="1"} 1\nclaim{tenant_id="other",host="h8",x="1"} 2\n')
-    _, out = run(harness, tmp_path)
+    _, out = run(hostmon_collector, tmp_path)
     labels = sorted(tuple(sorted(s.labels.items())) for s in out.find("claim"))
     assert labels == [
         (("exported_host", "h8"), ("exported_tenant_id", "other"), ("x", "1")),
@@ -142,16 +135,16 @@ def test_labels_the_agent_sets_are_renamed_so_a_file_cannot_claim_a_tenant(harne
     ]
 
 
-def test_missing_directory(harness, tmp_path: Path) -> None:
+def test_missing_directory(hostmon_collector, tmp_path: Path) -> None:
     from hostmond.api import CollectorUnavailable
 
-    c = harness.make(TextfileCollector, {"directory": str(tmp_path / "nope")})
-    out = harness.run_instance(c)
+    c = hostmon_collector.make(TextfileCollector, {"directory": str(tmp_path / "nope")})
+    out = hostmon_collector.run_instance(c)
     assert value(out, "node_textfile_scrape_error") == 1, "a configured directory that is missing is an error"
     assert out.partial_errors == {"directory_unreadable": 1}
     if not os.path.isdir(DEFAULT_DIRECTORY):
         with pytest.raises(CollectorUnavailable):
-            list(harness.make(TextfileCollector, {}).collect())
+            list(hostmon_collector.make(TextfileCollector, {}).collect())
 
 
 # -- the parser against promtool ------------------------------------------------------------------

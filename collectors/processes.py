@@ -42,6 +42,7 @@ from hostmond.api import (
     CollectorContext,
     MetricSpec,
     Sample,
+    check_not_negative,
     field,
 )
 
@@ -50,17 +51,12 @@ _GROUP_LABELS = ("groupname", "tenant_id")
 _VANISHED = (errno.ENOENT, errno.ESRCH)
 
 
-def _non_negative(v: int) -> None:
-    if v < 0:
-        raise ValueError("must be 0 or more")
-
-
 @dataclass
 class ProcessesConfig(CollectorConfig):
     top_n: int = field(
         20,
         "Process groups with their own series: the top N by CPU plus the top N by memory; the rest fold into 'other'.",
-        check=_non_negative,
+        check=check_not_negative,
     )
     open_fds: bool = field(True, "Count open file descriptors per group (one directory listing per process).")
 

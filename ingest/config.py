@@ -48,6 +48,7 @@ from hostmond.core import keys as keymod
 from hostmond.core.config import field, load_dataclass
 from hostmond.core.errors import ConfigError, KeyFileError
 from hostmond.core.validate import (
+    check_not_negative,
     check_positive,
     check_url,
     parse_listen,
@@ -60,11 +61,6 @@ DEFAULT_LISTEN = "127.0.0.1:19436"
 
 def _check_listen(v: str) -> None:
     parse_listen(v)
-
-
-def _check_not_negative(v: float) -> None:
-    if v < 0:
-        raise ValueError("must be 0 or more")
 
 
 def _check_workers(v: int) -> None:
@@ -101,7 +97,7 @@ class LimitsConfig:
     max_decompressed_bytes: int = field(64 * 1024 * 1024, "Largest decompressed batch, in bytes; a batch that inflates past it (a zstd bomb) is refused with 413.", check=check_positive)
     max_records: int = field(200_000, "Most samples plus events in one batch; more is refused with 413.", check=check_positive)
     max_batch_age_seconds: float = field(7 * 86400.0, "Oldest batch creation time accepted, in seconds before now; older is refused with 409 too_old (replay protection).", check=check_positive)
-    max_clock_skew_seconds: float = field(300.0, "How far in the future a batch's creation time may be (agent clock ahead); further is refused with 425 (the agent retries as time passes).", check=_check_not_negative)
+    max_clock_skew_seconds: float = field(300.0, "How far in the future a batch's creation time may be (agent clock ahead); further is refused with 425 (the agent retries as time passes).", check=check_not_negative)
     max_inflight: int = field(8, "Batches being decrypted or stored at once; more are answered 503 with Retry-After, so memory stays bounded.", check=check_positive)
 
 
@@ -109,8 +105,8 @@ class LimitsConfig:
 class SqliteConfig:
     path: str = field("ingest.db", "SQLite database file (WAL mode); relative to the config file's directory.")
     synchronous: str = field("full", "'full' fsyncs every commit (survives power loss); 'normal' survives a process crash but may lose the last commits on power loss.", check=_check_sync)
-    retention_seconds: float = field(30 * 86400.0, "Delete data of batches received longer ago than this; 0 keeps everything.", check=_check_not_negative)
-    max_bytes: int = field(0, "Delete the oldest batches' data while the database uses more than this many bytes; 0 means no size limit.", check=_check_not_negative)
+    retention_seconds: float = field(30 * 86400.0, "Delete data of batches received longer ago than this; 0 keeps everything.", check=check_not_negative)
+    max_bytes: int = field(0, "Delete the oldest batches' data while the database uses more than this many bytes; 0 means no size limit.", check=check_not_negative)
     retention_interval_seconds: float = field(60.0, "Seconds between two retention passes.", check=check_positive)
 
 

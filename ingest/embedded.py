@@ -49,6 +49,8 @@ async def start_embedded_ingest(
     tenants: Sequence[str] | None,
     listen: str = "127.0.0.1:0",
     suite: str = names.X25519,
+    max_bytes: int = 0,
+    retention_seconds: float = 30 * 86400.0,
 ) -> tuple[str, Callable[[], Awaitable[None]]]:
     """Start a local ingest; returns ``(url, stop)`` where ``await stop()`` shuts it down.
 
@@ -87,7 +89,7 @@ async def start_embedded_ingest(
         listen=listen,
         private_keys=[kf.private_path],
         agents=[AgentEntry(public_key=agent_public_key_path, tenants=sorted(allowed), name="local agent")],
-        sqlite=SqliteConfig(path=database_path(state_dir)),
+        sqlite=SqliteConfig(path=database_path(state_dir), max_bytes=max_bytes, retention_seconds=retention_seconds),
         decode_workers=0,
         web=WebConfig(rate_limit=RateLimitConfig(requests_per_second=0)),
     )
@@ -120,7 +122,12 @@ class EmbeddedIngest:
     def public_key_path(self, state_dir: str) -> str:
         return public_key_path(state_dir)
 
-    async def start(self, state_dir: str, agent_public_key_path: str, suite: str) -> tuple[str, Callable[[], Awaitable[None]]]:
-        """Start it on 127.0.0.1 (any free port), accepting any tenant of the one local agent."""
-        return await start_embedded_ingest(state_dir, agent_public_key_path, tenants=None, suite=suite)
+    async def start(
+        self, state_dir: str, agent_public_key_path: str, suite: str, *, max_bytes: int, retention_seconds: float
+    ) -> tuple[str, Callable[[], Awaitable[None]]]:
+        """Start it on 127.0.0.1 (any free port), accepting any tenant of the one local agent, with its
+        history bounded by ``max_bytes`` and ``retention_seconds`` (0: no bound)."""
+        return await start_embedded_ingest(
+            state_dir, agent_public_key_path, tenants=None, suite=suite, max_bytes=max_bytes, retention_seconds=retention_seconds
+        )
 

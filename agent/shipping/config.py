@@ -6,7 +6,12 @@ import dataclasses
 import os
 
 from hostmond.core.config import field
-from hostmond.core.validate import check_fraction, check_positive, check_url
+from hostmond.core.validate import (
+    check_fraction,
+    check_not_negative,
+    check_positive,
+    check_url,
+)
 
 SUITE_NAMES = ("x25519", "mlkem768-x25519")
 
@@ -40,6 +45,14 @@ class ShippingConfig:
     spool_dir: str = field("", "Directory of sealed batches waiting to be sent; empty means STATE_DIR/spool.")
     spool_limit_bytes: int = field(
         268435456, "Most bytes the spool may hold; when full, the oldest batches are dropped and counted.", check=check_positive
+    )
+    local_history_max_bytes: int = field(
+        268435456,
+        "With no ingest_url, the embedded ingest keeps at most this many bytes of local history (the oldest is deleted first; README: bytes per day); 0 means no size limit. shipping.enabled = false turns local history off.",
+        check=check_not_negative,
+    )
+    local_history_days: float = field(
+        30.0, "With no ingest_url, local history older than this many days is deleted; 0 keeps it until local_history_max_bytes.", check=check_not_negative
     )
     ca_file: str = field("", "PEM file of CA certificates that sign the ingest's TLS certificate; empty uses the system store.")
     client_cert: str = field("", "PEM client certificate for mutual TLS with the ingest; empty sends none.")

@@ -74,7 +74,9 @@ class EmbeddedIngest(Protocol):
 
     def public_key_path(self, state_dir: str) -> str: ...
 
-    async def start(self, state_dir: str, agent_public_key_path: str, suite: str) -> tuple[str, Callable[[], Awaitable[None]]]: ...
+    async def start(
+        self, state_dir: str, agent_public_key_path: str, suite: str, *, max_bytes: int, retention_seconds: float
+    ) -> tuple[str, Callable[[], Awaitable[None]]]: ...
 
 
 class EmbeddedShipper(Shipper):
@@ -104,7 +106,10 @@ async def make_shipper(cfg: Any, agent: Any = None, embedded: EmbeddedIngest | N
             getattr(cfg, "source", None), "shipping.ingest_url",
             "is empty and this program has no embedded ingest: set ingest_url, or shipping.enabled = false",
         )
-    url, stop = await embedded.start(state_dir, _ensure_public_file(agent_key_path), sc.suite or keys.X25519)
+    url, stop = await embedded.start(
+        state_dir, _ensure_public_file(agent_key_path), sc.suite or keys.X25519,
+        max_bytes=sc.local_history_max_bytes, retention_seconds=sc.local_history_days * 86400.0,
+    )
     db = embedded.database_path(state_dir)
     log.info(
         "this agent ships to its embedded ingest; read what it stored with the query command",

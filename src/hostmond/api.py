@@ -47,7 +47,7 @@ from hostmond.core.model import (
     MetricSpec,
     Sample,
 )
-from hostmond.core.validate import check_positive, check_regex
+from hostmond.core.validate import check_not_negative, check_positive, check_regex
 
 __all__ = [
     "COUNTER",
@@ -69,6 +69,7 @@ __all__ = [
     "PluginError",
     "Sample",
     "StateStore",
+    "check_not_negative",
     "check_positive",
     "check_regex",
     "field",

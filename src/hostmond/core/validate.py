@@ -18,6 +18,12 @@ def check_positive(v: float) -> None:
         raise ValueError("must be greater than 0")
 
 
+def check_not_negative(v: float) -> None:
+    """0 or more (0 usually means "no limit")."""
+    if v < 0:
+        raise ValueError("must be 0 or more")
+
+
 def check_fraction(v: float) -> None:
     """A jitter fraction: 0 to 0.5."""
     if not 0 <= v <= 0.5:

@@ -46,7 +46,7 @@ import stat
 
 from hostmond.core.config import field, load_dataclass
 from hostmond.core.errors import ConfigError
-from hostmond.core.validate import check_positive
+from hostmond.core.validate import check_not_negative, check_positive
 
 CLIENT_AUTH_TYPES = (
     "NoClientCert",
@@ -188,11 +188,6 @@ def _check_paths(v: list[str]) -> None:
             raise ValueError(f"{p!r} must be an absolute URL path starting with '/'")
 
 
-def _check_not_negative(v: float) -> None:
-    if v < 0:
-        raise ValueError("must be 0 or more")
-
-
 def read_token_file(path: str) -> bytes:
     """A bearer token file holds one token; surrounding whitespace (a trailing newline) is ignored."""
     with open(path, "rb") as f:
@@ -260,7 +255,7 @@ class RateLimitConfig:
     """A token bucket per client address (IPv6 addresses grouped by /64), checked before authentication."""
 
     requests_per_second: float = field(
-        10.0, "Requests per second one client address may make on average; 0 turns the rate limit off.", check=_check_not_negative
+        10.0, "Requests per second one client address may make on average; 0 turns the rate limit off.", check=check_not_negative
     )
     burst: int = field(20, "Requests one client address may make at once before it is limited.", check=check_positive)
     max_clients: int = field(
@@ -269,7 +264,7 @@ class RateLimitConfig:
     auth_failure_cost: int = field(
         10,
         "Extra tokens a failed authentication takes from the client's bucket, so guessing passwords is slower than scraping.",
-        check=_check_not_negative,
+        check=check_not_negative,
     )
 
     @property

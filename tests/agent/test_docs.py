@@ -97,7 +97,9 @@ def test_a_running_agent_and_ingest_expose_exactly_the_documented_types_and_help
     port = free_port()
     cfg = tmp_path / "agent.toml"
     cfg.write_text(f'state_dir = "{tmp_path / "state"}"\n[http]\nlisten = "127.0.0.1:{port}"\n'
-                   "[runtime]\ninterval = 1.0\n[shipping]\nbatch_max_age = 0.5\n")
+                   "[runtime]\ninterval = 1.0\n[shipping]\nbatch_max_age = 0.5\n"
+                   # an empty textfile directory: *.prom families are the files' own, not in the table
+                   f'[collectors.textfile]\ndirectory = "{tmp_path}"\n')
     with hostmon_process(["run", "--config", str(cfg)], cwd=tmp_path):
         url = f"http://127.0.0.1:{port}/metrics"
 

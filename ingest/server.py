@@ -433,6 +433,7 @@ class IngestServer:
         refused = self.series.admit(d.agent_id, d.series)
         if refused is not None:
             raise Rejected(*refused)
+        self.metrics.active_series.set(self.series.active())
         if self._storage_failed_since is not None:
             self._storage_refused += 1
             raise Rejected("storage_unavailable", "the ingest cannot write its database now; retry later")

@@ -120,6 +120,9 @@ def connect(path: str, synchronous: str = "full", wal_max_bytes: int = 16 * 1024
     # After each checkpoint the WAL file is cut back to this size: a WAL that grew while the
     # disk was full does not keep the space the main file needs to take its pages back.
     conn.execute(f"PRAGMA journal_size_limit = {int(wal_max_bytes)}")
+    # and checkpoint when it reaches that size (SQLite's default is every 1000 pages, 4 MiB).
+    page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    conn.execute(f"PRAGMA wal_autocheckpoint = {max(16, int(wal_max_bytes) // page_size)}")
     _migrate(conn)
     conn.executescript(_SCHEMA)
     conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))

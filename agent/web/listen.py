@@ -232,6 +232,7 @@ class CappedListener:
             task = loop.create_task(self._connect(conn))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
+            await asyncio.sleep(0)  # let the new connection start before accepting the next one
 
     def _accept_failed(self, e: OSError) -> None:
         self.accept_errors += 1

@@ -113,7 +113,7 @@ def json_safe(v: Any) -> Any:
     """``v`` with NaN and infinities as the strings ``"NaN"``, ``"+Inf"``, ``"-Inf"`` (as Prometheus'
     HTTP API writes them): JSON has no such numbers, and ``json.dumps`` would write invalid JSON."""
     if type(v) is float and not math.isfinite(v):
-        return "NaN" if v != v else ("+Inf" if v > 0 else "-Inf")
+        return "NaN" if math.isnan(v) else ("+Inf" if v > 0 else "-Inf")
     if isinstance(v, dict):
         return {k: json_safe(x) for k, x in v.items()}
     if isinstance(v, list):

@@ -159,13 +159,14 @@ class IngestProcess:
 
     def start(self, timeout: float = 20.0) -> str:
         self._logf = open(self.log, "ab")
+        # prlimit (util-linux) sets the fd limit of the new process only
+        limit = ["prlimit", f"--nofile={self.nofile}:{self.nofile}", "--"] if self.nofile else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "ingest", "run", "--config", str(self.config)],
+            [*limit, sys.executable, "-m", "agent.cli", "ingest", "run", "--config", str(self.config)],
             stdout=subprocess.PIPE,
             stderr=self._logf,
             env=self.env,
             cwd=REPO,
-            preexec_fn=self._limits if self.nofile else None,
         )
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
@@ -185,11 +186,6 @@ class IngestProcess:
                 break
         self.stop()
         raise RuntimeError(f"ingest did not start: {buf!r} {self.log.read_text(errors='replace')[-2000:]}")
-
-    def _limits(self) -> None:
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -24,7 +24,15 @@ from typing import Any
 
 import pytest
 from helpers import http_get, metric_value, scrape, wait_until
-from ingest_helpers import REPO, IngestProcess, db_counts, make_keys, sample_records, seal, write_config
+from ingest_helpers import (
+    REPO,
+    IngestProcess,
+    db_counts,
+    make_keys,
+    sample_records,
+    seal,
+    write_config,
+)
 
 from agent.shipping import wire
 
@@ -156,14 +164,12 @@ def test_agent_metrics_endpoint_and_collectors_survive_1100_idle_connections(tmp
     conf.write_text("tenant_id = 'acme'\n[runtime]\ninterval = 1\n[shipping]\nenabled = false\n")
     log = tmp_path / "agent.log"
 
-    def limits() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
-
     env = {**os.environ, "HOSTMON_STATE_DIR": str(tmp_path / "state"), "PYTHONPATH": str(REPO)}
     with open(log, "wb") as logf:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "run", "--config", str(conf), "--listen", f"127.0.0.1:{port}"],
-            env=env, stdout=logf, stderr=subprocess.STDOUT, preexec_fn=limits, cwd=REPO,
+            ["prlimit", f"--nofile={NOFILE}:{NOFILE}", "--",
+             sys.executable, "-m", "agent.cli", "run", "--config", str(conf), "--listen", f"127.0.0.1:{port}"],
+            env=env, stdout=logf, stderr=subprocess.STDOUT, cwd=REPO,
         )
         try:
             url = f"http://127.0.0.1:{port}"
@@ -398,10 +404,8 @@ def test_remote_write_refuses_labels_that_collide_after_sanitising_and_sends_one
         )
         with ingest(cfg) as p:
             t = time.time()
-            seq = 0
             # An agent enrolled for acme and globex tries to make an acme sample read as globex.
-            for evil in ("tenant-id", "tenant.id", "__name__"):
-                seq += 1
+            for seq, evil in enumerate(("tenant-id", "tenant.id", "__name__"), 1):
                 rec = [{"s": "hostmon_rw_evil", "k": "gauge", "v": 1.0, "l": {"tenant_id": "acme", evil: "globex"}, "t": t}]
                 status, body = post(p.url, seal(k, seq, rec))
                 assert (status, body["reason"]) == (422, "label_collision"), (evil, body)
@@ -430,7 +434,7 @@ def test_tenant_header_carries_each_tenant_with_only_its_series(tmp_path: Path) 
     seen: list[tuple[str | None, bytes]] = []
 
     class Receiver(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             seen.append((self.headers.get("X-Scope-OrgID"), bytes(cramjam.snappy.decompress_raw(body))))
             self.send_response(204)

@@ -304,7 +304,7 @@ def _refusal(status: int, text: str, headers: dict[str, str]) -> web.Response:
 def apply_web_security(
     app: web.Application, cfg: WebConfig, *, server: str, own_auth_paths: Iterable[str] = ()
 ) -> ssl.SSLContext | None:
-    """Secure ``app`` per ``cfg``; returns the SSL context for ``web.TCPSite`` (None: plain HTTP).
+    """Secure ``app`` per ``cfg``; returns the SSL context for the listener (:mod:`agent.web.listen`; None: plain HTTP).
 
     Must be called before the app is frozen. The rate-limit and auth middlewares
     are put first in ``app.middlewares`` (before any the app already has), the

@@ -113,8 +113,8 @@ class Decoded:
     # snappy protobuf WriteRequests, when asked for: one (tenant, body) pair, or one per
     # tenant with remote_write.tenant_header (tenant "" when not split)
     remote_write: list[tuple[str, bytes]] = dataclasses.field(default_factory=list)
-    # tenant -> 64-bit ids of the distinct sample series in the batch (series limits)
-    series: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    # tenant -> the 8-byte ids of the distinct sample series in the batch, concatenated (series limits)
+    series: dict[str, bytes] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +130,7 @@ class DecoderSpec:
     max_clock_skew_seconds: float
     remote_write: bool = False
     remote_write_per_tenant: bool = False  # one WriteRequest per tenant (remote_write.tenant_header)
+    series_ids: bool = True  # compute series ids (off when no series limit is set)
 
 
 class Decoder:
@@ -175,7 +176,7 @@ class Decoder:
             records = wire.open_records(header, header_bytes, ct, key, s.max_decompressed_bytes, s.max_records)
         except SealError as e:
             raise Rejected(e.reason, e.detail) from None
-        series = check_records(records)
+        series = check_records(records, s.series_ids)
         index = summarize(records)
         # Store the agent's own compressed payload (now fully validated) rather than
         # packing the records again: decrypting a second time costs far less than
@@ -223,7 +224,7 @@ def _labels_collide(names: tuple[str, ...]) -> str | None:
     return None
 
 
-def check_records(records: list[dict[str, Any]]) -> dict[str, list[int]]:
+def check_records(records: list[dict[str, Any]], series_ids: bool = True) -> dict[str, bytes]:
     """The ingest's own checks on validated records; returns the series ids per tenant.
 
     Refuses (422) a record whose timestamp is NaN, infinite or outside the
@@ -233,9 +234,16 @@ def check_records(records: list[dict[str, Any]]) -> dict[str, list[int]]:
     ``tenant-id`` would become ``tenant_id`` and overwrite the real tenant in
     the receiver). Sample *values* may be NaN or +-Inf: they are valid
     Prometheus values and are stored as they are.
+
+    The series ids (for the series limits, :mod:`ingest.limits`) are 8-byte
+    BLAKE2b digests of the msgpack of (name, labels), concatenated per tenant:
+    cheap to make and to send back from a worker process. Labels are taken in
+    the order the agent sent them (an agent's collectors always send one
+    series' labels in the same order).
     """
     ok_names: set[tuple[str, ...]] = set()
-    keys: dict[str, set[tuple[Any, ...]]] = {}
+    keys: dict[str, set[bytes]] = {}
+    pack = msgpack.Packer().pack
     for r in records:
         t = r["t"]
         if not -MAX_ABS_TIMESTAMP < t < MAX_ABS_TIMESTAMP:  # False for NaN too
@@ -250,22 +258,15 @@ def check_records(records: list[dict[str, Any]]) -> dict[str, list[int]]:
             if clash is not None:
                 raise Rejected("label_collision", f"sample {r['s'][:64]!r}: {clash}")
             ok_names.add(names)
-        keys.setdefault(labels["tenant_id"], set()).add((r["s"], *sorted(labels.items())))
-    return {t: [series_id(k) for k in ks] for t, ks in keys.items()}
-
-
-def series_id(key: tuple[Any, ...]) -> int:
-    """A stable 64-bit id of one series (name and sorted labels), the same in every process."""
-    h = hashlib.blake2b(digest_size=8)
-    for part in key:
-        if isinstance(part, tuple):
-            h.update(part[0].encode("utf-8", "surrogatepass"))
-            h.update(b"\x00")
-            h.update(part[1].encode("utf-8", "surrogatepass"))
-        else:
-            h.update(part.encode("utf-8", "surrogatepass"))
-        h.update(b"\x01")
-    return int.from_bytes(h.digest(), "little")
+        if series_ids:
+            tenant = labels["tenant_id"]
+            got = keys.get(tenant)
+            if got is None:
+                got = keys[tenant] = set()
+            got.add(pack((r["s"], labels)))
+    # Hash each distinct series once (a batch holds several samples of most series).
+    b2 = hashlib.blake2b
+    return {t: b"".join([b2(k, digest_size=8).digest() for k in ks]) for t, ks in keys.items()}
 
 
 def summarize(records: list[dict[str, Any]]) -> list[IndexRow]:

@@ -2,7 +2,7 @@
 
 A series is a sample name with its full label set (tenant included); the
 decoder gives each distinct series of a batch a stable 64-bit id
-(:func:`ingest.decode.series_id`). A series is *active* until it has not been
+(:func:`ingest.decode.check_records`). A series is *active* until it has not been
 seen for ``window`` seconds. A batch that would take an agent past
 ``max_per_agent`` active series, or a tenant past ``max_per_tenant``, is refused
 whole (422 ``agent_series_limit`` / ``tenant_series_limit``: the agent drops it
@@ -10,7 +10,8 @@ and counts it; retrying could not help) and nothing of it is remembered. Series
 already active never count again, so an agent at its limit still delivers
 every batch of the series it had.
 
-The ids live in memory (about 100 bytes a series): a restart of the ingest
+Series ids are 8-byte digests (:func:`ingest.decode.check_records` sends them
+concatenated per tenant). The ids live in memory (about 200 bytes a series, counted once for its agent and once for its tenant): a restart of the ingest
 forgets them, which only lets in up to one window of series again. Memory is
 bounded by the limits: at most ``max_per_agent`` per enrolled agent.
 """
@@ -25,18 +26,19 @@ class SeriesLimiter:
         self.max_per_agent = max_per_agent
         self.max_per_tenant = max_per_tenant
         self.window = window
-        self._agents: dict[str, dict[int, float]] = {}  # agent id -> series id -> last seen
-        self._tenants: dict[str, dict[int, float]] = {}
-        self._last_prune = time.monotonic()
+        self._agents: dict[str, dict[bytes, float]] = {}  # agent id -> series id -> last seen
+        self._tenants: dict[str, dict[bytes, float]] = {}
+        self._last_prune = float("-inf")
 
     @property
     def enabled(self) -> bool:
         return self.max_per_agent > 0 or self.max_per_tenant > 0
 
-    def admit(self, agent_id: str, series: dict[str, list[int]], now: float | None = None) -> tuple[str, str] | None:
+    def admit(self, agent_id: str, packed: dict[str, bytes], now: float | None = None) -> tuple[str, str] | None:
         """Record the batch's series, or return (reason, detail) when it would pass a limit."""
-        if not self.enabled or not series:
+        if not self.enabled or not packed:
             return None
+        series = {t: [b[i : i + 8] for i in range(0, len(b), 8)] for t, b in packed.items()}
         now = time.monotonic() if now is None else now
         if now - self._last_prune > min(60.0, self.window / 4):
             self.prune(now)

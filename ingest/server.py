@@ -190,6 +190,7 @@ class IngestServer:
             max_clock_skew_seconds=lim.max_clock_skew_seconds,
             remote_write=self.remote is not None,
             remote_write_per_tenant=bool(cfg.remote_write.tenant_header),
+            series_ids=lim.max_series_per_agent > 0 or lim.max_series_per_tenant > 0,
         )
         self.decoder = Decoder(self.spec)
         workers = cfg.decode_workers if cfg.decode_workers >= 0 else (os.cpu_count() or 1)

@@ -459,3 +459,16 @@ def test_tenant_header_carries_each_tenant_with_only_its_series(tmp_path: Path) 
     for tenant, body in seen:
         other = b"globex" if tenant == "acme" else b"acme"
         assert tenant is not None and tenant.encode() in body and other not in body
+
+
+def test_series_go_quiet_after_the_window_and_make_room_again() -> None:
+    from ingest.limits import SeriesLimiter
+
+    lim = SeriesLimiter(max_per_agent=2, max_per_tenant=0, window=60.0)
+    a, b, c = b"a" * 8, b"b" * 8, b"c" * 8
+    assert lim.admit("agent", {"acme": a + b}, now=0.0) is None
+    assert lim.admit("agent", {"acme": c}, now=30.0) == lim.admit("agent", {"acme": c}, now=30.0)
+    assert lim.admit("agent", {"acme": c}, now=30.0)[0] == "agent_series_limit"  # type: ignore[index]
+    assert lim.admit("agent", {"acme": a}, now=50.0) is None  # a known series refreshes its time
+    assert lim.admit("agent", {"acme": c}, now=100.0) is None  # b went quiet: room for c
+    assert lim.prune(now=100.0) == 2

@@ -17,7 +17,9 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.api import COUNTER, MetricSpec, Sample
+from hostmond.core import selfmetrics
+from hostmond.core.model import COUNTER, MetricSpec, Sample
+from hostmond.web.security import apply_web_security
 
 log = logging.getLogger("hostmon.http")
 
@@ -82,6 +84,11 @@ class Renderer:
         lab = self._labels
         for name, lst in fam.items():
             spec = self.specs.get(name)
+            if spec is None:
+                # a self-metric whose module loaded after this store was built (the shipper)
+                spec = selfmetrics.find(name)
+                if spec is not None:
+                    self.specs[name] = spec
             typ = spec.type if spec else lst[0].type
             help_ = spec.help if spec else name
             fname = name
@@ -236,12 +243,7 @@ class MetricsServer:
         self.ssl_context = None
         self.security: Any = None
         if web_config is not None:
-            try:
-                from agent.web.security import apply_web_security
-            except ImportError:  # security module not present in this build
-                apply_web_security = None  # type: ignore[assignment]
-            if apply_web_security is not None:
-                self.ssl_context = apply_web_security(self.app, web_config, server="agent")
+            self.ssl_context = apply_web_security(self.app, web_config, server="agent")
 
     async def metrics(self, request: web.Request) -> web.Response:
         om = wants_openmetrics(request.headers.get("Accept", ""))
@@ -269,15 +271,15 @@ class MetricsServer:
         )
 
     async def start(self) -> None:
-        from agent.web.listen import CappedListener
+        from hostmond.web.listen import CappedListener
 
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        # Our own accept loop: a connection cap sized to the fd limit (agent.web.listen).
+        # Our own accept loop: a connection cap sized to the fd limit (hostmond.web.listen).
         max_conns = int(getattr(self.web_config, "max_connections", 1024))
         self._listener = CappedListener(self._runner.server, self.ssl_context, max_conns, server="agent")
         if self.web_config is not None:
-            from agent.web.security import security_of
+            from hostmond.web.security import security_of
 
             sec = security_of(self.app)
             if sec is not None:

@@ -25,9 +25,9 @@ from typing import Any
 import msgpack
 import zstandard
 
-from agent.errors import SealError
-from agent.shipping import keys as keymod
-from agent.shipping import wire
+from hostmond.core import keys as keymod
+from hostmond.core import wire
+from hostmond.core.errors import SealError
 
 # SealError reason (or the ingest's own reason) -> HTTP status
 STATUS: dict[str, int] = {
@@ -185,7 +185,7 @@ class Decoder:
         block = wire.suite(header.suite).decrypt(ct, key.key, info=blob[: 9 + len(header_bytes)])
         rw: list[tuple[str, bytes]] = []
         if s.remote_write and header.n_samples:
-            from ingest.remote_write import compress, encode_write_request
+            from hostmond.ingest.remote_write import compress, encode_write_request
 
             if s.remote_write_per_tenant:
                 by_tenant: dict[str, list[tuple[str, Any, Any, Any]]] = {}
@@ -212,7 +212,7 @@ class Decoder:
 
 def _labels_collide(names: tuple[str, ...]) -> str | None:
     """The first label name that collides with another after remote-write sanitising, or None."""
-    from ingest.remote_write import sanitize_label_name
+    from hostmond.ingest.remote_write import sanitize_label_name
 
     seen: dict[str, str] = {"__name__": "__name__"}  # the metric name is a label in remote write
     for n in names:

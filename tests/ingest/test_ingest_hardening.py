@@ -34,7 +34,7 @@ from ingest_helpers import (
     write_config,
 )
 
-from agent.shipping import wire
+from hostmond.core import wire
 
 
 def post(url: str, blob: bytes, timeout: float = 10.0) -> tuple[int, dict[str, Any]]:
@@ -168,7 +168,7 @@ def test_agent_metrics_endpoint_and_collectors_survive_1100_idle_connections(tmp
     with open(log, "wb") as logf:
         proc = subprocess.Popen(
             ["prlimit", f"--nofile={NOFILE}:{NOFILE}", "--",
-             sys.executable, "-m", "agent.cli", "run", "--config", str(conf), "--listen", f"127.0.0.1:{port}"],
+             sys.executable, "-m", "hostmond.cli", "run", "--config", str(conf), "--listen", f"127.0.0.1:{port}"],
             env=env, stdout=logf, stderr=subprocess.STDOUT, cwd=REPO,
         )
         try:
@@ -241,7 +241,7 @@ def test_iid_must_be_16_hex_digits(tmp_path: Path) -> None:
 
 def _query(db: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [sys.executable, "-m", "agent.cli", "ingest", "query", "--db", str(db), "--tenant", "acme", *args],
+        [sys.executable, "-m", "hostmond.cli", "ingest", "query", "--db", str(db), "--tenant", "acme", *args],
         capture_output=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60, check=True,
     )
 
@@ -462,7 +462,7 @@ def test_tenant_header_carries_each_tenant_with_only_its_series(tmp_path: Path) 
 
 
 def test_series_go_quiet_after_the_window_and_make_room_again() -> None:
-    from ingest.limits import SeriesLimiter
+    from hostmond.ingest.limits import SeriesLimiter
 
     lim = SeriesLimiter(max_per_agent=2, max_per_tenant=0, window=60.0)
     a, b, c = b"a" * 8, b"b" * 8, b"c" * 8

@@ -251,9 +251,9 @@ def test_sandbox_leaves_the_tls_directory_readable(name: str) -> None:
 def test_units_set_a_file_descriptor_limit_the_servers_are_sized_for() -> None:
     """Issue 12: without LimitNOFILE, 1,100 idle connections took every descriptor (systemd's soft default is
     1024, and @resources forbids raising it). Each unit's limit must leave web.max_connections (the default)
-    whole, with the quarter agent.web.listen keeps for the rest."""
-    from agent.web.config import WebConfig
-    from agent.web.listen import connection_limit
+    whole, with the quarter hostmond.web.listen keeps for the rest."""
+    from hostmond.web.config import WebConfig
+    from hostmond.web.listen import connection_limit
 
     default = WebConfig().max_connections
     for name in UNITS:

@@ -5,9 +5,9 @@ Integration, before the app is frozen (before ``AppRunner.setup()``)::
     ssl_ctx = apply_web_security(app, cfg.web, server="agent")
     listener = CappedListener(runner.server, ssl_ctx, cfg.web.max_connections, server="agent")
     security_of(app).listener = listener   # connection self-metrics
-    port = await listener.start(host, port)   # agent.web.listen: connection cap, fd limit
+    port = await listener.start(host, port)   # hostmond.web.listen: connection cap, fd limit
 
-and expose ``security_metrics(app)`` (a list of :class:`agent.api.Sample`) with
+and expose ``security_metrics(app)`` (a list of :class:`hostmond.api.Sample`) with
 the server's other self-metrics.
 
 Order of checks for a request: TLS handshake (client certificate, inside
@@ -30,12 +30,13 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.api import COUNTER, GAUGE, MetricSpec, Sample
-from agent.errors import ConfigError
-from agent.web.auth import AUTH_REASONS, Authenticator
-from agent.web.config import WebConfig, read_token_file
-from agent.web.ratelimit import RateLimiter, client_key, retry_after_header
-from agent.web.tls import HANDSHAKE_REASONS, TLSManager
+from hostmond.core import selfmetrics
+from hostmond.core.errors import ConfigError
+from hostmond.core.model import COUNTER, GAUGE, MetricSpec, Sample
+from hostmond.web.auth import AUTH_REASONS, Authenticator
+from hostmond.web.config import WebConfig, read_token_file
+from hostmond.web.ratelimit import RateLimiter, client_key, retry_after_header
+from hostmond.web.tls import HANDSHAKE_REASONS, TLSManager
 
 log = logging.getLogger("hostmon.web")
 
@@ -44,7 +45,8 @@ DELAYED_REFUSALS_MAX = 1024
 
 REFUSAL_REASONS = ("rate_limited", *AUTH_REASONS, *HANDSHAKE_REASONS)
 
-METRICS = (
+METRICS = selfmetrics.declare(
+    "web.security",
     MetricSpec(
         "hostmon_web_requests_refused_total",
         COUNTER,
@@ -119,8 +121,6 @@ METRICS = (
     ),
 )
 
-# The name agent.docs looks for when it builds docs/metrics.md.
-SELF_SPECS = METRICS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -144,7 +144,7 @@ class WebSecurity:
         self._task: asyncio.Task[None] | None = None
         self.delayed = 0  # 429 answers being held back (see rate_limit_middleware)
         self.delayed_max = DELAYED_REFUSALS_MAX
-        self.listener: Any = None  # the server's agent.web.listen.CappedListener, once listening
+        self.listener: Any = None  # the server's hostmond.web.listen.CappedListener, once listening
 
     # -- counting ----------------------------------------------------------
 
@@ -304,7 +304,7 @@ def _refusal(status: int, text: str, headers: dict[str, str]) -> web.Response:
 def apply_web_security(
     app: web.Application, cfg: WebConfig, *, server: str, own_auth_paths: Iterable[str] = ()
 ) -> ssl.SSLContext | None:
-    """Secure ``app`` per ``cfg``; returns the SSL context for the listener (:mod:`agent.web.listen`; None: plain HTTP).
+    """Secure ``app`` per ``cfg``; returns the SSL context for the listener (:mod:`hostmond.web.listen`; None: plain HTTP).
 
     Must be called before the app is frozen. The rate-limit and auth middlewares
     are put first in ``app.middlewares`` (before any the app already has), the

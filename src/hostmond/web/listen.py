@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import resource
 import socket
 import ssl
 import time
@@ -46,10 +47,6 @@ HANDSHAKE_TIMEOUT = 10.0
 
 def raise_nofile_limit() -> tuple[int, int]:
     """Raise the soft RLIMIT_NOFILE to the hard limit (at most 2**20); returns (soft, hard) now in force."""
-    try:
-        import resource
-    except ImportError:  # not on this platform
-        return (1024, 1024)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = hard if hard != resource.RLIM_INFINITY else 1 << 20
     want = min(want, 1 << 20)

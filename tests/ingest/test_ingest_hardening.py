@@ -98,6 +98,32 @@ def test_eight_stalled_uploads_leave_honest_batches_stored_and_are_timed_out_and
         assert db_counts(tmp_path / "ingest.db")["batches"] == 3
 
 
+def test_when_every_connection_is_busy_new_ones_wait_in_the_backlog_and_are_served_after(tmp_path: Path) -> None:
+    """At the connection cap with no idle connection to close, accepting pauses (no error, no descriptor spent)."""
+    k = make_keys(tmp_path / "keys")
+    cfg = write_config(tmp_path, k, extra="decode_workers = 0", limits="body_timeout_seconds = 2",
+                       web="max_connections = 8\n[web.rate_limit]\nrequests_per_second = 0")
+    with ingest(cfg) as p:
+        host, port = host_port(p.url)
+        busy = []
+        for _ in range(8):  # every slot holds a request in progress (a stalled upload)
+            s = socket.create_connection((host, port), timeout=10)
+            s.sendall(f"POST /v1/batches HTTP/1.1\r\nHost: x\r\nContent-Type: {wire.CONTENT_TYPE}\r\nContent-Length: 99\r\n\r\n".encode())
+            busy.append(s)
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        # Not refused: it waits in the backlog until body_timeout_seconds frees a slot.
+        assert post(p.url, seal(k, 1, sample_records(3)), timeout=15) == (200, {"status": "stored"})
+        waited = time.monotonic() - t0
+        text = scrape(p.url + "/metrics")
+        assert waited > 1.0
+        assert metric_value(text, "hostmon_web_connections_max", {"server": "ingest"}) == 8
+        assert (metric_value(text, "hostmon_web_accept_waits_total", {"server": "ingest"}) or 0) >= 1
+        assert metric_value(text, "hostmon_web_connections_evicted_total", {"server": "ingest"}) == 0
+        for s in busy:
+            s.close()
+
+
 # -- 2: idle connections and file descriptors --------------------------------------------
 
 NOFILE = 256  # the server's fd limit in these tests: 1,100 connections are far more than it can hold

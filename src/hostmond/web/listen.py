@@ -198,10 +198,14 @@ class CappedListener:
         loop = asyncio.get_running_loop()
         while True:
             while self.open >= self.limit:
-                if not self._evict_idle():
-                    self.waits += 1
-                    self._freed.clear()
-                    await self._freed.wait()
+                # At the cap: only when a new connection is actually waiting, make room for it
+                # by closing the oldest idle one; when every connection is busy, wait for one to close.
+                await self._readable(sock)
+                if self.open < self.limit or self._evict_idle():
+                    break
+                self.waits += 1
+                self._freed.clear()
+                await self._freed.wait()
             try:
                 try:
                     conn, _addr = sock.accept()
@@ -215,7 +219,10 @@ class CappedListener:
                     continue
                 if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
                     continue  # the client gave up before we accepted
-                raise
+                # Anything else: never let the accept loop die (the server would stop serving).
+                self._accept_failed(e)
+                await asyncio.sleep(0.1)
+                continue
             if self._failing_since is not None:
                 log.info(
                     "web[%s]: accepting connections again after %.0f s (%d accept() failures, counted)",
@@ -230,6 +237,21 @@ class CappedListener:
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
             await asyncio.sleep(0)  # let the new connection start before accepting the next one
+
+    async def _readable(self, sock: socket.socket) -> None:
+        """Wait until a connection is pending on the listening socket (without accepting it)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+
+        def ready() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        loop.add_reader(sock.fileno(), ready)
+        try:
+            await fut
+        finally:
+            loop.remove_reader(sock.fileno())
 
     def _accept_failed(self, e: OSError) -> None:
         self.accept_errors += 1

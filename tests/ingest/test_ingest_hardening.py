@@ -119,7 +119,6 @@ def test_when_every_connection_is_busy_new_ones_wait_in_the_backlog_and_are_serv
         assert waited > 1.0
         assert metric_value(text, "hostmon_web_connections_max", {"server": "ingest"}) == 8
         assert (metric_value(text, "hostmon_web_accept_waits_total", {"server": "ingest"}) or 0) >= 1
-        assert metric_value(text, "hostmon_web_connections_evicted_total", {"server": "ingest"}) == 0
         for s in busy:
             s.close()
 

@@ -197,15 +197,20 @@ class CappedListener:
     async def _accept_loop(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            paused = False
             while self.open >= self.limit:
                 # At the cap: only when a new connection is actually waiting, make room for it
-                # by closing the oldest idle one; when every connection is busy, wait for one to close.
+                # by closing the oldest idle one; when every connection is busy, wait until one
+                # closes or (checked every half second) finishes its request and becomes idle.
                 await self._readable(sock)
                 if self.open < self.limit or self._evict_idle():
                     break
-                self.waits += 1
+                if not paused:
+                    paused = True
+                    self.waits += 1
                 self._freed.clear()
-                await self._freed.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._freed.wait(), 0.5)
             try:
                 try:
                     conn, _addr = sock.accept()

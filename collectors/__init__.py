@@ -13,4 +13,5 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "collectors.processes",
     "collectors.auth",
     "collectors.gpu",
+    "collectors.compliance",
 )

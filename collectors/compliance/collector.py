@@ -45,6 +45,7 @@ class ComplianceConfig(CollectorConfig):
 @registry.register
 class ComplianceCollector(Collector):
     name = "compliance"
+    default_enabled = False  # walks /usr and /etc: opt in (docs/compliance.md)
     config_class = ComplianceConfig
     metrics = (
         MetricSpec(

@@ -62,7 +62,7 @@ def make_tree(base: Path, bad: bool) -> tuple[str, str]:
        "Match User backup\n    PermitRootLogin yes\n    PasswordAuthentication yes\n", 0o600)
     if bad:
         _w(root, "/etc/ssh/sshd_config.d/50-cloud.conf", "PermitRootLogin yes\nPasswordAuthentication yes\nPermitEmptyPasswords yes\n", 0o600)
-    _w(root, "/etc/login.defs", "ENCRYPT_METHOD " + ("MD5" if bad else "YESCRYPT") + "\nPASS_MAX_DAYS 365\n")
+    _w(root, "/etc/login.defs", "ENCRYPT_METHOD " + ("MD5" if bad else "YESCRYPT") + "\n" + ("PASS_MAX_DAYS 99999\n" if bad else "PASS_MAX_DAYS 365\n"))
     _w(root, "/etc/security/pwquality.conf", "# minlen = 8\n" + ("" if bad else "minlen = 14\n"))
     _w(root, "/etc/security/limits.conf", "" if bad else "*    hard    core    0\n")
     _w(root, "/etc/pam.d/common-password", "password [success=1 default=ignore] pam_unix.so obscure yescrypt remember=5\n"
@@ -72,8 +72,9 @@ def make_tree(base: Path, bad: bool) -> tuple[str, str]:
        + ("0" if bad else "1") + '";\n')
     _w(root, "/etc/motd", "hello\n", 0o666 if bad else 0o644)
     if not bad:
+        # /bin/false is CIS's current form; dccp uses the older /bin/true (the only one Lynis recognises)
         for m in ("cramfs", "dccp", "sctp", "usb-storage"):
-            _w(root, f"/etc/modprobe.d/{m}.conf", f"install {m} /bin/false\nblacklist {m}\n")
+            _w(root, f"/etc/modprobe.d/{m}.conf", f"install {m} /bin/{'true' if m == 'dccp' else 'false'}\nblacklist {m}\n")
     tool = _w(root, "/usr/local/bin/rootshell", "#!/bin/sh\n", 0o755)
     if bad:
         os.chmod(tool, 0o4755)

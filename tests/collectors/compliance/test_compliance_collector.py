@@ -27,6 +27,7 @@ BAD_TREE_FAILS = {
     "shadow_perms": "mode 0644",
     "password_hash_algorithm": "ENCRYPT_METHOD MD5",
     "pwquality_minlen": "default 8",
+    "password_max_days": "PASS_MAX_DAYS 99999",
     "module_dccp_disabled": "dccp is loaded",
     "tmp_mount_options": "lacks noexec",
     "auditd_installed": "none of auditd",

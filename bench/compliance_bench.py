@@ -29,9 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "collectors" / "compliance"))
 
-from collectors.compliance.checks import evaluate, os_families  # noqa: E402
-from collectors.compliance.host import HostView  # noqa: E402
-from collectors.compliance.policy import default_policy_path, load_policy  # noqa: E402
+from hostmond.collectors.compliance.checks import evaluate, os_families  # noqa: E402
+from hostmond.collectors.compliance.host import HostView  # noqa: E402
+from hostmond.collectors.compliance.policy import default_policy_path, load_policy  # noqa: E402
 from lynis_pairs import LYNIS_TESTS  # noqa: E402
 
 WALKS = {"world_writable_system_files", "unexpected_suid"}

@@ -51,7 +51,9 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from agent.shipping import keys as keymod
+from hostmond.core import keys as keymod
+from hostmond.core import selfmetrics
+from hostmond.core.model import COUNTER, GAUGE, MetricSpec
 
 VERSION = 1
 GENESIS = "0" * 64
@@ -73,6 +75,18 @@ RECORD_TYPES = (
     "retention_deleted",
     "audit_retention",
     "torn_tail_discarded",
+)
+
+
+AUDIT_SPECS = selfmetrics.declare(
+    "ingest.audit",
+    MetricSpec("hostmon_ingest_audit_last_seq", GAUGE, "Sequence number of the last audit record written (an outside witness: the log must never end below it)."),
+    MetricSpec("hostmon_ingest_audit_records_total", COUNTER, "Audit records written by this process."),
+    MetricSpec(
+        "hostmon_ingest_audit_rejected_suppressed_total",
+        COUNTER,
+        "Refused batches not recorded one by one (over audit.rejected_records_per_minute; counted in summary records).",
+    ),
 )
 
 
@@ -655,10 +669,13 @@ class AuditMetrics:
     def collect(self) -> Iterator[object]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        yield GaugeMetricFamily("hostmon_ingest_audit_last_seq", "Sequence number of the last audit record written.", value=self.log.seq)
-        yield CounterMetricFamily("hostmon_ingest_audit_records", "Audit records written by this process.", value=self.log.records_written)
+        def h(name: str) -> str:
+            return selfmetrics.spec(name).help
+
+        yield GaugeMetricFamily("hostmon_ingest_audit_last_seq", h("hostmon_ingest_audit_last_seq"), value=self.log.seq)
+        yield CounterMetricFamily("hostmon_ingest_audit_records", h("hostmon_ingest_audit_records_total"), value=self.log.records_written)
         yield CounterMetricFamily(
             "hostmon_ingest_audit_rejected_suppressed",
-            "Refused batches not recorded one by one (over audit.rejected_records_per_minute; counted in summary records).",
+            h("hostmon_ingest_audit_rejected_suppressed_total"),
             value=self.log.rejected_suppressed,
         )

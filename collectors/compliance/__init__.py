@@ -7,6 +7,6 @@
 
 from __future__ import annotations
 
-from collectors.compliance.collector import ComplianceCollector, ComplianceConfig  # registered with @agent.registry.register
+from hostmond.collectors.compliance.collector import ComplianceCollector, ComplianceConfig  # entry point compliance in pyproject.toml
 
 __all__ = ["ComplianceCollector", "ComplianceConfig"]

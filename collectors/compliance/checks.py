@@ -20,8 +20,8 @@ import stat
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from collectors.compliance.host import CommandUnavailable, ScanStats
-from collectors.compliance.policy import Check
+from hostmond.collectors.compliance.host import CommandUnavailable, ScanStats
+from hostmond.collectors.compliance.policy import Check
 
 PASS, FAIL, NOT_APPLICABLE, ERROR = "pass", "fail", "not_applicable", "error"
 STATUSES = (PASS, FAIL, NOT_APPLICABLE, ERROR)

@@ -14,11 +14,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from agent import registry
-from agent.api import GAUGE, Collector, CollectorConfig, CollectorContext, Event, MetricSpec, Sample, field
-from collectors.compliance.checks import ERROR, FAIL, NOT_APPLICABLE, PASS, STATUSES, evaluate, os_families
-from collectors.compliance.host import ALLOWED_COMMANDS, HostView
-from collectors.compliance.policy import Policy, default_policy_path, load_policy
+from hostmond.api import GAUGE, Collector, CollectorConfig, CollectorContext, Event, MetricSpec, Sample, field
+from hostmond.collectors.compliance.checks import ERROR, FAIL, NOT_APPLICABLE, PASS, STATUSES, evaluate, os_families
+from hostmond.collectors.compliance.host import ALLOWED_COMMANDS, HostView
+from hostmond.collectors.compliance.policy import Policy, default_policy_path, load_policy
 
 
 def _check_commands(v: list[str]) -> None:
@@ -42,8 +41,7 @@ class ComplianceConfig(CollectorConfig):
     command_timeout: float = field(10.0, "Seconds an allowed command may run.")
 
 
-@registry.register
-class ComplianceCollector(Collector):
+class ComplianceCollector(Collector[ComplianceConfig]):
     name = "compliance"
     default_enabled = False  # walks /usr and /etc: opt in (docs/compliance.md)
     config_class = ComplianceConfig
@@ -66,9 +64,7 @@ class ComplianceCollector(Collector):
         MetricSpec("hostmon_compliance_last_run_timestamp_seconds", GAUGE, "When the policies were last evaluated, in unixtime.", (), "seconds"),
     )
 
-    config: ComplianceConfig
-
-    def __init__(self, config: CollectorConfig, ctx: CollectorContext) -> None:
+    def __init__(self, config: ComplianceConfig, ctx: CollectorContext) -> None:
         super().__init__(config, ctx)
         paths = ([default_policy_path()] if self.config.default_policy else []) + list(self.config.policies)
         self.policies: list[Policy] = [load_policy(p) for p in paths]  # a bad policy fails construction (and a reload)

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from helpers import free_port, wait_until
 
-from agent import config as config_mod
-from agent.handoff import Collection
-from agent.runtime import Agent
+from hostmond.agent import config as config_mod
+from hostmond.agent.handoff import Collection
+from hostmond.agent.runtime import Agent
 
 
 class Keep:
@@ -88,13 +88,13 @@ def test_sighup_config_change_is_shipped_to_the_ingest(tmp_path: Path) -> None:
     db = state / "ingest" / "ingest.db"
 
     def events() -> list[dict[str, Any]]:
-        r = subprocess.run([sys.executable, "-m", "agent.cli", "ingest", "query", "--db", str(db), "--tenant", "acme",
+        r = subprocess.run([sys.executable, "-m", "hostmond.cli", "ingest", "query", "--db", str(db), "--tenant", "acme",
                             "--events", "--kind", "config_change", "--format", "json"],
                            capture_output=True, text=True, timeout=60, check=False)
         return [json.loads(x) for x in r.stdout.splitlines() if x.strip()] if r.returncode == 0 else []
 
     with open(tmp_path / "agent.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--config", str(conf)], env=env, stdout=subprocess.DEVNULL, stderr=log)
+        proc = subprocess.Popen([sys.executable, "-m", "hostmond.cli", "run", "--config", str(conf)], env=env, stdout=subprocess.DEVNULL, stderr=log)
         try:
             wait_until(lambda: db.exists(), timeout=60, what="the embedded ingest's database")
             time.sleep(1.0)

@@ -16,10 +16,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from ingest_helpers import REPO, IngestProcess, make_keys, sample_records, seal, write_config
 
-from agent.shipping import keys as keymod
-from agent.shipping import wire
-from ingest import audit
-from ingest.audit import AuditLog, canonical, record_hash, signed_message, verify
+from hostmond.core import keys as keymod
+from hostmond.core import wire
+from hostmond.ingest import audit
+from hostmond.ingest.audit import AuditLog, canonical, record_hash, signed_message, verify
 
 
 class Clock:
@@ -315,7 +315,7 @@ def post(url: str, body: bytes) -> int:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", "ingest", "audit", *args], capture_output=True, text=True, timeout=60, cwd=REPO, check=False)
+    return subprocess.run([sys.executable, "-m", "hostmond.cli", "ingest", "audit", *args], capture_output=True, text=True, timeout=60, cwd=REPO, check=False)
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from collectors.compliance.checks import (
+from hostmond.collectors.compliance.checks import (
     compare,
     evaluate,
     os_families,
@@ -17,8 +17,8 @@ from collectors.compliance.checks import (
     parse_mounts,
     sshd_effective,
 )
-from collectors.compliance.host import HostView
-from collectors.compliance.policy import parse_policy
+from hostmond.collectors.compliance.host import HostView
+from hostmond.collectors.compliance.policy import parse_policy
 
 
 def check(kind: str, **params):

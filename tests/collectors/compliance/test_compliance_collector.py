@@ -6,8 +6,8 @@ from pathlib import Path
 
 from compliance_trees import make_tree
 
-from collectors.compliance import ComplianceCollector
-from collectors.compliance.policy import default_policy_path, load_policy
+from hostmond.collectors.compliance import ComplianceCollector
+from hostmond.collectors.compliance.policy import default_policy_path, load_policy
 
 # What the bad tree breaks (see compliance_trees.make_tree) and the default policy must catch.
 BAD_TREE_FAILS = {
@@ -118,7 +118,7 @@ def test_skip_checks_and_extra_policy(hostmon_collector, tmp_path):
 def test_bad_policy_file_is_a_construction_error_naming_file_check_and_key(hostmon_collector, tmp_path):
     import pytest
 
-    from collectors.compliance.policy import PolicyError
+    from hostmond.collectors.compliance.policy import PolicyError
 
     bad = tmp_path / "bad.toml"
     bad.write_text('[policy]\nname = "p"\ntitle = "t"\nversion = "1"\n[[check]]\nid = "c1"\ntitle = "t"\nseverity = "high"\n'
@@ -131,7 +131,7 @@ def test_bad_policy_file_is_a_construction_error_naming_file_check_and_key(hostm
 def test_unknown_command_id_is_a_config_error(hostmon_collector):
     import pytest
 
-    from agent.errors import ConfigError
+    from hostmond.core.errors import ConfigError
 
     with pytest.raises(ConfigError) as e:
         hostmon_collector.make(ComplianceCollector, {"commands": ["rm_rf"]})
@@ -139,6 +139,6 @@ def test_unknown_command_id_is_a_config_error(hostmon_collector):
 
 
 def test_default_interval_is_an_hour():
-    from collectors.compliance import ComplianceConfig
+    from hostmond.collectors.compliance import ComplianceConfig
 
     assert ComplianceConfig().interval == 3600.0

@@ -18,9 +18,9 @@ from compliance_trees import make_tree
 from helpers import require_tool
 from lynis_pairs import LYNIS_TESTS, PAIRS, Pair
 
-from collectors.compliance.checks import evaluate, os_families
-from collectors.compliance.host import HostView
-from collectors.compliance.policy import default_policy_path, load_policy
+from hostmond.collectors.compliance.checks import evaluate, os_families
+from hostmond.collectors.compliance.host import HostView
+from hostmond.collectors.compliance.policy import default_policy_path, load_policy
 
 pytestmark = pytest.mark.slow
 ROOTDIR_TESTS = sorted({p.lynis.split(":")[0] for p in PAIRS if p.rootdir})

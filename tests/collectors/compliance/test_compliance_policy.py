@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from collectors.compliance.checks import EVALUATORS
-from collectors.compliance.policy import KINDS, PolicyError, default_policy_path, load_policy, parse_policy
+from hostmond.collectors.compliance.checks import EVALUATORS
+from hostmond.collectors.compliance.policy import KINDS, PolicyError, default_policy_path, load_policy, parse_policy
 
 HEAD = '[policy]\nname = "p"\ntitle = "t"\nversion = "1"\n'
 COMMON = 'title = "t"\nseverity = "high"\nrationale = "r"\nremediation = "x"\n'

@@ -85,3 +85,19 @@ def test_default_policy_has_40_or_more_documented_checks_covering_the_required_a
     assert required <= ids, required - ids
     kinds = {c.kind for c in p.checks}
     assert kinds == set(KINDS) - {"file_exists", "file_absent"}, set(KINDS) - kinds
+
+
+def test_docs_list_every_default_check_and_every_lynis_pair():
+    from pathlib import Path
+
+    from lynis_pairs import PAIRS
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "compliance.md").read_text()
+    for c in load_policy(default_policy_path()).checks:
+        row = next((line for line in doc.splitlines() if line.startswith(f"| `{c.id}` | {c.severity} | {c.kind} |")), None)
+        assert row is not None, f"docs/compliance.md has no row for {c.id}"
+        assert (f"| {c.cis} {c.cis_title} |" if c.cis else "| none (see rationale) |") in row, c.id
+    for p in PAIRS:
+        assert f"| `{p.check}` | `{p.lynis}` |" in doc, p
+        if p.may_differ:
+            assert p.may_differ in doc, p.check

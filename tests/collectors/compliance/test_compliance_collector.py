@@ -142,3 +142,32 @@ def test_default_interval_is_an_hour():
     from hostmond.collectors.compliance import ComplianceConfig
 
     assert ComplianceConfig().interval == 3600.0
+
+
+def test_rhel_family_tree_uses_the_rhel_checks_and_the_rpm_database(hostmon_collector, tmp_path):
+    import sqlite3
+
+    root = tmp_path / "rhel"
+    (root / "etc/pam.d").mkdir(parents=True)
+    (root / "etc/os-release").write_text('NAME="Rocky Linux"\nID="rocky"\nID_LIKE="rhel centos fedora"\n')
+    (root / "etc/pam.d/system-auth").write_text(
+        "auth required pam_faillock.so preauth silent deny=5\n"
+        "password requisite pam_pwquality.so local_users_only\n"
+    )
+    (root / "var/lib/rpm").mkdir(parents=True)
+    con = sqlite3.connect(root / "var/lib/rpm/rpmdb.sqlite")
+    con.execute("CREATE TABLE Name (key TEXT, hnum INTEGER, idx INTEGER)")
+    con.executemany("INSERT INTO Name VALUES (?, ?, 0)", [("audit", 1), ("firewalld", 2), ("openssh-server", 3)])
+    con.commit()
+    con.close()
+    (root / "etc/systemd/system/timers.target.wants").mkdir(parents=True)
+    os_link = root / "etc/systemd/system/timers.target.wants/dnf-automatic-install.timer"
+    os_link.symlink_to("/usr/lib/systemd/system/dnf-automatic-install.timer")
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    out = hostmon_collector.run(ComplianceCollector, {}, rootfs=str(root), proc_root=str(proc))
+    checks = {s.labels["check"]: s.value for s in out.find("hostmon_compliance_check")}
+    assert checks["pam_pwquality_rhel"] == 1 and checks["pam_lockout_rhel"] == 1 and checks["unattended_upgrades_rhel"] == 1
+    assert checks["auditd_installed"] == 1 and checks["firewall_installed"] == 1 and checks["no_telnet_server"] == 1
+    for debian_only in ("pam_pwquality_debian", "pam_lockout_debian", "unattended_upgrades_debian"):
+        assert debian_only not in checks

@@ -29,10 +29,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "collectors" / "compliance"))
 
-from hostmond.collectors.compliance.checks import evaluate, os_families  # noqa: E402
-from hostmond.collectors.compliance.host import HostView  # noqa: E402
-from hostmond.collectors.compliance.policy import default_policy_path, load_policy  # noqa: E402
-from lynis_pairs import LYNIS_TESTS  # noqa: E402
+from hostmond.collectors.compliance.checks import evaluate, os_families
+from hostmond.collectors.compliance.host import HostView
+from hostmond.collectors.compliance.policy import default_policy_path, load_policy
+from lynis_pairs import LYNIS_TESTS
 
 WALKS = {"world_writable_system_files", "unexpected_suid"}
 

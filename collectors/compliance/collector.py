@@ -14,10 +14,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from hostmond.api import GAUGE, Collector, CollectorConfig, CollectorContext, Event, MetricSpec, Sample, field
 from hostmond.collectors.compliance.checks import ERROR, FAIL, NOT_APPLICABLE, PASS, STATUSES, evaluate, os_families
 from hostmond.collectors.compliance.host import ALLOWED_COMMANDS, HostView
 from hostmond.collectors.compliance.policy import Policy, default_policy_path, load_policy
+
+from hostmond.api import GAUGE, Collector, CollectorConfig, CollectorContext, Event, MetricSpec, Sample, field
 
 
 def _check_commands(v: list[str]) -> None:

@@ -28,7 +28,6 @@ Pure: :func:`parse_policy` turns TOML text into a :class:`Policy` or raises
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -298,4 +297,4 @@ def load_policy(path: str) -> Policy:
 
 def default_policy_path() -> str:
     """The default policy shipped as package data."""
-    return os.fspath(resources.files(__package__).joinpath("policies", "default.toml"))  # type: ignore[arg-type]
+    return str(resources.files(__package__ or "hostmond.collectors.compliance") / "policies" / "default.toml")

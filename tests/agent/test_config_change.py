@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from helpers import free_port, wait_until
-
 from hostmond.agent import config as config_mod
 from hostmond.agent.handoff import Collection
 from hostmond.agent.runtime import Agent

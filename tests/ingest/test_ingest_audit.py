@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from hostmond.ingest import audit
+from hostmond.ingest.audit import AuditLog, canonical, record_hash, signed_message, verify
 from ingest_helpers import REPO, IngestProcess, make_keys, sample_records, seal, write_config
 
 from hostmond.core import keys as keymod
 from hostmond.core import wire
-from hostmond.ingest import audit
-from hostmond.ingest.audit import AuditLog, canonical, record_hash, signed_message, verify
 
 
 class Clock:

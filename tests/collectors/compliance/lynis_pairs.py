@@ -24,9 +24,9 @@ class Pair:
     may_differ: str = ""
 
     def lynis_verdict(self, text: str) -> str | None:
-        if re.search(self.fail, text, re.M):
+        if re.search(self.fail, text, re.MULTILINE):
             return "fail"
-        if re.search(self.passed, text, re.M):
+        if re.search(self.passed, text, re.MULTILINE):
             return "pass"
         return None
 

@@ -7,7 +7,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 from hostmond.collectors.compliance.checks import (
     compare,
     evaluate,

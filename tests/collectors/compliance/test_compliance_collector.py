@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from compliance_trees import make_tree
-
 from hostmond.collectors.compliance import ComplianceCollector
 from hostmond.collectors.compliance.policy import default_policy_path, load_policy
 
@@ -117,7 +116,6 @@ def test_skip_checks_and_extra_policy(hostmon_collector, tmp_path):
 
 def test_bad_policy_file_is_a_construction_error_naming_file_check_and_key(hostmon_collector, tmp_path):
     import pytest
-
     from hostmond.collectors.compliance.policy import PolicyError
 
     bad = tmp_path / "bad.toml"

@@ -16,11 +16,10 @@ from pathlib import Path
 import pytest
 from compliance_trees import make_tree
 from helpers import require_tool
-from lynis_pairs import LYNIS_TESTS, PAIRS, Pair
-
 from hostmond.collectors.compliance.checks import evaluate, os_families
 from hostmond.collectors.compliance.host import HostView
 from hostmond.collectors.compliance.policy import default_policy_path, load_policy
+from lynis_pairs import LYNIS_TESTS, PAIRS, Pair
 
 pytestmark = pytest.mark.slow
 ROOTDIR_TESTS = sorted({p.lynis.split(":")[0] for p in PAIRS if p.rootdir})

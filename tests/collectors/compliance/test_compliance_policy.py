@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from hostmond.collectors.compliance.checks import EVALUATORS
 from hostmond.collectors.compliance.policy import KINDS, PolicyError, default_policy_path, load_policy, parse_policy
 

@@ -10,6 +10,7 @@ restart does not repeat events. See ``docs/compliance.md``.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -74,10 +75,14 @@ class ComplianceCollector(Collector[ComplianceConfig]):
         if dup:
             raise ValueError(f"two policies are named {min(dup)!r}; policy names must be unique")
         self._last: dict[str, str] | None = None
+        self._cancel = threading.Event()
 
     def start(self) -> None:
         saved = self.ctx.state.load().get("results")
         self._last = dict(saved) if isinstance(saved, dict) else {}
+
+    def stop(self) -> None:
+        self._cancel.set()  # a tree walk still running in its worker thread ends at its next directory
 
     def _skipped(self, policy: str, check: str) -> bool:
         s = self.config.skip_checks
@@ -87,7 +92,7 @@ class ComplianceCollector(Collector[ComplianceConfig]):
         if self._last is None:
             self.start()
         assert self._last is not None
-        host = HostView(self.ctx.rootfs, self.ctx.proc_root, tuple(self.config.commands), self.config.command_timeout)
+        host = HostView(self.ctx.rootfs, self.ctx.proc_root, tuple(self.config.commands), self.config.command_timeout, self._cancel)
         families = os_families(host.read_text("/etc/os-release") or host.read_text("/usr/lib/os-release"))
         now = time.time()
         out: list[Sample | Event] = []

@@ -14,6 +14,7 @@ import glob as _glob
 import os
 import stat
 import subprocess
+import threading
 from collections.abc import Iterator, Mapping
 
 READ_LIMIT = 4 * 1024 * 1024  # bytes read from one file at most
@@ -58,11 +59,13 @@ class HostView:
         proc_root: str = "/proc",
         commands: tuple[str, ...] = (),
         command_timeout: float = 10.0,
+        cancel: threading.Event | None = None,
     ) -> None:
         self.rootfs = os.path.abspath(rootfs)
         self.proc_root = proc_root
         self.commands = commands
         self.command_timeout = command_timeout
+        self.cancel = cancel  # set by the collector's stop(): walks end early (reload, shutdown)
         self._cache: dict[str, str | None] = {}
         self.files_read = 0
         self.entries_scanned = 0
@@ -188,6 +191,9 @@ class HostView:
             return
         stack: list[tuple[str, int]] = [(local_root, 0)]
         while stack:
+            if self.cancel is not None and self.cancel.is_set():
+                stats.truncated = True
+                return
             d, depth = stack.pop()
             try:
                 it = os.scandir(d)

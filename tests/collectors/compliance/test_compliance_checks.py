@@ -271,3 +271,15 @@ def test_rhel_only_check_is_not_applicable_on_debian(tmp_path):
                      'rationale = "r"\nremediation = "x"\nkind = "file_exists"\npath = "/x"\napplies_to = ["rhel"]\n', "t").checks[0]
     r = run(c, tmp_path)
     assert r.status == "not_applicable" and "this host is debian" in r.evidence
+
+
+def test_a_cancelled_walk_stops_and_is_not_a_pass(tmp_path):
+    import threading
+
+    root = tmp_path / "root"
+    for i in range(5):
+        w(root, f"/usr/d{i}/f", "x")
+    cancel = threading.Event()
+    cancel.set()
+    r = evaluate(check("dir_scan", roots=["/usr"], find="world_writable"), HostView(str(root), cancel=cancel), {"debian"})
+    assert r.status == "error" and "limit" in r.evidence

@@ -100,3 +100,14 @@ def test_docs_list_every_default_check_and_every_lynis_pair():
         assert f"| `{p.check}` | `{p.lynis}` |" in doc, p
         if p.may_differ:
             assert p.may_differ in doc, p.check
+
+
+def test_the_package_and_its_default_policy_are_in_the_distribution():
+    import tomllib
+    from pathlib import Path
+
+    py = tomllib.loads((Path(__file__).resolve().parents[3] / "pyproject.toml").read_text())
+    st = py["tool"]["setuptools"]
+    assert "hostmond.collectors.compliance" in st["packages"]
+    assert "policies/*.toml" in st["package-data"]["hostmond.collectors.compliance"]
+    assert py["project"]["entry-points"]["hostmon.collectors"]["compliance"] == "hostmond.collectors.compliance:ComplianceCollector"

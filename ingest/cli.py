@@ -81,7 +81,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = cfgmod.load(args.file)
     keys = cfgmod.load_keys(cfg)
     web = cfgmod.check_web(cfg)
-    print(f"{args.file}: ok ({len(keys.agents)} agents enrolled, {len(keys.private)} ingest keys; {web})")
+    trail = "audit trail off"
+    if cfg.audit.enabled:
+        from hostmond.ingest import audit
+
+        directory, key_path = audit.paths(cfg)
+        if os.path.lexists(key_path):
+            audit.load_signing_key(key_path, create=False)  # too open, malformed: refused here as at start
+        trail = f"audit trail in {directory}"
+    print(f"{args.file}: ok ({len(keys.agents)} agents enrolled, {len(keys.private)} ingest keys; {web}; {trail})")
     return 0
 
 

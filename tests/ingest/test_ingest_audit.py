@@ -373,3 +373,23 @@ def test_real_ingest_records_batches_enrolment_and_keys_and_the_cli_verifies(tmp
     # a key named in the log is never trusted: verifying needs the public key from outside
     r = cli("verify", "--dir", str(audit_dir))
     assert r.returncode == 2 and "--public-key" in r.stderr
+
+
+def test_check_config_refuses_an_audit_key_others_can_read(tmp_path):
+    keys = make_keys(tmp_path / "keys")
+    cfg = write_config(tmp_path, keys)
+    (tmp_path / "audit").mkdir()
+    key = tmp_path / "audit" / "audit.key"
+    k = ed25519.Ed25519PrivateKey.generate()
+    key.write_text(keymod.private_from_raw(keymod.ED25519, k.private_bytes_raw()).text())
+    os.chmod(key, 0o644)
+
+    def check() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "hostmond.cli", "ingest", "check-config", str(cfg)],
+                              capture_output=True, text=True, timeout=60, cwd=REPO, check=False)
+
+    r = check()
+    assert r.returncode != 0 and f"chmod 600 {key}" in r.stderr
+    os.chmod(key, 0o600)
+    r = check()
+    assert r.returncode == 0 and f"audit trail in {tmp_path / 'audit'}" in r.stdout

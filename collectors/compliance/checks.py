@@ -455,22 +455,24 @@ def _systemd_unit(c: Check, h: Any) -> Result:
     systemd_up = h.lstat("/run/systemd/system") is not None
     for unit in units:
         ok = True
+        mine: list[str] = []
         if expect in ("enabled", "enabled_active"):
             en, why = _unit_enabled(h, unit)
             ok = en
-            notes.append(f"enabled: {why}" if en else why)
+            mine.append(f"enabled: {why}" if en else why)
         if ok and expect in ("active", "enabled_active"):
             if procs:
                 live = [p for p in procs if p[:15] in running]
                 ok = bool(live)
-                notes.append(f"process {live[0]} running" if live else f"no process named {' or '.join(procs)} running")
+                mine.append(f"process {live[0]} running" if live else f"no process named {' or '.join(procs)} running")
             elif systemd_up:
                 ok = h.lstat(f"/run/systemd/units/invocation:{unit}") is not None
-                notes.append(f"{unit} {'has' if ok else 'has no'} invocation in /run/systemd/units")
+                mine.append(f"{unit} {'has' if ok else 'has no'} invocation in /run/systemd/units")
             else:
                 return Result(ERROR, _ev(f"systemd is not running in this root (/run/systemd/system absent): cannot tell whether {unit} is active"))
         if ok:
-            return Result(PASS, _ev("; ".join(notes[-2:])))
+            return Result(PASS, _ev("; ".join(mine)))
+        notes.extend(mine)
     return Result(FAIL, _ev("; ".join(notes)))
 
 

@@ -115,15 +115,30 @@ class HostView:
         if path in self._cache:
             return self._cache[path]
         try:
-            with open(self.resolve(path), "rb") as f:
-                data = f.read(READ_LIMIT)
-        except FileNotFoundError:
-            text = None
-        except NotADirectoryError:
+            # O_NONBLOCK: a FIFO planted where a config file should be must not hang the collection
+            fd = os.open(self.resolve(path), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
             text = None
         else:
-            self.files_read += 1
-            text = data.decode("utf-8", "replace")
+            try:
+                mode = os.fstat(fd).st_mode
+                if stat.S_ISDIR(mode):  # a directory matched by a glob (apt.conf.d/*): not a file to read
+                    data = None
+                elif not stat.S_ISREG(mode):
+                    raise OSError(errno.EINVAL, "not a regular file", path)
+                else:
+                    chunks, left = [], READ_LIMIT
+                    while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
+                        chunks.append(chunk)
+                        left -= len(chunk)
+                    data = b"".join(chunks)
+            finally:
+                os.close(fd)
+            if data is None:
+                text = None
+            else:
+                self.files_read += 1
+                text = data.decode("utf-8", "replace")
         self._cache[path] = text
         return text
 

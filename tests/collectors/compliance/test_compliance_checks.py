@@ -283,3 +283,19 @@ def test_a_cancelled_walk_stops_and_is_not_a_pass(tmp_path):
     cancel.set()
     r = evaluate(check("dir_scan", roots=["/usr"], find="world_writable"), HostView(str(root), cancel=cancel), {"debian"})
     assert r.status == "error" and "limit" in r.evidence
+
+
+def test_a_fifo_in_place_of_a_config_file_is_an_error_not_a_hang(tmp_path):
+    root = tmp_path / "root"
+    (root / "etc/ssh").mkdir(parents=True)
+    os.mkfifo(root / "etc/ssh/sshd_config")
+    r = run(check("sshd_option", option="PermitRootLogin", op="eq", value="no"), root)
+    assert r.status == "error" and "not a regular file" in r.evidence
+
+
+def test_a_directory_matched_by_a_glob_is_skipped(tmp_path):
+    root = tmp_path / "root"
+    w(root, "/etc/apt/apt.conf.d/20auto-upgrades", 'APT::Periodic::Unattended-Upgrade "1";\n')
+    (root / "etc/apt/apt.conf.d/zz-dir").mkdir()
+    r = run(check("file_content", paths=["/etc/apt/apt.conf.d/*"], pattern='Unattended-Upgrade\\s+"1"', expect="match"), root)
+    assert r.status == "pass", r

@@ -392,7 +392,10 @@ class IngestServer:
     def _reject(self, e: Rejected) -> web.Response:
         self.metrics.rejected.labels(e.reason).inc()
         if self.audit is not None:
-            self.audit.batch_rejected(e.reason, e.status, e.detail)
+            try:
+                self.audit.batch_rejected(e.reason, e.status, e.detail)
+            except OSError as err:  # the audit trail's disk is full too: not ready, probe (below)
+                self._storage_failed(err)
         headers = {"Retry-After": "1"} if e.status == 503 else None
         # At most one log line per reason a minute: a flood of bad batches must not flood the log.
         now = time.monotonic()
@@ -502,12 +505,18 @@ class IngestServer:
         self.metrics.batches.labels(result).inc()
         if result == STORED:
             if self.audit is not None:
-                self.audit.batch_accepted(d.agent_id, d.instance, d.seq, d.hash, d.n_samples, d.n_events, [r.tenant for r in d.index])
+                try:
+                    self.audit.batch_accepted(d.agent_id, d.instance, d.seq, d.hash, d.n_samples, d.n_events, [r.tenant for r in d.index])
+                except OSError as err:
+                    # Committed in SQLite (a retry would be "duplicate"), so still 200; but no more
+                    # batches until the audit trail can write again.
+                    log.error("batch %s/%d stored but not recorded in the audit trail: %s", d.agent_id[:16], d.seq, err)
+                    self._storage_failed(err)
             for row in d.index:
                 (self.metrics.samples if row.kind == SAMPLE else self.metrics.events).labels(row.tenant).inc(row.n)
         return web.json_response({"status": result})
 
-    def _storage_failed(self, e: sqlite3.Error) -> None:
+    def _storage_failed(self, e: sqlite3.Error | OSError) -> None:
         """Log once, go not-ready, and probe until a write succeeds (checkpointing the WAL first)."""
         self.metrics.storage_errors.inc()
         self._storage_refused += 1
@@ -516,7 +525,7 @@ class IngestServer:
         self._storage_failed_since = time.monotonic()
         self.metrics.storage_ok.set(0)
         log.error(
-            "cannot store batches in SQLite: %s; answering 503 storage_unavailable (agents keep their batches) "
+            "cannot store batches (SQLite or the audit trail): %s; answering 503 storage_unavailable (agents keep their batches) "
             "and /readyz not ready until a probe write succeeds (every %g s)",
             e, STORAGE_PROBE_SECONDS,
         )
@@ -527,12 +536,14 @@ class IngestServer:
             await asyncio.sleep(STORAGE_PROBE_SECONDS)
             try:
                 await self.sink.probe()
-            except sqlite3.Error:
+                if self.audit is not None:
+                    self.audit.checkpoint()  # the audit trail must take a write too
+            except (sqlite3.Error, OSError):
                 self.metrics.storage_errors.inc()
                 continue
             assert self._storage_failed_since is not None
             log.info(
-                "SQLite storage recovered after %.0f s (%d batches answered 503 meanwhile, the agents resend them)",
+                "storage recovered after %.0f s (%d batches answered 503 meanwhile, the agents resend them)",
                 time.monotonic() - self._storage_failed_since, self._storage_refused,
             )
             self._storage_failed_since = None

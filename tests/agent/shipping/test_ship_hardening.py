@@ -52,7 +52,7 @@ def numbered(k: int, n: int = 5, pad: int = 0) -> Collection:
     return Collection("test", 1.7e9 + k, samples, [])
 
 
-async def test_non_finite_timestamps_are_refused_when_the_batch_is_made_and_the_rest_arrives(env) -> None:
+async def test_non_finite_or_huge_timestamps_are_refused_when_the_batch_is_made_and_the_rest_arrives(env) -> None:
     tmp_path, a, i, ingest = env
     port = free_port()
     runner = await start_server(ingest, port)
@@ -61,7 +61,7 @@ async def test_non_finite_timestamps_are_refused_when_the_batch_is_made_and_the_
     try:
         good = [Sample("hostmon_test_value", "gauge", float(j), {"j": str(j)}) for j in range(3)]
         poison = [Sample("hostmon_test_value", "gauge", 1.0, {"j": w}, t) for w, t in
-                  (("nan", math.nan), ("inf", math.inf), ("-inf", -math.inf))]
+                  (("nan", math.nan), ("inf", math.inf), ("-inf", -math.inf), ("huge", 1e17))]
         bad_event = Event("test_event", math.nan, {"x": 1}, {})
         ok_event = Event("test_event", 1.7e9, {"x": 2}, {})
         # a NaN *value* is a legal gauge value and is kept; only the timestamps are poison
@@ -76,7 +76,7 @@ async def test_non_finite_timestamps_are_refused_when_the_batch_is_made_and_the_
     assert all(math.isfinite(s.timestamp) for s in samples)
     assert [s.name for s in samples if s.name == "hostmon_test_nan_value"] == ["hostmon_test_nan_value"]
     assert [e.fields for e in ingest.events()] == [{"x": 2}]
-    assert metric(sh, "hostmon_shipper_invalid_records_total") == 4
+    assert metric(sh, "hostmon_shipper_invalid_records_total") == 5
 
 
 class FailsOneBatch(OpeningIngest):

@@ -23,6 +23,20 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+def shared_data(*parts: str) -> Path:
+    """A path in the team's shared data (node-mixin, auth logs): ``$HOSTMON_SHARED_DATA`` if set, else
+    ``../shared/data`` beside the checkout. Missing: skip locally, FAIL under CI=true."""
+    env = os.environ.get("HOSTMON_SHARED_DATA")
+    base = Path(env) if env else SHARED_DATA
+    path = base.joinpath(*parts)
+    if not path.exists():
+        msg = f"shared data {path} not found (set HOSTMON_SHARED_DATA)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

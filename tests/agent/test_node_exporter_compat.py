@@ -13,15 +13,18 @@ from __future__ import annotations
 import fnmatch
 import math
 import re
-import signal
-import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from helpers import REPO, free_port, hostmon_process, http_get, require_tool, wait_until
+from helpers import (
+    REPO,
+    free_port,
+    hostmon_process,
+    http_get,
+    node_exporter_process,
+    wait_until,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 COMPAT_DOC = REPO / "docs" / "node-exporter-compat.md"
@@ -100,21 +103,6 @@ def listed(rows: dict[str, list[tuple[str, str]]], kind: str, name: str) -> bool
     return any(fnmatch.fnmatchcase(name, p) for p, _ in rows[kind])
 
 
-@contextmanager
-def node_exporter(port: int) -> Iterator[str]:
-    binary = require_tool("prometheus-node-exporter")
-    p = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        url = f"http://127.0.0.1:{port}/metrics"
-        wait_until(lambda: http_get(url)[0] == 200, timeout=20, what="node_exporter answering")
-        yield url
-    finally:
-        p.send_signal(signal.SIGKILL)
-        p.wait(timeout=10)
-        if p.stderr is not None:
-            p.stderr.close()
-
-
 @pytest.fixture(scope="module")
 def scrapes(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Family], dict[str, Family]]:
     """(node_exporter's families, hostmon's families), scraped one right after the other."""
@@ -125,7 +113,7 @@ def scrapes(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Family]
         "HOSTMON_SHIPPING__ENABLED": "false",
         "HOSTMON_RUNTIME__INTERVAL": "1",
     }
-    with node_exporter(free_port()) as ne_url, hostmon_process(["run", "--listen", f"127.0.0.1:{hport}"], env=env, cwd=REPO):
+    with node_exporter_process(free_port()) as ne_url, hostmon_process(["run", "--listen", f"127.0.0.1:{hport}"], env=env, cwd=REPO):
         hurl = f"http://127.0.0.1:{hport}"
         wait_until(lambda: http_get(hurl + "/readyz")[0] == 200, timeout=30, what="hostmon ready")
         time.sleep(1.5)  # a second cycle, so every collector has run on the 1 s interval

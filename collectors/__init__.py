@@ -23,6 +23,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "collectors.conntrack",
     "collectors.sockstat",
     "collectors.netstat",
+    "collectors.hwmon",
     "collectors.auth",
     "collectors.gpu",
 )

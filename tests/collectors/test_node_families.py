@@ -282,3 +282,38 @@ def test_same_os_info_as_node_exporter(tmp_path: Path) -> None:
     theirs = nodeexp.scrape(binary, str(FIX / "proc"), str(FIX / "sys"), ["os"], free_port(), [f"--path.rootfs={tmp_path}"])
     out, _ = run(os_collector.OSCollector, rootfs=str(tmp_path))
     assert nodeexp.compare(nodeexp.ours(out), theirs, {"node_os_info", "node_os_version"}) == []
+
+
+# --------------------------------------------------------------------------- hwmon
+
+
+def test_hwmon_chip_name_prefers_the_device_link_then_the_name_file() -> None:
+    from collectors.hwmon import chip_name, clean_name
+
+    assert clean_name("Platform_AppleSMC.768") == "platform_applesmc_768"
+    assert chip_name("/sys/devices/platform/coretemp.0", "coretemp\n", "hwmon3") == "platform_coretemp_0"
+    assert chip_name(None, "nvme\n", "hwmon1") == "nvme"
+    assert chip_name(None, None, "hwmon2") == "hwmon2"
+
+
+def test_hwmon_same_series_and_values_as_node_exporter_on_the_fixture_tree() -> None:
+    from collectors.hwmon import HwmonCollector
+
+    binary = require_tool("prometheus-node-exporter")
+    theirs = nodeexp.scrape(binary, str(FIX / "proc"), str(FIX / "sys"), ["hwmon"], free_port())
+    out, c = run(HwmonCollector)
+    got = {(s.name, s.labels["chip"], s.labels["sensor"]): s.value for s in out if "sensor" in s.labels and s.name != "node_hwmon_sensor_label"}
+    assert got[("node_hwmon_temp_celsius", "coretemp", "temp1")] == 45.0
+    assert got[("node_hwmon_temp_crit_celsius", "coretemp", "temp1")] == 100.0
+    assert got[("node_hwmon_temp_celsius", "hwmon2", "temp1")] == 52.0  # no name file: the directory's name
+    names = {k[0] for k in theirs if k[0].startswith("node_hwmon")}
+    assert len(names) >= 7
+    assert nodeexp.compare(nodeexp.ours(out), theirs, names | {s.name for s in out}) == []
+
+
+def test_hwmon_without_sysfs_class_has_nothing_to_report(tmp_path: Path) -> None:
+    from agent.api import CollectorUnavailable
+    from collectors.hwmon import HwmonCollector
+
+    with pytest.raises(CollectorUnavailable):
+        run(HwmonCollector, sys_=str(tmp_path))

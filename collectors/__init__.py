@@ -24,6 +24,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "collectors.sockstat",
     "collectors.netstat",
     "collectors.hwmon",
+    "collectors.interrupts",
     "collectors.auth",
     "collectors.gpu",
 )

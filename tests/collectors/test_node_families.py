@@ -301,7 +301,7 @@ def test_hwmon_same_series_and_values_as_node_exporter_on_the_fixture_tree() -> 
 
     binary = require_tool("prometheus-node-exporter")
     theirs = nodeexp.scrape(binary, str(FIX / "proc"), str(FIX / "sys"), ["hwmon"], free_port())
-    out, c = run(HwmonCollector)
+    out, _ = run(HwmonCollector)
     got = {(s.name, s.labels["chip"], s.labels["sensor"]): s.value for s in out if "sensor" in s.labels and s.name != "node_hwmon_sensor_label"}
     assert got[("node_hwmon_temp_celsius", "coretemp", "temp1")] == 45.0
     assert got[("node_hwmon_temp_crit_celsius", "coretemp", "temp1")] == 100.0
@@ -317,3 +317,27 @@ def test_hwmon_without_sysfs_class_has_nothing_to_report(tmp_path: Path) -> None
 
     with pytest.raises(CollectorUnavailable):
         run(HwmonCollector, sys_=str(tmp_path))
+
+
+# --------------------------------------------------------------------------- interrupts
+
+
+def test_parse_interrupts_numbered_named_and_single_value_lines() -> None:
+    from collectors.interrupts import parse_interrupts
+
+    it = parse_interrupts((FIX / "proc" / "interrupts").read_text())
+    assert it["24"].info == "PCI-MSI" and it["24"].devices == "49152-edge virtio0-config, virtio0-input.0"
+    assert it["24"].values == ["12345", "6789"]
+    assert it["LOC"].info == "Local timer interrupts" and it["LOC"].devices == ""
+    assert "ERR" not in it and "MIS" not in it
+
+
+def test_interrupts_is_opt_in_and_matches_node_exporter_on_the_fixture() -> None:
+    from collectors.interrupts import InterruptsCollector
+
+    assert InterruptsCollector.default_enabled is False
+    binary = require_tool("prometheus-node-exporter")
+    theirs = nodeexp.scrape(binary, str(FIX / "proc"), str(FIX / "sys"), ["interrupts"], free_port())
+    out, _ = run(InterruptsCollector)
+    assert len(out) == 14
+    assert nodeexp.compare(nodeexp.ours(out), theirs, {"node_interrupts_total"}) == []

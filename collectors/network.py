@@ -95,6 +95,9 @@ NETCLASS_INT: tuple[tuple[str, str, str, str], ...] = (
     ("type", "node_network_protocol_type", GAUGE, "Network device property: protocol_type"),
 )
 NETCLASS_STR = ("address", "broadcast", "duplex", "ifalias", "operstate")
+# Attributes fixed for an interface's life (an interface re-created under the same name gets a new
+# ifindex, which is read every cycle): read once per ifindex, saving a third of the reads.
+NETCLASS_STATIC = frozenset({"addr_assign_type", "broadcast", "dev_id", "iflink", "link_mode", "name_assign_type", "type"})
 INFO_LABELS = ("device", "address", "broadcast", "duplex", "operstate", "ifalias")
 _SKIP_ERRNOS = (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EINVAL, errno.EOPNOTSUPP, errno.ENODEV, errno.ENOTDIR, errno.EISDIR)
 
@@ -184,6 +187,7 @@ class NetworkCollector(Collector):
         self._exclude = re.compile(self.config.device_exclude) if self.config.device_exclude else None
         ign = self.config.netclass_ignored_devices
         self._nc_ignore = re.compile(ign) if ign else None
+        self._static: dict[str, tuple[str, dict[str, str]]] = {}  # device -> (ifindex, static attributes)
         src = self.config.tcp_source
         self._netlink = src == "netlink" or (src == "auto" and is_procfs(ctx.proc_root))
 
@@ -198,7 +202,7 @@ class NetworkCollector(Collector):
             for f, v in fields.items():
                 yield s(f"node_network_{f}_total", float(v), labels)
             try:
-                nohandler = _procfs.read_text(os.path.join(cls_net, dev, "statistics", "rx_nohandler"))
+                nohandler = _procfs.read_small(os.path.join(cls_net, dev, "statistics", "rx_nohandler"))
                 yield s("node_network_receive_nohandler_total", float(int(nohandler)), labels)
             except (OSError, ValueError):
                 pass  # older kernel, or no sysfs: node_exporter's netlink stats would say 0; we say nothing
@@ -213,6 +217,8 @@ class NetworkCollector(Collector):
         except OSError:
             return  # no sysfs here
         s = self.sample
+        for gone in set(self._static) - set(entries):
+            del self._static[gone]
         for dev in entries:
             if self._nc_ignore is not None and self._nc_ignore.search(dev):
                 continue
@@ -231,17 +237,38 @@ class NetworkCollector(Collector):
     def _read_attrs(self, base: str) -> dict[str, str] | None:
         """The readable attribute files of one interface; None when the interface vanished meanwhile."""
         attrs: dict[str, str] = {}
+        dev = os.path.basename(base)
+        ifindex = self._attr(base, "ifindex")
+        if ifindex is not None:
+            attrs["ifindex"] = ifindex
+        cached = self._static.get(dev)
+        static_known = cached is not None and ifindex is not None and cached[0] == ifindex
+        if static_known:
+            attrs.update(cached[1])  # type: ignore[index]
+        static: dict[str, str] = {}
         for fname in (*NETCLASS_STR, *(a[0] for a in NETCLASS_INT)):
-            try:
-                with open(os.path.join(base, fname), "rb") as f:
-                    attrs[fname] = f.read(4096).decode("utf-8", "replace")
-            except OSError as e:
-                if e.errno in _SKIP_ERRNOS:
-                    continue
-                self.partial_error("netclass_unreadable")
+            if fname == "ifindex" or (static_known and fname in NETCLASS_STATIC):
+                continue
+            v = self._attr(base, fname)
+            if v is None:
+                continue
+            attrs[fname] = v
+            if fname in NETCLASS_STATIC:
+                static[fname] = v
+        if not static_known and ifindex is not None:
+            self._static[dev] = (ifindex, static)
         if not attrs and not os.path.isdir(base):
+            self._static.pop(dev, None)
             return None
         return attrs
+
+    def _attr(self, base: str, fname: str) -> str | None:
+        try:
+            return _procfs.read_small(os.path.join(base, fname)).decode("utf-8", "replace")
+        except OSError as e:
+            if e.errno not in _SKIP_ERRNOS:
+                self.partial_error("netclass_unreadable")
+            return None
 
     def _tcp(self) -> Iterator[Sample]:
         if self._netlink:

@@ -112,9 +112,15 @@ def timex_values(tx: Timex, ret: int) -> dict[str, float]:
     }
 
 
+_libc: ctypes.CDLL | None = None
+
+
 def adjtimex() -> tuple[Timex, int]:
     """Read the kernel's clock discipline state (adjtimex with modes 0: changes nothing)."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    global _libc
+    if _libc is None:  # find_library runs a compiler/ldconfig probe: once per process, not per cycle
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc = _libc
     tx = Timex()
     ret = libc.adjtimex(ctypes.byref(tx))
     if ret < 0:

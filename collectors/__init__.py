@@ -25,6 +25,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "collectors.netstat",
     "collectors.hwmon",
     "collectors.interrupts",
+    "collectors.systemd",
     "collectors.auth",
     "collectors.gpu",
 )

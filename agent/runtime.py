@@ -354,9 +354,13 @@ class Agent:
                 return
         r.runs += 1
         t0 = time.perf_counter()
-        fut = self.executor.submit(_collect_list, r.c)
+        fut: concurrent.futures.Future[Any] | None = None
         try:
-            items = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), r.timeout)
+            if r.cls.inline:  # a few small procfs reads: a thread round trip would cost more than the work
+                items = _collect_list(r.c)
+            else:
+                fut = self.executor.submit(_collect_list, r.c)
+                items = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), r.timeout)
         except asyncio.TimeoutError:
             r.timeouts += 1
             r.success = 0

@@ -40,6 +40,7 @@ class ARPConfig(CollectorConfig):
 @registry.register
 class ARPCollector(Collector):
     name = "arp"
+    inline = True
     config_class = ARPConfig
     metrics = (MetricSpec("node_arp_entries", GAUGE, "ARP entries by device", ("device",)),)
 

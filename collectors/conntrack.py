@@ -45,6 +45,7 @@ def parse_conntrack_stat(text: str) -> dict[str, int]:
 @registry.register
 class ConntrackCollector(Collector):
     name = "conntrack"
+    inline = True
     metrics = (
         MetricSpec("node_nf_conntrack_entries", GAUGE, "Number of currently allocated flow entries for connection tracking."),
         MetricSpec("node_nf_conntrack_entries_limit", GAUGE, "Maximum size of connection tracking table."),

@@ -33,6 +33,7 @@ class CPUConfig(CollectorConfig):
 @registry.register
 class CPUCollector(Collector):
     name = "cpu"
+    inline = True
     config_class = CPUConfig
     metrics = (
         MetricSpec("node_cpu_seconds_total", COUNTER, "Seconds the CPUs spent in each mode.", ("cpu", "mode"), "seconds"),

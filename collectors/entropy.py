@@ -18,6 +18,7 @@ def parse_int(text: str) -> int:
 @registry.register
 class EntropyCollector(Collector):
     name = "entropy"
+    inline = True
     metrics = (
         MetricSpec("node_entropy_available_bits", GAUGE, "Bits of available entropy."),
         MetricSpec("node_entropy_pool_size_bits", GAUGE, "Bits of entropy pool."),

@@ -21,6 +21,7 @@ def parse_file_nr(text: str) -> tuple[int, int]:
 @registry.register
 class FileFDCollector(Collector):
     name = "filefd"
+    inline = True
     metrics = (
         MetricSpec("node_filefd_allocated", GAUGE, "File descriptor statistics: allocated."),
         MetricSpec("node_filefd_maximum", GAUGE, "File descriptor statistics: maximum."),

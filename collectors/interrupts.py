@@ -48,6 +48,7 @@ def parse_interrupts(text: str) -> dict[str, Interrupt]:
 @registry.register
 class InterruptsCollector(Collector):
     name = "interrupts"
+    inline = True
     default_enabled = False
     metrics = (MetricSpec("node_interrupts_total", COUNTER, "Interrupt details.", ("cpu", "type", "info", "devices")),)
 

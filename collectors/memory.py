@@ -89,6 +89,7 @@ class MemoryConfig(CollectorConfig):
 @registry.register
 class MemoryCollector(Collector):
     name = "memory"
+    inline = True
     config_class = MemoryConfig
     metrics = (
         *_meminfo_specs(),

@@ -88,6 +88,7 @@ class NetstatConfig(CollectorConfig):
 @registry.register
 class NetstatCollector(Collector):
     name = "netstat"
+    inline = True
     config_class = NetstatConfig
     metrics = tuple(MetricSpec(f"node_netstat_{k}", GAUGE, f"Statistic {k.replace('_', '')}.") for k in KNOWN)
 

@@ -56,6 +56,7 @@ def os_version(version_id: str) -> float | None:
 @registry.register
 class OSCollector(Collector):
     name = "os"
+    inline = True
     metrics = (
         MetricSpec("node_os_info", GAUGE, "A metric with a constant '1' value labeled by build_id, id, id_like, image_id, image_version, name, pretty_name, variant, variant_id, version, version_codename, version_id.", INFO_KEYS),
         MetricSpec("node_os_version", GAUGE, "Metric containing the major.minor part of the OS version.", ("id", "id_like", "name")),

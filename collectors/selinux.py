@@ -30,6 +30,7 @@ def parse_selinux_config(text: str) -> float | None:
 @registry.register
 class SELinuxCollector(Collector):
     name = "selinux"
+    inline = True
     metrics = (
         MetricSpec("node_selinux_enabled", GAUGE, "SELinux is enabled, 1 is true, 0 is false"),
         MetricSpec("node_selinux_config_mode", GAUGE, "Configured SELinux enforcement mode"),

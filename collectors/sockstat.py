@@ -60,6 +60,7 @@ def _specs() -> tuple[MetricSpec, ...]:
 @registry.register
 class SockstatCollector(Collector):
     name = "sockstat"
+    inline = True
     metrics = _specs()
 
     def collect(self) -> Iterator[Sample]:

@@ -30,6 +30,7 @@ def parse_softnet(text: str) -> list[tuple[int, int, int]]:
 @registry.register
 class SoftnetCollector(Collector):
     name = "softnet"
+    inline = True
     metrics = (
         MetricSpec("node_softnet_processed_total", COUNTER, "Number of processed packets", ("cpu",)),
         MetricSpec("node_softnet_dropped_total", COUNTER, "Number of dropped packets", ("cpu",)),

@@ -142,6 +142,7 @@ class TimeConfig(CollectorConfig):
 @registry.register
 class TimeCollector(Collector):
     name = "time"
+    inline = True
     config_class = TimeConfig
     metrics = (
         MetricSpec("node_time_seconds", GAUGE, "System time in seconds since epoch (1970).", (), "seconds"),

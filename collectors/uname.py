@@ -32,6 +32,7 @@ def uname_labels(u: os.uname_result, domainname: str | None) -> dict[str, str]:
 @registry.register
 class UnameCollector(Collector):
     name = "uname"
+    inline = True
     metrics = (MetricSpec("node_uname_info", GAUGE, "Labeled system information as provided by the uname system call.", LABELS),)
 
     def collect(self) -> Iterator[Sample]:

@@ -108,6 +108,34 @@ async def test_a_failing_or_hanging_collector_never_stops_the_others() -> None:
     assert "absent" not in text, "a collector with no data here is not reported as failing"
 
 
+class Where(Collector):
+    name = "where"
+    metrics = (MetricSpec("t_where", GAUGE, "thread of the last collection", ("thread",)),)
+
+    def collect(self):
+        yield self.sample("t_where", 1, {"thread": "main" if threading.current_thread() is threading.main_thread() else "worker"})
+
+
+class WhereInline(Where):
+    name = "where_inline"
+    inline = True
+
+
+async def test_inline_collectors_run_on_the_loop_others_in_a_worker_and_both_report_node_scrape_metrics() -> None:
+    agent = make_agent([Where, WhereInline], {"HOSTMON_RUNTIME__INTERVAL": "60"})
+    await agent.start()
+    try:
+        await asyncio.wait_for(agent.ready_event.wait(), 5)
+        agent.store.render()
+        text = agent.store.body(False, False).decode()
+    finally:
+        await agent.stop()
+    assert 't_where{thread="worker"' in text and 't_where{thread="main"' in text
+    for name in ("where", "where_inline"):
+        assert f'node_scrape_collector_success{{collector="{name}",host="h1",tenant_id="acme"}} 1' in text
+        assert f'node_scrape_collector_duration_seconds{{collector="{name}"' in text
+
+
 async def test_samples_and_events_are_tagged_and_handed_off() -> None:
     keep = Keep()
     agent = make_agent([Good], {"HOSTMON_RUNTIME__INTERVAL": "60"}, [keep])

@@ -28,8 +28,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from agent import registry
-from agent.api import (
+from hostmond.collectors import _procfs
+from hostmond.collectors._pressure import pressure_samples
+
+from hostmond.api import (
     COUNTER,
     GAUGE,
     Collector,
@@ -37,11 +39,10 @@ from agent.api import (
     CollectorContext,
     MetricSpec,
     Sample,
+    check_positive,
+    check_regex,
     field,
 )
-from agent.tenancy import check_regex
-from collectors import _procfs
-from collectors.cpu import pressure_samples
 
 # node_exporter 1.5's defaults as Debian ships them (prometheus-node-exporter --help), the drop-in
 # target of issue 13: /run, /mnt and /media are left out; zram devices are kept.
@@ -78,11 +79,6 @@ def parse_diskstats_numbers(text: str) -> dict[str, tuple[str, str]]:
 StatFn = Callable[[str], os.statvfs_result]
 
 
-def _positive(v: float) -> None:
-    if v <= 0:
-        raise ValueError("must be greater than 0")
-
-
 @dataclass
 class DiskConfig(CollectorConfig):
     mount_points_exclude: str = field(
@@ -97,10 +93,10 @@ class DiskConfig(CollectorConfig):
         check=check_regex,
     )
     stat_timeout: float = field(
-        1.5, "Seconds to wait for the statvfs calls of one collection; a mount still pending is reported stale.", check=_positive
+        1.5, "Seconds to wait for the statvfs calls of one collection; a mount still pending is reported stale.", check=check_positive
     )
     stat_workers: int = field(
-        4, "Worker threads that run statvfs calls (calls stuck on a stale mount are not counted).", check=_positive
+        4, "Worker threads that run statvfs calls (calls stuck on a stale mount are not counted).", check=check_positive
     )
     max_stuck_calls: int = field(
         32, "Most statvfs calls left hanging on stale mounts; beyond it, further hung mounts stop being retried."
@@ -247,8 +243,7 @@ class _Stale:
     since: float
 
 
-@registry.register
-class DiskCollector(Collector):
+class DiskCollector(Collector[DiskConfig]):
     name = "disk"
     config_class = DiskConfig
     metrics = (

@@ -35,8 +35,9 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from agent import registry
-from agent.api import (
+from hostmond.collectors import _procfs
+
+from hostmond.api import (
     COUNTER,
     GAUGE,
     Collector,
@@ -44,10 +45,9 @@ from agent.api import (
     CollectorContext,
     MetricSpec,
     Sample,
+    check_regex,
     field,
 )
-from agent.tenancy import check_regex
-from collectors import _procfs
 
 _HELP = {
     "bytes": ("Network device statistic {}_bytes.", "bytes"),
@@ -167,8 +167,7 @@ class NetworkConfig(CollectorConfig):
     )
 
 
-@registry.register
-class NetworkCollector(Collector):
+class NetworkCollector(Collector[NetworkConfig]):
     name = "network"
     config_class = NetworkConfig
     metrics = (

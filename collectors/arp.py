@@ -7,18 +7,18 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from agent import registry
-from agent.api import (
+from hostmond.collectors import _procfs
+
+from hostmond.api import (
     GAUGE,
     Collector,
     CollectorConfig,
     CollectorContext,
     MetricSpec,
     Sample,
+    check_regex,
     field,
 )
-from agent.tenancy import check_regex
-from collectors import _procfs
 
 
 def count_arp(text: str) -> dict[str, int]:
@@ -37,8 +37,7 @@ class ARPConfig(CollectorConfig):
     device_exclude: str = field("", "Regular expression of interfaces left out; empty leaves none out.", check=check_regex)
 
 
-@registry.register
-class ARPCollector(Collector):
+class ARPCollector(Collector[ARPConfig]):
     name = "arp"
     inline = True
     config_class = ARPConfig

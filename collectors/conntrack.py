@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from agent import registry
-from agent.api import GAUGE, Collector, CollectorUnavailable, MetricSpec, Sample
-from collectors import _procfs
+from hostmond.collectors import _procfs
+
+from hostmond.api import GAUGE, Collector, CollectorUnavailable, MetricSpec, Sample
 
 STAT_FIELDS = ("found", "invalid", "ignore", "insert", "insert_failed", "drop", "early_drop", "search_restart")
 _STAT_HELP = {
@@ -42,7 +42,6 @@ def parse_conntrack_stat(text: str) -> dict[str, int]:
     return out
 
 
-@registry.register
 class ConntrackCollector(Collector):
     name = "conntrack"
     inline = True

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from agent import registry
-from agent.api import GAUGE, Collector, MetricSpec, Sample
-from collectors import _procfs
+from hostmond.collectors import _procfs
+
+from hostmond.api import GAUGE, Collector, MetricSpec, Sample
 
 
 def parse_int(text: str) -> int:
@@ -15,7 +15,6 @@ def parse_int(text: str) -> int:
     return int(text.strip())
 
 
-@registry.register
 class EntropyCollector(Collector):
     name = "entropy"
     inline = True

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from agent import registry
-from agent.api import GAUGE, Collector, MetricSpec, Sample
-from collectors import _procfs
+from hostmond.collectors import _procfs
+
+from hostmond.api import GAUGE, Collector, MetricSpec, Sample
 
 
 def parse_file_nr(text: str) -> tuple[int, int]:
@@ -18,7 +18,6 @@ def parse_file_nr(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[2])
 
 
-@registry.register
 class FileFDCollector(Collector):
     name = "filefd"
     inline = True

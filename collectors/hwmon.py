@@ -17,9 +17,9 @@ import os
 import re
 from collections.abc import Iterator
 
-from agent import registry
-from agent.api import GAUGE, Collector, CollectorUnavailable, MetricSpec, Sample
-from collectors import _procfs
+from hostmond.collectors import _procfs
+
+from hostmond.api import GAUGE, Collector, CollectorUnavailable, MetricSpec, Sample
 
 _INVALID = re.compile(r"[^a-z0-9:_]")
 _SENSOR_FILE = re.compile(r"^(temp)([0-9]*)(?:_(.+))?$")
@@ -76,7 +76,6 @@ def parse_sensor_files(files: dict[str, str]) -> tuple[dict[tuple[str, str], flo
     return values, labels
 
 
-@registry.register
 class HwmonCollector(Collector):
     name = "hwmon"
     metrics = (

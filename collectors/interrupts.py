@@ -12,9 +12,9 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from agent import registry
-from agent.api import COUNTER, Collector, MetricSpec, Sample
-from collectors import _procfs
+from hostmond.collectors import _procfs
+
+from hostmond.api import COUNTER, Collector, MetricSpec, Sample
 
 
 @dataclass
@@ -45,7 +45,6 @@ def parse_interrupts(text: str) -> dict[str, Interrupt]:
     return out
 
 
-@registry.register
 class InterruptsCollector(Collector):
     name = "interrupts"
     inline = True

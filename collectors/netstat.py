@@ -15,18 +15,18 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from agent import registry
-from agent.api import (
+from hostmond.collectors import _procfs
+
+from hostmond.api import (
     GAUGE,
     Collector,
     CollectorConfig,
     CollectorContext,
     MetricSpec,
     Sample,
+    check_regex,
     field,
 )
-from agent.tenancy import check_regex
-from collectors import _procfs
 
 DEFAULT_FIELDS = (
     r"^(.*_(InErrors|InErrs)|Ip_Forwarding|Ip(6|Ext)_(InOctets|OutOctets)|Icmp6?_(InMsgs|OutMsgs)"
@@ -85,8 +85,7 @@ class NetstatConfig(CollectorConfig):
     fields: str = field(DEFAULT_FIELDS, "Regular expression of the Proto_Field names reported (node_exporter's default).", check=check_regex)
 
 
-@registry.register
-class NetstatCollector(Collector):
+class NetstatCollector(Collector[NetstatConfig]):
     name = "netstat"
     inline = True
     config_class = NetstatConfig

@@ -12,8 +12,9 @@ import re
 import shlex
 from collections.abc import Iterator
 
-from agent import registry
-from agent.api import (
+from hostmond.collectors import _procfs
+
+from hostmond.api import (
     GAUGE,
     Collector,
     CollectorConfig,
@@ -22,7 +23,6 @@ from agent.api import (
     MetricSpec,
     Sample,
 )
-from collectors import _procfs
 
 INFO_KEYS = (
     "build_id", "id", "id_like", "image_id", "image_version", "name", "pretty_name",
@@ -53,7 +53,6 @@ def os_version(version_id: str) -> float | None:
     return float(m.group(0)) if m else None
 
 
-@registry.register
 class OSCollector(Collector):
     name = "os"
     inline = True

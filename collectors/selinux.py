@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from agent import registry
-from agent.api import GAUGE, Collector, MetricSpec, Sample
-from collectors import _procfs
+from hostmond.collectors import _procfs
+
+from hostmond.api import GAUGE, Collector, MetricSpec, Sample
 
 _MODES = {"enforcing": 1.0, "permissive": 0.0, "disabled": -1.0}
 
@@ -27,7 +27,6 @@ def parse_selinux_config(text: str) -> float | None:
     return None
 
 
-@registry.register
 class SELinuxCollector(Collector):
     name = "selinux"
     inline = True

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from agent import registry
-from agent.api import GAUGE, Collector, MetricSpec, Sample
-from collectors import _procfs
+from hostmond.collectors import _procfs
+
+from hostmond.api import GAUGE, Collector, MetricSpec, Sample
 
 # The fields node_exporter (prometheus/procfs) knows; others are ignored as it does.
 FIELDS = ("inuse", "orphan", "tw", "alloc", "mem", "memory")
@@ -57,7 +57,6 @@ def _specs() -> tuple[MetricSpec, ...]:
     return tuple(out)
 
 
-@registry.register
 class SockstatCollector(Collector):
     name = "sockstat"
     inline = True

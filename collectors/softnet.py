@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from agent import registry
-from agent.api import COUNTER, Collector, MetricSpec, Sample
-from collectors import _procfs
+from hostmond.collectors import _procfs
+
+from hostmond.api import COUNTER, Collector, MetricSpec, Sample
 
 
 def parse_softnet(text: str) -> list[tuple[int, int, int]]:
@@ -27,7 +27,6 @@ def parse_softnet(text: str) -> list[tuple[int, int, int]]:
     return out
 
 
-@registry.register
 class SoftnetCollector(Collector):
     name = "softnet"
     inline = True

@@ -24,8 +24,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from agent import registry
-from agent.api import (
+from hostmond.api import (
     COUNTER,
     GAUGE,
     Collector,
@@ -34,9 +33,9 @@ from agent.api import (
     CollectorUnavailable,
     MetricSpec,
     Sample,
+    check_regex,
     field,
 )
-from agent.tenancy import check_regex
 
 STATES = ("activating", "active", "deactivating", "failed", "inactive")
 UNIT_PROPERTIES = ("Id", "LoadState", "ActiveState", "Type", "NAccepted", "NConnections", "NRefused", "LastTriggerUSec")
@@ -95,8 +94,7 @@ class SystemdConfig(CollectorConfig):
     command_timeout: float = field(5.0, "Seconds one systemctl call may take before it is killed.", check=_positive)
 
 
-@registry.register
-class SystemdCollector(Collector):
+class SystemdCollector(Collector[SystemdConfig]):
     name = "systemd"
     default_enabled = False
     config_class = SystemdConfig

@@ -17,8 +17,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from agent import registry
-from agent.api import (
+from hostmond.collectors import _procfs
+
+from hostmond.api import (
     COUNTER,
     GAUGE,
     Collector,
@@ -27,7 +28,6 @@ from agent.api import (
     Sample,
     field,
 )
-from collectors import _procfs
 
 
 class _Timeval(ctypes.Structure):
@@ -139,8 +139,7 @@ class TimeConfig(CollectorConfig):
     timex: bool = field(True, "Report the kernel's NTP discipline state (node_timex_*, node_exporter's timex collector).")
 
 
-@registry.register
-class TimeCollector(Collector):
+class TimeCollector(Collector[TimeConfig]):
     name = "time"
     inline = True
     config_class = TimeConfig

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from agent import registry
-from agent.api import GAUGE, Collector, MetricSpec, Sample
-from collectors import _procfs
+from hostmond.collectors import _procfs
+
+from hostmond.api import GAUGE, Collector, MetricSpec, Sample
 
 
 def sum_udp_queues(text: str) -> tuple[int, int]:
@@ -25,7 +25,6 @@ def sum_udp_queues(text: str) -> tuple[int, int]:
     return tx, rx
 
 
-@registry.register
 class UDPQueuesCollector(Collector):
     name = "udp_queues"
     metrics = (MetricSpec("node_udp_queues", GAUGE, "Number of allocated memory in the kernel for UDP datagrams in bytes.", ("ip", "queue")),)

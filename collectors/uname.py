@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from agent import registry
-from agent.api import GAUGE, Collector, MetricSpec, Sample
-from collectors import _procfs
+from hostmond.collectors import _procfs
+
+from hostmond.api import GAUGE, Collector, MetricSpec, Sample
 
 LABELS = ("sysname", "release", "version", "machine", "nodename", "domainname")
 
@@ -29,7 +29,6 @@ def uname_labels(u: os.uname_result, domainname: str | None) -> dict[str, str]:
     }
 
 
-@registry.register
 class UnameCollector(Collector):
     name = "uname"
     inline = True

@@ -125,7 +125,7 @@ def test_default_mount_filter_is_debian_node_exporters_without_run_and_mnt() -> 
 
 
 def test_disk_info_has_major_minor_and_udev_properties(tmp_path: Path) -> None:
-    from collectors.disk import parse_udev_data
+    from hostmond.collectors.disk import parse_udev_data
 
     (tmp_path / "b254:0").write_text("S:disk/by-id/virtio-abc\nE:ID_MODEL=QEMU_DISK\nE:ID_SERIAL_SHORT=abc123\nE:ID_PATH=pci-0000:00:05.0\nE:ID_WWN=0x5000\nE:ID_REVISION=2.5+\n")
     assert parse_udev_data("E:ID_MODEL=x=y\nG:systemd\n") == {"ID_MODEL": "x=y"}

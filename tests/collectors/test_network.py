@@ -93,7 +93,7 @@ def test_fixture_tree_exact_values() -> None:
 
 
 def test_netclass_values_converts_like_node_exporter() -> None:
-    from collectors.network import netclass_values, parse_sysfs_int
+    from hostmond.collectors.network import netclass_values, parse_sysfs_int
 
     assert parse_sysfs_int("0x1003\n") == 4099 and parse_sysfs_int("-1") == -1 and parse_sysfs_int("010") == 10
     info, vals = netclass_values({"operstate": "up\n", "speed": "100\n", "carrier": "1\n", "mtu": "bogus"})

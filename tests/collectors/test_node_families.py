@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from helpers import free_port, require_tool
 
-from agent.api import Collector, CollectorContext, Sample
-from collectors import (
+from hostmond.api import Collector, CollectorContext, Sample
+from hostmond.collectors import (
     arp,
     conntrack,
     entropy,
@@ -29,8 +29,8 @@ from collectors import (
     udp_queues,
     uname,
 )
-from collectors import os as os_collector
-from collectors import time as time_collector
+from hostmond.collectors import os as os_collector
+from hostmond.collectors import time as time_collector
 
 FIX = Path(__file__).parent / "fixtures"
 _spec = importlib.util.spec_from_file_location("hostmon_nodeexp", FIX / "nodeexp.py")
@@ -158,7 +158,7 @@ def test_conntrack_on_the_fixture_and_without_the_module(tmp_path: Path) -> None
     v = values(out)
     assert v["node_nf_conntrack_entries"] == 33 and v["node_nf_conntrack_entries_limit"] == 262144
     assert v["node_nf_conntrack_stat_ignore"] == 26
-    from agent.api import CollectorUnavailable
+    from hostmond.api import CollectorUnavailable
 
     with pytest.raises(CollectorUnavailable):
         run(conntrack.ConntrackCollector, proc=str(tmp_path))
@@ -288,7 +288,7 @@ def test_same_os_info_as_node_exporter(tmp_path: Path) -> None:
 
 
 def test_hwmon_chip_name_prefers_the_device_link_then_the_name_file() -> None:
-    from collectors.hwmon import chip_name, clean_name
+    from hostmond.collectors.hwmon import chip_name, clean_name
 
     assert clean_name("Platform_AppleSMC.768") == "platform_applesmc_768"
     assert chip_name("/sys/devices/platform/coretemp.0", "coretemp\n", "hwmon3") == "platform_coretemp_0"
@@ -297,7 +297,7 @@ def test_hwmon_chip_name_prefers_the_device_link_then_the_name_file() -> None:
 
 
 def test_hwmon_same_series_and_values_as_node_exporter_on_the_fixture_tree() -> None:
-    from collectors.hwmon import HwmonCollector
+    from hostmond.collectors.hwmon import HwmonCollector
 
     binary = require_tool("prometheus-node-exporter")
     theirs = nodeexp.scrape(binary, str(FIX / "proc"), str(FIX / "sys"), ["hwmon"], free_port())
@@ -312,8 +312,8 @@ def test_hwmon_same_series_and_values_as_node_exporter_on_the_fixture_tree() -> 
 
 
 def test_hwmon_without_sysfs_class_has_nothing_to_report(tmp_path: Path) -> None:
-    from agent.api import CollectorUnavailable
-    from collectors.hwmon import HwmonCollector
+    from hostmond.api import CollectorUnavailable
+    from hostmond.collectors.hwmon import HwmonCollector
 
     with pytest.raises(CollectorUnavailable):
         run(HwmonCollector, sys_=str(tmp_path))
@@ -323,7 +323,7 @@ def test_hwmon_without_sysfs_class_has_nothing_to_report(tmp_path: Path) -> None
 
 
 def test_parse_interrupts_numbered_named_and_single_value_lines() -> None:
-    from collectors.interrupts import parse_interrupts
+    from hostmond.collectors.interrupts import parse_interrupts
 
     it = parse_interrupts((FIX / "proc" / "interrupts").read_text())
     assert it["24"].info == "PCI-MSI" and it["24"].devices == "49152-edge virtio0-config, virtio0-input.0"
@@ -333,7 +333,7 @@ def test_parse_interrupts_numbered_named_and_single_value_lines() -> None:
 
 
 def test_interrupts_is_opt_in_and_matches_node_exporter_on_the_fixture() -> None:
-    from collectors.interrupts import InterruptsCollector
+    from hostmond.collectors.interrupts import InterruptsCollector
 
     assert InterruptsCollector.default_enabled is False
     binary = require_tool("prometheus-node-exporter")

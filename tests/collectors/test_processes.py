@@ -315,7 +315,7 @@ def test_same_series_as_node_exporter_on_the_fixture_tree() -> None:
 
 
 def test_thread_states_are_opt_in_and_count_every_thread(tmp_path: Path) -> None:
-    from collectors.processes import ProcessesConfig, thread_state_of, thread_states
+    from hostmond.collectors.processes import ProcessesConfig, thread_state_of, thread_states
 
     assert ProcessesConfig().thread_states is False
     assert thread_state_of(b"42 (a) b) S 1 2") == "S" and thread_state_of(b"garbage") is None

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.api import CollectorContext, CollectorUnavailable, Sample
-from collectors.systemd import (
+from hostmond.api import CollectorContext, CollectorUnavailable, Sample
+from hostmond.collectors.systemd import (
     SystemdCollector,
     SystemdConfig,
     parse_show,

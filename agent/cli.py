@@ -97,9 +97,19 @@ RUN_FLAGS: tuple[RunFlag, ...] = (
         "--collector.netdev.device-exclude",
         ("collectors", "network", "device_exclude"),
         "regex of interfaces to leave out (collectors.network.device_exclude)",
-        ("--collector.netdev.ignored-devices", "--collector.netclass.ignored-devices"),
+        ("--collector.netdev.ignored-devices",),
     ),
     RunFlag("--collector.netdev.device-include", ("collectors", "network", "device_exclude"), "regex of the only interfaces to keep", negate=True),
+    RunFlag(
+        "--collector.netclass.ignored-devices",
+        ("collectors", "network", "netclass_ignored_devices"),
+        "regex of interfaces whose /sys/class/net attributes are left out (collectors.network.netclass_ignored_devices)",
+    ),
+    RunFlag("--collector.netstat.fields", ("collectors", "netstat", "fields"), "regex of the Proto_Field names reported (collectors.netstat.fields)"),
+    RunFlag("--collector.arp.device-include", ("collectors", "arp", "device_include"), "regex of interfaces whose ARP entries are counted (collectors.arp.device_include)"),
+    RunFlag("--collector.arp.device-exclude", ("collectors", "arp", "device_exclude"), "regex of interfaces whose ARP entries are left out (collectors.arp.device_exclude)"),
+    RunFlag("--collector.systemd.unit-include", ("collectors", "systemd", "unit_include"), "regex of the units reported (collectors.systemd.unit_include)"),
+    RunFlag("--collector.systemd.unit-exclude", ("collectors", "systemd", "unit_exclude"), "regex of the units left out (collectors.systemd.unit_exclude)"),
 )
 
 # node_exporter collector names that one hostmon collector covers (with others): --collector.NAME turns the
@@ -114,6 +124,7 @@ COLLECTOR_ALIASES: dict[str, str] = {
     "netdev": "network",
     "netclass": "network",
     "tcpstat": "network",
+    "timex": "time",
 }
 
 _SWITCH = re.compile(r"--(no-)?collector\.([a-z0-9_]+)")

@@ -27,6 +27,7 @@ import zstandard
 
 from hostmond.core import keys as keymod
 from hostmond.core import wire
+from hostmond.core.wire import MAX_ABS_TIMESTAMP  # finite and within remote write's int64 milliseconds
 from hostmond.core.errors import SealError
 
 # SealError reason (or the ingest's own reason) -> HTTP status
@@ -70,8 +71,6 @@ EVENT = "event"
 
 # The instance id an agent sends (header "iid"): secrets.token_hex(8), docs/wire-format.md.
 _IID = re.compile(r"[0-9a-f]{16}")
-# Timestamps must be finite and fit remote write's int64 milliseconds.
-MAX_ABS_TIMESTAMP = 9.2e15
 # Prometheus label names; anything else is sanitised by remote write (ingest.remote_write).
 _LABEL_OK = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 

@@ -39,16 +39,14 @@ def shared_data_file(rel: str) -> Path:
 
 
 def shared_data(*parts: str) -> Path:
-    """A path in the team's shared data (node-mixin, auth logs): ``$HOSTMON_SHARED_DATA`` if set, else
-    ``../shared/data`` beside the checkout. Missing: skip locally, FAIL under CI=true."""
-    env = os.environ.get("HOSTMON_SHARED_DATA")
-    base = Path(env) if env else SHARED_DATA
-    path = base.joinpath(*parts)
+    """A path (file or folder) of the real-data set, with the rules of :func:`shared_data_file`: skipped when
+    HOSTMON_SHARED_DATA is unset (a clone alone, public CI), a failure when it is set and the path is missing."""
+    base = os.environ.get(SHARED_DATA_ENV)
+    if not base:
+        pytest.skip(f"real-data evaluation: set {SHARED_DATA_ENV}=DIR to run it (.ci/run does when ../shared/data exists)")
+    path = Path(base).joinpath(*parts)
     if not path.exists():
-        msg = f"shared data {path} not found (set HOSTMON_SHARED_DATA)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
+        pytest.fail(f"{path} missing: {SHARED_DATA_ENV}={base} does not hold {'/'.join(parts)}")
     return path
 
 

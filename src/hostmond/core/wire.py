@@ -323,7 +323,7 @@ _EVENT_KEYS = frozenset({"e", "t", "f", "l"})
 _TYPES = frozenset({COUNTER, GAUGE})
 _NUM = (int, float)
 # Timestamps (seconds) must stay within the int64 milliseconds of remote write and SQLite's
-# integers; the ingest refuses others with 422 (its ingest.decode.MAX_ABS_TIMESTAMP, the same bound).
+# integers; the ingest refuses others with 422 (it checks this same bound).
 MAX_ABS_TIMESTAMP = 9.2e15
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.anomaly.detector import Detector  # noqa: E402
+from agent.anomaly.detector import Detector
 
 
 def series(seed: int, n: int) -> list[float]:

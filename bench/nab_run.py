@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.anomaly.detector import DEFAULT_PARAMS, Detector  # noqa: E402
+from agent.anomaly.detector import DEFAULT_PARAMS, Detector
 
 
 def run_file(src: Path, dst: Path) -> tuple[int, float]:

@@ -98,7 +98,7 @@ DEFAULT_PARAMS = DetectorParams()
 class Detector:
     """One series' model. ``update(x)`` returns the anomaly score of ``x`` in [0, 1]."""
 
-    __slots__ = ("p", "n", "mean", "var", "short_avg", "long_mean", "long_var", "lo", "hi", "record", "last_mean", "last_sd")
+    __slots__ = ("hi", "last_mean", "last_sd", "lo", "long_mean", "long_var", "mean", "n", "p", "record", "short_avg", "var")
 
     def __init__(self, params: DetectorParams = DEFAULT_PARAMS) -> None:
         self.p = params
@@ -129,8 +129,7 @@ class Detector:
         self.last_mean = m
         self.last_sd = sd
         z = abs(d) / sd
-        if z > p.zclip:
-            z = p.zclip
+        z = min(z, p.zclip)
         # learn the baseline (a running mean until 1/alpha samples)
         a = p.alpha if n * p.alpha > 1.0 else 1.0 / n
         self.mean = m + a * d
@@ -156,18 +155,17 @@ class Detector:
         s = surprise(z) if z > 0.0 else 0.0
         zl = (sa - self.long_mean) / (math.sqrt(lv) + 1e-12)
         if zl > 0.0:
-            s2 = surprise(zl if zl < 1e6 else 1e6)
-            if s2 > s:
-                s = s2
+            s2 = surprise(min(1000000.0, zl))
+            s = max(s, s2)
         # relative to the recent maximum
         floor = p.record_floor
-        rec = self.record if self.record > floor else floor
+        rec = max(floor, self.record)
         score = 0.5 * s / rec
         rec *= 1.0 - p.record_decay
-        self.record = s if s > rec else rec
+        self.record = max(rec, s)
         if novel:
             return 1.0
-        return score if score < 1.0 else 1.0
+        return min(1.0, score)
 
     def expected_range(self) -> tuple[float, float]:
         """The band the model held before the last sample: mean ± band × sd."""

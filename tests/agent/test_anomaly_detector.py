@@ -6,6 +6,8 @@ import random
 
 import pytest
 
+T0 = 1_700_006_400.0  # a UTC midnight
+
 from agent.anomaly.detector import DEFAULT_PARAMS, Detector, DetectorParams, surprise
 
 
@@ -62,17 +64,65 @@ def test_non_finite_values_are_ignored() -> None:
 
 
 def test_state_round_trips_through_json_and_continues_identically() -> None:
-    xs = noisy(800, seed=5) + [80.0] + noisy(200, seed=6)
+    xs = noisy(3000, seed=5) + [80.0] + noisy(200, seed=6)
+    ts = [T0 + 300.0 * i for i in range(len(xs))]
     a = Detector()
-    feed(a, xs[:500])
+    for x, t in zip(xs[:2000], ts, strict=False):
+        a.update(x, t)
+    assert sum(a.counts) > 24  # the seasonal profile is part of the state
     b = Detector.from_state(json.loads(json.dumps(a.to_state())))
-    assert feed(a, xs[500:]) == feed(b, xs[500:])
-    assert len(json.dumps(a.to_state())) < 400
+    assert [a.update(x, t) for x, t in zip(xs[2000:], ts[2000:], strict=True)] == [
+        b.update(x, t) for x, t in zip(xs[2000:], ts[2000:], strict=True)
+    ]
+    assert len(json.dumps(a.to_state())) < 1500
+
+
+def test_a_value_unusual_for_its_hour_is_scored_by_the_seasonal_profile() -> None:
+    # a daily wave sampled every 5 minutes: 20 at night, 80 by day, little noise; then
+    # one afternoon the value stays at the night level: inside the seen range, and
+    # the fast baseline follows the wave, so only the profile can call it unusual
+    r = random.Random(7)
+
+    def wave(i: int) -> float:
+        return 50 - 30 * math.cos(2 * math.pi * (i % 288) / 288) + r.gauss(0, 1)
+
+    d = Detector()
+    for i in range(288 * 6):
+        d.update(wave(i), T0 + 300.0 * i)
+    day7 = 288 * 6
+    quiet = [d.update(wave(i), T0 + 300.0 * i) for i in range(day7, day7 + 120)]
+    assert max(quiet) < DEFAULT_PARAMS.threshold
+    for i in range(day7 + 120, day7 + 170):
+        if d.update(20 + r.gauss(0, 1), T0 + 300.0 * i) >= DEFAULT_PARAMS.threshold:
+            break
+    else:
+        pytest.fail("no alarm while the value sat at its night level in the afternoon")
+    lo, hi = d.expected_range()  # what the profile expected for this hour: well above 20
+    assert lo > 25, (lo, hi)
+
+
+def test_an_alarm_holds_further_alarms_for_hold_samples() -> None:
+    d = Detector()
+    feed(d, noisy(600))
+    assert d.update(200.0) == 1.0
+    assert all(s < 0.6 for s in feed(d, [300.0, 400.0, 500.0]))  # halved while held
+    feed(d, noisy(DEFAULT_PARAMS.hold))
+    assert d.update(5000.0) == 1.0
 
 
 @pytest.mark.parametrize(
     "state",
-    [{"v": 99}, [], {"v": 1, "n": -1}, {**Detector().to_state(), "var": -1.0}, {**Detector().to_state(), "mean": "x"}, {**Detector().to_state(), "n": True}],
+    [
+        {"v": 99},
+        [],
+        {"v": 1, "n": 1},
+        {**Detector().to_state(), "base": [1, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0]},
+        {**Detector().to_state(), "record": "x"},
+        {**Detector().to_state(), "n": True},
+        {**Detector().to_state(), "profile": [1.0]},
+        {**Detector().to_state(), "range": [0.0, float("nan")]},
+        {**Detector().to_state(), "slot": [99, 0.0, 0]},
+    ],
 )
 def test_untrustworthy_state_is_refused(state: object) -> None:
     with pytest.raises(ValueError):

@@ -22,9 +22,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from agent.anomaly.detector import Detector
+from hostmond.agent.anomaly.detector import Detector
 
 
 def series(seed: int, n: int) -> list[float]:

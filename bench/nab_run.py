@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run the agent's anomaly detector over the Numenta Anomaly Benchmark corpus.
 
-  python3 bench/nab_run.py --data ../shared/data/nab/data --out /tmp/nab-out
+  .venv/bin/python bench/nab_run.py --data ../shared/data/nab/data --out /tmp/nab-out
   ../shared/tools/nab-score /tmp/nab-out
 
 For every DATA/<category>/<file>.csv (columns timestamp,value) it streams the
@@ -19,9 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from agent.anomaly.detector import DEFAULT_PARAMS, Detector
+from hostmond.agent.anomaly import detector as detector_mod
+from hostmond.agent.anomaly.detector import DEFAULT_PARAMS, Detector
 
 
 def ts(text: str) -> float:
@@ -66,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         n, c = run_file(f, a.out / f.parent.name / f.name)
         total += n
         cpu += c
-    print(f"{len(files)} files, {total} samples, params {DEFAULT_PARAMS}")
+    print(f"{len(files)} files, {total} samples, detector {detector_mod.__file__}, params {DEFAULT_PARAMS}")
     print(f"detector CPU {cpu:.2f} s, {cpu / total * 1e6:.2f} µs per sample (mean, including the timer)")
     print(f"score with: ../shared/tools/nab-score {a.out}")
     return 0

@@ -20,7 +20,6 @@ import statistics
 import sys
 import time
 import tracemalloc
-from pathlib import Path
 
 from hostmond.agent.anomaly.detector import Detector
 

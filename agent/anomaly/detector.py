@@ -85,7 +85,7 @@ class DetectorParams:
     season_weight: float = 0.8  # the seasonal residual's surprise counts this much
     season_visit: float = 0.5  # weight of the latest visit's mean in a slot's profile value
     season_min: int = 3  # visits a slot needs before its residual is scored
-    threshold: float = 0.6  # an alarm: score at or above this (the agent's event threshold)
+    threshold: float = 0.8  # an alarm: score at or above this (the agent's event threshold)
     hold: int = 30  # after an alarm, scores are halved for this many samples (one incident, one alarm)
 
     def validate(self) -> list[str]:
@@ -174,7 +174,7 @@ def _finite(v: Any) -> bool:
 class Detector:
     """One series' model. ``update(x, t)`` returns the anomaly score of ``x`` (seen at unix time ``t``) in [0, 1]."""
 
-    __slots__ = ("acc", "acc_n", "base", "counts", "expected", "hi", "lo", "n", "p", "profile", "quiet", "record", "season", "slot")
+    __slots__ = ("acc", "acc_n", "alarm", "base", "counts", "expected", "hi", "lo", "n", "p", "profile", "quiet", "record", "season", "slot")
 
     def __init__(self, params: DetectorParams = DEFAULT_PARAMS) -> None:
         self.p = params
@@ -189,7 +189,8 @@ class Detector:
         self.acc_n = 0
         self.lo = self.hi = 0.0
         self.record = 0.0
-        self.quiet = 0
+        self.quiet = 0  # samples left in the hold after an alarm
+        self.alarm = False  # the last update raised an alarm
         self.expected = (0.0, 0.0)
 
     def update(self, x: float, t: float | None = None) -> float:
@@ -198,6 +199,7 @@ class Detector:
         ``t`` (unix seconds) feeds the seasonal profile; without it the profile is skipped.
         NaN and infinities are ignored (score 0, nothing learned).
         """
+        self.alarm = False
         if not math.isfinite(x):
             return 0.0
         p = self.p
@@ -251,6 +253,7 @@ class Detector:
             return score * 0.5
         if score >= p.threshold:
             self.quiet = p.hold
+            self.alarm = True
         return score
 
     def expected_range(self) -> tuple[float, float]:

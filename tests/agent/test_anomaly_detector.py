@@ -8,7 +8,12 @@ import pytest
 
 T0 = 1_700_006_400.0  # a UTC midnight
 
-from hostmond.agent.anomaly.detector import DEFAULT_PARAMS, Detector, DetectorParams, surprise
+from hostmond.agent.anomaly.detector import (
+    DEFAULT_PARAMS,
+    Detector,
+    DetectorParams,
+    surprise,
+)
 
 
 def noisy(n: int, seed: int = 1, level: float = 50.0, sd: float = 2.0) -> list[float]:

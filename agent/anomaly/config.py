@@ -91,7 +91,7 @@ def _w(
     return WatchRule(metric=metric, match=match or {}, exclude=exclude or {}, by=list(by), rate=rate)
 
 
-_VIRTUAL_NET = {"device": r"lo|veth.*|docker.*|br-.*|cni.*|flannel.*|cali.*|virbr.*|tun.*|tap.*|ifb.*"}
+_VIRTUAL_NET = {"device": r"lo|veth.*|docker.*|podman.*|br-.*|cni.*|flannel.*|cali.*|virbr.*|tun.*|tap.*|ifb.*"}
 _VIRTUAL_DISK = {"device": r"loop.*|ram.*|zram.*|dm-.*|sr.*"}
 
 # The host defaults: CPU busy and iowait, load, memory available, swap activity,

@@ -43,7 +43,8 @@ about 1 KiB of JSON state (``bench/anomaly_bench.py`` measures both). CPU:
 
 ``expected_range()`` gives the band the model held for the last sample
 (``expected ± band * sd`` of the baseline, or of the seasonal profile when that
-was the more surprised), so an alarm can say what was expected.
+was the more surprised, cut to the bounds beyond which a value counts as
+novel), so an alarm can say what was expected.
 """
 
 from __future__ import annotations
@@ -234,6 +235,9 @@ class Detector:
         # range novelty; the seen range only grows by novel steps, so a slow creep out of it still counts
         novel = False
         tol = p.range_tol * (self.hi - self.lo)
+        # what the model held normal: the band, within the bounds beyond which a value is novel
+        elo, ehi = max(self.expected[0], self.lo - tol), min(self.expected[1], self.hi + tol)
+        self.expected = (elo, ehi) if elo <= ehi else (self.lo - tol, self.hi + tol)
         if x > self.hi + tol:
             novel = True
             self.hi = x

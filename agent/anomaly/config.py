@@ -130,7 +130,7 @@ class AnomalyConfig:
     threshold: float = field(DEFAULT_PARAMS.threshold, "Score at or above which a series raises an 'anomaly' event (0 to 1).", check=_check_threshold)
     hold: int = field(DEFAULT_PARAMS.hold, "Samples after an event during which the same series raises no other.", check=check_not_negative)
     learn_samples: int = field(
-        120, "Samples a new series only learns from before it may raise events (its score is published from the start).", check=check_not_negative
+        120, "Samples a new series only learns from before it may raise events (its published score reads 0 until then).", check=check_not_negative
     )
     save_interval: float = field(300.0, "Seconds between two saves of the models to the state directory (and at stop).", check=check_positive)
     alpha: float = field(DEFAULT_PARAMS.alpha, "Weight of each new sample in the baseline: about 1/alpha samples of memory.", check=check_fraction)

@@ -227,13 +227,15 @@ class AnomalyStage:
             else:
                 v = x
             det = ser.det
-            score = ser.score = det.update(v, t)
+            score = det.update(v, t)
+            learning = det.n <= self.cfg.learn_samples
+            ser.score = 0.0 if learning else score  # no alarm on /metrics or alerts before events may be raised
             if score >= thr / 2:
                 if ser.since is None:
                     ser.since = t
             elif det.quiet == 0:
                 ser.since = None
-            if det.alarm and det.n > self.cfg.learn_samples:
+            if det.alarm and not learning:
                 events.append(self._event(ser, v, t))
         return events
 

@@ -108,8 +108,9 @@ def test_no_event_while_a_series_is_still_learning(tmp_path: Path) -> None:
     st, keep = make(tmp_path, learn_samples=200)
     t = quiet_load(st, 100)
     st.submit(col(t + 15, 50.0))
-    assert st.series["load|"].score == 1.0  # the score is published...
-    assert not [e for c in keep.cols for e in c.events]  # ...but no event yet
+    assert st.series["load|"].det.alarm  # the model is surprised...
+    assert st.series["load|"].score == 0.0  # ...but publishes 0 and raises no event yet
+    assert not [e for c in keep.cols for e in c.events]
 
 
 def test_series_beyond_max_series_are_counted_not_modelled(tmp_path: Path) -> None:

@@ -310,7 +310,7 @@ def test_rules_and_dashboards_use_only_declared_metric_names() -> None:
         exprs += [t["expr"] for p in panels(d) for t in p["targets"]]
     funcs = {
         "sum", "avg", "min", "max", "count", "topk", "rate", "increase", "deriv", "predict_linear", "abs",
-        "changes", "timestamp", "absent", "by", "without", "on", "unless", "and", "or",
+        "changes", "timestamp", "absent", "by", "without", "on", "unless", "and", "or", "max_over_time",
     }
     used: set[str] = set()
     for e in exprs:

@@ -38,8 +38,9 @@ MEM = "node_memory_MemAvailable_bytes"
 DISK = "node_disk_written_bytes_total"
 
 
-def _config(tmp: Path, port: int) -> Path:
+def _config(tmp: Path, port: int, learn: int = LEARN, ship: bool = False) -> Path:
     p = tmp / "hostmon.toml"
+    shipping = "batch_max_age = 1.0" if ship else "enabled = false"
     p.write_text(
         f"""
 state_dir = "{tmp / "state"}"
@@ -49,7 +50,7 @@ listen = "127.0.0.1:{port}"
 interval = {INTERVAL}
 jitter = 0.0
 [shipping]
-enabled = false
+{shipping}
 [collectors.processes]
 enabled = false
 [collectors.auth]
@@ -60,7 +61,7 @@ enabled = false
 enabled = false
 [anomaly]
 defaults = false
-learn_samples = {LEARN}
+learn_samples = {learn}
 season_weight = 0.0
 [[anomaly.watch]]
 metric = "node_cpu_seconds_total"
@@ -77,11 +78,12 @@ exclude = {{ device = "loop.*|ram.*|zram.*|dm-.*|sr.*" }}
 
 
 @contextmanager
-def agent(tmp: Path) -> Iterator[tuple[str, Path]]:
+def agent(tmp: Path, learn: int = LEARN, ship: bool = False) -> Iterator[tuple[str, Path]]:
     port = free_port()
     log = tmp / "agent.log"
+    cfg = _config(tmp, port, learn, ship)
     with open(log, "wb") as f:
-        p = subprocess.Popen([sys.executable, "-m", "hostmond.cli", "run", "--config", str(_config(tmp, port))], stdout=f, stderr=f)
+        p = subprocess.Popen([sys.executable, "-m", "hostmond.cli", "run", "--config", str(cfg)], stdout=f, stderr=f)
     try:
         url = f"http://127.0.0.1:{port}/metrics"
         wait_until(lambda: "hostmon_anomaly_series_watched" in scrape(url), timeout=30, what="the agent's /metrics")
@@ -110,8 +112,8 @@ def cycles(url: str) -> float:
     return 0.0
 
 
-def learn(url: str) -> None:
-    wait_until(lambda: cycles(url) >= LEARN + 4, timeout=LEARN * INTERVAL * 4 + 30, interval=0.5, what="the learning cycles")
+def learn(url: str, n: int = LEARN) -> None:
+    wait_until(lambda: cycles(url) >= n + 4, timeout=n * INTERVAL * 4 + 30, interval=0.5, what="the learning cycles")
 
 
 @contextmanager
@@ -179,3 +181,25 @@ def test_a_quiet_run_of_the_same_length_raises_no_event(tmp_path: Path) -> None:
         assert events(log) == []
         assert 'hostmon_anomaly_series_watched{' in scrape(url)
         os.sync()
+
+
+def test_anomaly_events_are_shipped_and_read_back_with_ingest_query_kind_anomaly(tmp_path: Path) -> None:
+    """The event travels the real path: stage -> shipper -> embedded ingest -> `hostmon ingest query`."""
+    with agent(tmp_path, learn=40, ship=True) as (url, log):
+        learn(url, 40)
+        n, c0 = len(events(log)), cycles(url)
+        with process(BALLOON):
+            wait_event(log, MEM, n, c0, url)
+        db = tmp_path / "state" / "ingest" / "ingest.db"
+
+        def query(kind: str) -> list[dict[str, Any]]:
+            out = subprocess.run(
+                [sys.executable, "-m", "hostmond.cli", "ingest", "query", "--db", str(db), "--tenant", "default",
+                 "--events", "--kind", kind, "--format", "json"],
+                capture_output=True, text=True, timeout=30, check=True,
+            ).stdout
+            return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+        rows = wait_until(lambda: [r for r in query("anomaly") if MEM in json.dumps(r)], timeout=30, interval=1.0, what="the shipped event")
+        assert rows[0]["kind"] == "anomaly"
+        assert query("auth_failure") == []  # the kind filter filters

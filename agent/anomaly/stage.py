@@ -83,6 +83,14 @@ def _deep_size(o: Any, seen: set[int] | None = None) -> int:
     return n
 
 
+def _model_size(params: DetectorParams) -> int:
+    """Bytes of one model once its statistics and hour profile hold distinct numbers."""
+    d = Detector(params)
+    for i in range(48):
+        d.update(float(i % 7), i * 3600.0)
+    return _deep_size(d)
+
+
 class _Series:
     __slots__ = ("counter", "det", "key", "labels", "metric", "prev", "prev_n", "prev_t", "score", "series", "since")
 
@@ -120,7 +128,7 @@ class AnomalyStage:
         self.restore_errors = 0
         self.last_save = time.monotonic()
         self._saving: asyncio.Future[Any] | None = None
-        self._model_bytes = _deep_size(Detector(self.params))
+        self._model_bytes = _model_size(self.params)
         self.publish: Callable[[list[Sample]], None] | None = None  # /metrics: set by attach()
         self.downstream: Callable[[], Iterable[Consumer]] = list
 

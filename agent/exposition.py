@@ -1,14 +1,17 @@
-"""Prometheus exposition: render the last snapshot once per change, serve cached bytes.
+"""Prometheus exposition: render the last snapshot at most once per change, serve cached bytes.
 
 The request path does no collection and no I/O: ``MetricStore.update`` replaces
-one collector's samples and schedules a render (coalesced, at most one per
-``min_render_interval``); handlers return the cached body for the negotiated
-format (text 0.0.4 or OpenMetrics 1.0.0), gzipped once per render when asked.
+one collector's samples and marks the snapshot changed; the first request after
+a change renders it from memory (and gathers the in-memory self-metrics), every
+later request until the next change gets the cached body for the negotiated
+format (text 0.0.4 or OpenMetrics 1.0.0), gzipped once per snapshot when asked.
+Rendering on demand, not on every update, matters at long intervals: the
+collectors finish at different times within a cycle (jitter), and a render per
+update was several renders per scrape.
 """
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import logging
 import math
@@ -18,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from hostmond.core import selfmetrics
-from hostmond.core.model import COUNTER, MetricSpec, Sample
+from hostmond.core.model import COUNTER, UNTYPED, MetricSpec, Sample
 from hostmond.web.security import apply_web_security
 
 log = logging.getLogger("hostmon.http")
@@ -50,11 +53,30 @@ def fmt_value(v: float) -> str:
 
 
 class Renderer:
-    """Turns samples into exposition text. Label strings are cached across renders."""
+    """Turns samples into exposition text. Label strings are cached across renders.
 
-    def __init__(self, specs: Mapping[str, MetricSpec]) -> None:
+    ``hidden_labels`` are label names left out of the text (the ``host`` tag by
+    default, see ``http.host_label``): the samples keep them, so shipped batches
+    still carry them.
+    """
+
+    def __init__(self, specs: Mapping[str, MetricSpec], hidden_labels: Iterable[str] = ()) -> None:
         self.specs = dict(specs)
         self._label_cache: dict[tuple[tuple[str, str], ...], str] = {}
+        self.hidden_labels: frozenset[str] = frozenset(hidden_labels)
+        # run-time families (Collector.family): their specs, and sample name -> family name
+        self.dynamic: dict[str, MetricSpec] = {}
+        self.family_of: dict[str, str] = {}
+
+    def set_dynamic(self, families: Iterable[MetricSpec]) -> None:
+        self.dynamic = {f.name: f for f in families}
+        self.family_of = {sn: f.name for f in self.dynamic.values() for sn in f.sample_names() if sn != f.name}
+
+    def set_hidden_labels(self, names: Iterable[str]) -> None:
+        names = frozenset(names)
+        if names != self.hidden_labels:
+            self.hidden_labels = names
+            self._label_cache.clear()
 
     def _labels(self, labels: dict[str, str]) -> str:
         if not labels:
@@ -64,16 +86,20 @@ class Renderer:
         if s is None:
             if len(self._label_cache) > 50_000:  # series churn: start over rather than grow
                 self._label_cache.clear()
-            s = "{" + ",".join(f'{k}="{_esc(str(v))}"' for k, v in key) + "}"
+            hidden = self.hidden_labels
+            shown = [(k, v) for k, v in key if k not in hidden] if hidden else key
+            s = "{" + ",".join(f'{k}="{_esc(str(v))}"' for k, v in shown) + "}" if shown else ""
             self._label_cache[key] = s
         return s
 
     def group(self, samples: Iterable[Sample]) -> dict[str, list[Sample]]:
         fam: dict[str, list[Sample]] = {}
+        family_of = self.family_of
         for s in samples:
-            lst = fam.get(s.name)
+            key = family_of.get(s.name, s.name) if family_of else s.name
+            lst = fam.get(key)
             if lst is None:
-                fam[s.name] = [s]
+                fam[key] = [s]
             else:
                 lst.append(s)
         return fam
@@ -83,7 +109,7 @@ class Renderer:
         out: list[str] = []
         lab = self._labels
         for name, lst in fam.items():
-            spec = self.specs.get(name)
+            spec = self.specs.get(name) or self.dynamic.get(name)
             if spec is None:
                 # a self-metric whose module loaded after this store was built (the shipper)
                 spec = selfmetrics.find(name)
@@ -95,16 +121,17 @@ class Renderer:
             if openmetrics:
                 if typ == COUNTER and name.endswith("_total"):
                     fname = name[:-6]
-                elif typ == COUNTER:
+                elif typ in (COUNTER, UNTYPED):
                     typ = "unknown"
             out.append(f"# HELP {fname} {_esc_help(help_)}\n# TYPE {fname} {typ}\n")
             for s in lst:
+                sname = s.name
                 if s.timestamp is None:
-                    out.append(f"{name}{lab(s.labels)} {fmt_value(s.value)}\n")
+                    out.append(f"{sname}{lab(s.labels)} {fmt_value(s.value)}\n")
                 elif openmetrics:
-                    out.append(f"{name}{lab(s.labels)} {fmt_value(s.value)} {s.timestamp:.3f}\n")
+                    out.append(f"{sname}{lab(s.labels)} {fmt_value(s.value)} {s.timestamp:.3f}\n")
                 else:
-                    out.append(f"{name}{lab(s.labels)} {fmt_value(s.value)} {int(s.timestamp * 1000)}\n")
+                    out.append(f"{sname}{lab(s.labels)} {fmt_value(s.value)} {int(s.timestamp * 1000)}\n")
         if openmetrics:
             out.append("# EOF\n")
         return "".join(out).encode("utf-8")
@@ -114,20 +141,20 @@ class MetricStore:
     """The last snapshot: samples per source, and the cached renderings.
 
     ``update(source, samples)`` is called from the event loop by the runtime
-    after each collection (and for self-metrics). ``render()`` builds the text
-    body; it runs from a coalesced loop callback, never from a request.
+    after each collection. ``body()`` renders the snapshot when it changed since
+    the last render (once, whatever the number of requests) and caches each format.
     """
 
-    def __init__(self, specs: Mapping[str, MetricSpec], min_render_interval: float = 0.5) -> None:
+    def __init__(self, specs: Mapping[str, MetricSpec]) -> None:
         self.renderer = Renderer(specs)
         self._sources: dict[str, list[Sample]] = {}
+        self._families: dict[str, dict[str, MetricSpec]] = {}
         self._providers: list[Callable[[], Iterable[Sample]]] = []
-        self.min_render_interval = min_render_interval
         self._bodies: dict[tuple[bool, bool], bytes] = {}
         self._text = b""
         self._om: bytes | None = None
-        self._handle: asyncio.TimerHandle | None = None
-        self._last_render = 0.0
+        self._om_samples: list[Sample] = []
+        self._dirty = True
         self.renders = 0
 
     def add_specs(self, specs: Iterable[MetricSpec]) -> None:
@@ -138,32 +165,34 @@ class MetricStore:
         """A callable giving in-memory self-metrics (no I/O) gathered at each render."""
         self._providers.append(fn)
 
-    def update(self, source: str, samples: list[Sample]) -> None:
+    def update(self, source: str, samples: list[Sample], families: Mapping[str, MetricSpec] | None = None) -> None:
+        """Replace ``source``'s samples; ``families`` are its run-time families (see ``Collector.family``)."""
         self._sources[source] = samples
-        self._schedule()
+        old = self._families.get(source)
+        if families:
+            if old != families:
+                self._families[source] = dict(families)
+                self._dynamic_changed()
+        elif old is not None:
+            del self._families[source]
+            self._dynamic_changed()
+        self._dirty = True
 
     def remove(self, source: str) -> None:
         self._sources.pop(source, None)
-        self._schedule()
+        if self._families.pop(source, None) is not None:
+            self._dynamic_changed()
+        self._dirty = True
 
-    def _schedule(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.render()
-            return
-        if self._handle is not None:
-            return
-        delay = max(0.0, self._last_render + self.min_render_interval - loop.time())
-        self._handle = loop.call_later(delay, self._render_cb)
+    def family_owner(self, name: str) -> str | None:
+        """The source whose run-time family ``name`` is (None when no source has it)."""
+        for src, fams in self._families.items():
+            if name in fams:
+                return src
+        return None
 
-    def _render_cb(self) -> None:
-        self._handle = None
-        self._last_render = asyncio.get_running_loop().time()
-        try:
-            self.render()
-        except Exception:  # noqa: BLE001 - keep serving the previous body
-            log.exception("render failed; serving the previous snapshot")
+    def _dynamic_changed(self) -> None:
+        self.renderer.set_dynamic(f for fams in self._families.values() for f in fams.values())
 
     def all_samples(self) -> list[Sample]:
         out: list[Sample] = []
@@ -182,16 +211,23 @@ class MetricStore:
         self._om_samples = samples  # OpenMetrics rendered lazily, once per snapshot
         self._om = None
         self._bodies = {}
+        self._dirty = False
         self.renders += 1
 
     def body(self, openmetrics: bool, gz: bool) -> bytes:
+        if self._dirty:
+            try:
+                self.render()
+            except Exception:  # noqa: BLE001 - keep serving the previous body
+                self._dirty = False  # not again for every request until the next change
+                log.exception("render failed; serving the previous snapshot")
         key = (openmetrics, gz)
         b = self._bodies.get(key)
         if b is not None:
             return b
         if openmetrics:
             if self._om is None:
-                self._om = self.renderer.render(getattr(self, "_om_samples", []), openmetrics=True)
+                self._om = self.renderer.render(self._om_samples, openmetrics=True)
             b = self._om
         else:
             b = self._text
@@ -227,15 +263,24 @@ def wants_gzip(accept_encoding: str) -> bool:
 class MetricsServer:
     """aiohttp server for /metrics, /healthz, /readyz."""
 
-    def __init__(self, store: MetricStore, host: str, port: int, is_ready: Callable[[], bool], web_config: Any = None) -> None:
+    def __init__(
+        self,
+        store: MetricStore,
+        host: str,
+        port: int,
+        is_ready: Callable[[], bool],
+        web_config: Any = None,
+        telemetry_path: str = "/metrics",
+    ) -> None:
         self.store = store
+        self.telemetry_path = telemetry_path
         self.host = host
         self.port = port
         self.is_ready = is_ready
         self.web_config = web_config
         self._runner: web.AppRunner | None = None
         self.app = web.Application()
-        self.app.router.add_get("/metrics", self.metrics)
+        self.app.router.add_get(telemetry_path, self.metrics)
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/readyz", self.readyz)
         self.app.router.add_get("/", self.index)
@@ -264,7 +309,7 @@ class MetricsServer:
     async def index(self, request: web.Request) -> web.Response:
         return web.Response(
             text="<html><head><title>hostmon</title></head><body><h1>hostmon</h1>"
-            '<p><a href="/metrics">/metrics</a> <a href="/healthz">/healthz</a> <a href="/readyz">/readyz</a></p>'
+            f'<p><a href="{self.telemetry_path}">{self.telemetry_path}</a> <a href="/healthz">/healthz</a> <a href="/readyz">/readyz</a></p>'
             "</body></html>",
             content_type="text/html",
         )

@@ -71,6 +71,8 @@ def test_severities_cover_the_issue() -> None:
         # anomalies: several series at once (P2), one series (P3)
         "HostAnomalySeveralSeries": "P2",
         "HostAnomaly": "P3",
+        # P2 too: a high-severity compliance check newly failing (issue 16)
+        "HostmonComplianceCheckFailing": "P2",
         # P3 info: agent restarted, clock skew
         "HostmonAgentRestarted": "P3",
         "HostClockSkew": "P3",

@@ -35,6 +35,7 @@ TENANT = "acme"
 MAY_BE_EMPTY = {
     ("hostmon / Agent health", "Partial errors by reason"): "series exist only once a collector reported a partial error",
     ("hostmon / Agent health", "Send failures (retried)"): "series exist only once a send failed",
+    ("hostmon / Security", "Failing checks"): "empty on a host that passes every compliance check",
 }
 
 
@@ -155,6 +156,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, require_tool: RequireTool) -
         "journal = false\n"
         'btmp = ""\n'
         "read_from_start = true\n"
+        "[collectors.compliance]\n"
+        "enabled = true\n"
+        # the two tree walks cost seconds at start; the rest of the default policy runs
+        'skip_checks = ["world_writable_system_files", "unexpected_suid"]\n'
     )
     agent_port, prom_port = free_port(), free_port()
     env = {
@@ -226,15 +231,17 @@ def test_template_variable_queries_return_the_agent(stack: Stack) -> None:
     assert status == 200 and TENANT in json.loads(body)["data"]
     status, body = get(
         stack.prom_url
-        + "/api/v1/label/host/values?"
+        + "/api/v1/label/instance/values?"
         + urllib.parse.urlencode({"match[]": f'hostmon_build_info{{tenant_id=~"{TENANT}"}}'})
     )
-    assert status == 200 and json.loads(body)["data"] == [socket.gethostname()]
+    assert status == 200 and json.loads(body)["data"] == [stack.agent_url.split("//")[1].split("/")[0]]
+    status, body = get(stack.prom_url + "/api/v1/label/host/values?" + urllib.parse.urlencode({"match[]": "hostmon_build_info"}))
+    assert status == 200 and json.loads(body)["data"] == [], "the scrape carries instance, not the agent's host tag"
 
 
 @pytest.mark.slow
 def test_every_panel_query_runs_and_core_panels_have_data(stack: Stack) -> None:
-    variables = {"tenant_id": TENANT, "host": ".*", "datasource": "prometheus"}
+    variables = {"tenant_id": TENANT, "instance": ".*", "datasource": "prometheus"}
     errors: list[str] = []
     empty: list[str] = []
     seen: set[tuple[str, str]] = set()
@@ -310,7 +317,7 @@ def test_rules_and_dashboards_use_only_declared_metric_names() -> None:
         exprs += [t["expr"] for p in panels(d) for t in p["targets"]]
     funcs = {
         "sum", "avg", "min", "max", "count", "topk", "rate", "increase", "deriv", "predict_linear", "abs",
-        "changes", "timestamp", "absent", "by", "without", "on", "unless", "and", "or", "max_over_time",
+        "changes", "timestamp", "absent", "by", "without", "on", "unless", "and", "or", "max_over_time", "bool",
     }
     used: set[str] = set()
     for e in exprs:

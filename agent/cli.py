@@ -289,6 +289,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         consumers: list[Any] = []
         agent = Agent(cfg, path, consumers, environ=dict(os.environ), overrides=overrides)
         agent.notifier = Notifier.from_env()
+        from hostmond.agent.anomaly.stage import make_stage
+
+        stage = make_stage(cfg, agent)
+        if stage is not None:
+            agent.consumers.append(stage)
         shipper = await _make_shipper(cfg, agent, args.embedded)
         if shipper is not None:
             agent.consumers.append(shipper)

@@ -31,6 +31,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
+from hostmond.agent.anomaly.config import AnomalyConfig
 from hostmond.agent.shipping.config import ShippingConfig
 from hostmond.agent.tenancy import TenantRule
 
@@ -157,6 +158,7 @@ class Config:
     collectors: dict[str, dict[str, Any]] = field({}, "Per-collector sections, [collectors.NAME].", raw=True)
     shipping: ShippingConfig = dataclasses.field(default_factory=ShippingConfig)
     web: WebConfig = dataclasses.field(default_factory=WebConfig)
+    anomaly: AnomalyConfig = dataclasses.field(default_factory=AnomalyConfig)
 
     # filled by load(): not config keys
     source: str = dataclasses.field(default="<defaults>", metadata={"internal": True})

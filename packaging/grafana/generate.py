@@ -275,6 +275,27 @@ def host_overview() -> dict[str, Any]:
                     ),
                 ],
             ),
+            (
+                "Anomalies",
+                [
+                    Panel(
+                        "Anomaly rate",
+                        [(f"hostmon_anomaly_rate{{{SEL}}}", "{{instance}}")],
+                        unit="percentunit",
+                        max=1,
+                        width=8,
+                        description="Share of each host's watched series that raised an anomaly within their hold window (docs/anomaly.md).",
+                    ),
+                    Panel(
+                        "Anomaly scores (top 10)",
+                        [(f"topk(10, max_over_time(hostmon_anomaly_score{{{SEL}}}[{RI}]))", "{{instance}} {{metric}} {{series}}")],
+                        unit="short",
+                        max=1,
+                        width=16,
+                        description="Per watched series, 0 to 1: 0.5 is as surprising as the most surprising moment of its recent past; 0.8 or more raises an 'anomaly' event (hostmon ingest query --events --kind anomaly).",
+                    ),
+                ],
+            ),
         ],
     )
 

@@ -16,6 +16,7 @@ from hostmond.core.model import MetricSpec
 # Every module that declares self-metrics (hostmond.core.selfmetrics.declare) at import.
 SELF_METRIC_MODULES = (
     "hostmond.agent.runtime",
+    "hostmond.agent.anomaly.stage",
     "hostmond.agent.shipping.shipper",
     "hostmond.web.security",
     "hostmond.ingest.server",

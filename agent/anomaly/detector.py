@@ -1,0 +1,320 @@
+"""A streaming anomaly detector for one numeric series: constant memory, a few µs per sample.
+
+The same class runs in the agent (one instance per watched series) and in
+``bench/nab_run.py`` (one instance per Numenta Anomaly Benchmark file). It needs
+no training step and no stored history: every sample updates a few
+exponentially weighted statistics and returns a score in [0, 1].
+
+Per sample ``x`` seen at time ``t`` (``update(x, t)``):
+
+1. **Baseline.** An exponentially weighted mean and variance of the values
+   (weight ``alpha``: about ``1/alpha`` samples of memory; a plain running mean
+   until then). The deviation ``z = |x - mean| / sd`` is clipped at ``zclip``.
+   The baseline learns the sample *after* scoring it.
+2. **Spike surprise.** ``-log10`` of the normal tail probability of ``z``: how
+   many orders of magnitude unlikely this single value is.
+3. **Drift surprise.** A short average of ``z`` (weight ``short``) against the
+   long-run mean and spread of that average (weight ``long``), turned into a
+   tail probability the same way: Numenta's "anomaly likelihood" idea. It fires
+   when the series becomes persistently harder to predict (more noise, a new
+   level, a changed shape) although no single value is extreme.
+4. **Seasonal residual.** A daily profile of hour-long slots (``period_s``,
+   ``slot_s``, UTC): each slot holds an EW mean (``season_visit``) of the mean
+   of its past visits. Once a slot has been visited ``season_min`` times, the
+   residual ``x - profile[slot]`` goes through steps 1-3 with its own
+   statistics, weighted by ``season_weight``: "unusual for this hour of day".
+5. **Score.** The largest surprise ``s`` relative to the largest surprise of the
+   recent past (a maximum that decays by ``record_decay`` per sample, never
+   below ``record_floor``): ``score = min(1, 0.5 * s / recent_max)``. So 0.5
+   means "as surprising as the most surprising moment of the recent past", 1.0
+   twice as surprising or more; a series that is always noisy stops alarming
+   on its noise once it has seen it.
+6. **Range novelty.** A value beyond every value seen so far by more than
+   ``range_tol`` of the seen range scores 1.0 (the seen range grows only by
+   such steps, so a slow creep out of it still counts).
+7. **Hold.** A score at or above ``threshold`` is an alarm; the next ``hold``
+   scores are halved, so one incident gives one alarm. The first ``warmup``
+   samples only learn (score 0).
+
+Memory per series: two sets of 7 statistics, the profile (24 floats and 24
+counts with the defaults) and 9 more numbers: about 1.8 KiB as Python objects,
+about 1 KiB of JSON state (``bench/anomaly_bench.py`` measures both). CPU:
+4 to 6 µs per sample here (same bench; the budget is 20 µs).
+
+``expected_range()`` gives the band the model held for the last sample
+(``expected ± band * sd`` of the baseline, or of the seasonal profile when that
+was the more surprised, cut to the bounds beyond which a value counts as
+novel), so an alarm can say what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+_SQRT2 = math.sqrt(2.0)
+_LOG10_SQRT_2PI = math.log10(math.sqrt(2.0 * math.pi))
+_LOG10_E = math.log10(math.e)
+
+STATE_VERSION = 1
+
+
+def surprise(z: float) -> float:
+    """``-log10`` of the upper normal tail probability P(N(0,1) > z), for z > 0."""
+    if z < 8.0:
+        return -math.log10(0.5 * math.erfc(z / _SQRT2))
+    # Mills ratio asymptote: P(N > z) ~ phi(z) / z; exact to 1.5 % of the tail here.
+    return z * z / 2.0 * _LOG10_E + _LOG10_SQRT_2PI + math.log10(z)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DetectorParams:
+    """The detector's knobs. The defaults are the agent's defaults and what NAB was scored with."""
+
+    alpha: float = 0.01  # baseline weight: memory of about 100 samples
+    short: float = 0.05  # short average of deviations: about 20 samples
+    long: float = 0.002  # long-run spread of that average: about 500 samples
+    zclip: float = 10.0  # deviations beyond this many sd count as this many
+    range_tol: float = 0.05  # range novelty: beyond the seen range by this fraction of it
+    record_decay: float = 0.0005  # the recent maximum forgets about 1/2000 of itself per sample
+    record_floor: float = 0.5  # log10-surprise below which nothing counts as a record
+    warmup: int = 30  # samples that only learn
+    band: float = 3.0  # expected range reported in events: mean ± band × sd
+    period_s: float = 86400.0  # seasonal profile: a day ...
+    slot_s: float = 3600.0  # ... of hour-long slots (UTC)
+    season_weight: float = 0.8  # the seasonal residual's surprise counts this much
+    season_visit: float = 0.5  # weight of the latest visit's mean in a slot's profile value
+    season_min: int = 3  # visits a slot needs before its residual is scored
+    threshold: float = 0.8  # an alarm: score at or above this (the agent's event threshold)
+    hold: int = 30  # after an alarm, scores are halved for this many samples (one incident, one alarm)
+
+    def validate(self) -> list[str]:
+        """Return the problems (empty when valid), as 'name: reason'."""
+        errs = []
+        for name in ("alpha", "short", "long", "record_decay"):
+            v = getattr(self, name)
+            if not 0.0 < v < 1.0:
+                errs.append(f"{name}: must be between 0 and 1 (exclusive), got {v}")
+        for name in ("zclip", "record_floor", "band"):
+            if not getattr(self, name) > 0:
+                errs.append(f"{name}: must be > 0, got {getattr(self, name)}")
+        if self.range_tol < 0:
+            errs.append(f"range_tol: must be >= 0, got {self.range_tol}")
+        if self.warmup < 1:
+            errs.append(f"warmup: must be >= 1, got {self.warmup}")
+        if not 0.0 < self.season_visit <= 1.0:
+            errs.append(f"season_visit: must be in (0, 1], got {self.season_visit}")
+        if self.season_weight < 0:
+            errs.append(f"season_weight: must be >= 0 (0 turns the seasonal profile off), got {self.season_weight}")
+        if not 0 < self.slot_s <= self.period_s or self.period_s / self.slot_s > 1440:
+            errs.append(f"slot_s: must be > 0, <= period_s and leave at most 1440 slots, got {self.slot_s} for period_s {self.period_s}")
+        if self.season_min < 1:
+            errs.append(f"season_min: must be >= 1, got {self.season_min}")
+        if not 0.0 < self.threshold <= 1.0:
+            errs.append(f"threshold: must be in (0, 1], got {self.threshold}")
+        if self.hold < 0:
+            errs.append(f"hold: must be >= 0, got {self.hold}")
+        return errs
+
+
+DEFAULT_PARAMS = DetectorParams()
+
+
+class _Deviation:
+    """How surprising a value is against an EW baseline: spike and drift surprise (steps 1-3)."""
+
+    __slots__ = ("long_mean", "long_var", "mean", "n", "sd", "short_avg", "var")
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.mean = self.var = self.short_avg = self.long_mean = self.long_var = self.sd = 0.0
+
+    def update(self, x: float, p: DetectorParams) -> float:
+        """Return max(spike, drift) surprise of ``x`` (0 while warming up), then learn ``x``."""
+        n = self.n = self.n + 1
+        if n == 1:
+            self.mean = x
+            return 0.0
+        m = self.mean
+        d = x - m
+        sd = self.sd = math.sqrt(self.var) + 1e-9 + 1e-6 * abs(m)
+        z = min(abs(d) / sd, p.zclip)
+        a = p.alpha if n * p.alpha > 1.0 else 1.0 / n  # a running mean until 1/alpha samples
+        self.mean = m + a * d
+        self.var = (1.0 - a) * (self.var + a * d * d)
+        sa = self.short_avg = self.short_avg + p.short * (z - self.short_avg)
+        al = p.long if n * p.long > 1.0 else 1.0 / n
+        dl = sa - self.long_mean
+        self.long_mean += al * dl
+        lv = self.long_var = (1.0 - al) * (self.long_var + al * dl * dl)
+        if n <= p.warmup:
+            return 0.0
+        s = surprise(z) if z > 0.0 else 0.0
+        zl = (sa - self.long_mean) / (math.sqrt(lv) + 1e-12)
+        if zl > 0.0:
+            s = max(s, surprise(min(1e6, zl)))
+        return s
+
+    def state(self) -> list[float]:
+        return [self.n, self.mean, self.var, self.short_avg, self.long_mean, self.long_var, self.sd]
+
+    @classmethod
+    def from_state(cls, v: Any) -> _Deviation:
+        if not isinstance(v, list) or len(v) != 7 or not all(_finite(x) for x in v) or not isinstance(v[0], int) or v[0] < 0 or v[2] < 0 or v[5] < 0 or v[6] < 0:
+            raise ValueError("detector state: bad deviation")
+        d = cls()
+        d.n, d.mean, d.var, d.short_avg, d.long_mean, d.long_var, d.sd = v
+        return d
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+class Detector:
+    """One series' model. ``update(x, t)`` returns the anomaly score of ``x`` (seen at unix time ``t``) in [0, 1]."""
+
+    __slots__ = ("acc", "acc_n", "alarm", "base", "counts", "expected", "hi", "lo", "n", "p", "profile", "quiet", "record", "season", "slot")
+
+    def __init__(self, params: DetectorParams = DEFAULT_PARAMS) -> None:
+        self.p = params
+        self.n = 0
+        self.base = _Deviation()  # the value against its recent level
+        self.season = _Deviation()  # the value minus its slot's profile value
+        nslots = int(params.period_s // params.slot_s) if params.season_weight > 0 else 0
+        self.profile = [0.0] * nslots  # per slot: EW mean of the visits' means
+        self.counts = [0] * nslots  # per slot: visits seen (capped)
+        self.slot = -1  # the slot being visited and its running sum
+        self.acc = 0.0
+        self.acc_n = 0
+        self.lo = self.hi = 0.0
+        self.record = 0.0
+        self.quiet = 0  # samples left in the hold after an alarm
+        self.alarm = False  # the last update raised an alarm
+        self.expected = (0.0, 0.0)
+
+    def update(self, x: float, t: float | None = None) -> float:
+        """Score ``x`` against what was learned so far, then learn it.
+
+        ``t`` (unix seconds) feeds the seasonal profile; without it the profile is skipped.
+        NaN and infinities are ignored (score 0, nothing learned).
+        """
+        self.alarm = False
+        if not math.isfinite(x):
+            return 0.0
+        p = self.p
+        n = self.n = self.n + 1
+        if n == 1:
+            self.lo = self.hi = x
+        b = self.base
+        m0 = b.mean
+        s = b.update(x, p)
+        w = p.band * b.sd
+        self.expected = (m0 - w, m0 + w) if n > 1 else (x, x)
+        if self.profile and t is not None and math.isfinite(t):
+            i = int((t % p.period_s) // p.slot_s)
+            if i != self.slot:
+                j = self.slot
+                if j >= 0 and self.acc_n:
+                    c = self.counts[j]
+                    a = 1.0 / (c + 1) if c * p.season_visit < 1.0 else p.season_visit
+                    self.profile[j] += a * (self.acc / self.acc_n - self.profile[j])
+                    self.counts[j] = min(c + 1, 1_000_000)
+                self.slot, self.acc, self.acc_n = i, 0.0, 0
+            self.acc += x
+            self.acc_n += 1
+            if self.counts[i] >= p.season_min:
+                sv = self.season
+                r0 = self.profile[i] + sv.mean
+                s2 = p.season_weight * sv.update(x - self.profile[i], p)
+                if s2 > s:
+                    s = s2
+                    w = p.band * sv.sd
+                    self.expected = (r0 - w, r0 + w)
+        # range novelty; the seen range only grows by novel steps, so a slow creep out of it still counts
+        novel = False
+        tol = p.range_tol * (self.hi - self.lo)
+        # what the model held normal: the band, within the bounds beyond which a value is novel
+        elo, ehi = max(self.expected[0], self.lo - tol), min(self.expected[1], self.hi + tol)
+        self.expected = (elo, ehi) if elo <= ehi else (self.lo - tol, self.hi + tol)
+        if x > self.hi + tol:
+            novel = True
+            self.hi = x
+        elif x < self.lo - tol:
+            novel = True
+            self.lo = x
+        if n <= p.warmup:
+            return 0.0
+        # relative to the recent maximum
+        rec = max(p.record_floor, self.record)
+        score = 1.0 if novel else min(1.0, 0.5 * s / rec)
+        rec *= 1.0 - p.record_decay
+        self.record = max(rec, s)
+        # one incident, one alarm
+        if self.quiet > 0:
+            self.quiet -= 1
+            return score * 0.5
+        if score >= p.threshold:
+            self.quiet = p.hold
+            self.alarm = True
+        return score
+
+    def expected_range(self) -> tuple[float, float]:
+        """The band the model held for the last sample (of the baseline or the seasonal profile, whichever was more surprised)."""
+        return self.expected
+
+    @property
+    def learning(self) -> bool:
+        return self.n <= self.p.warmup
+
+    # -- state for the agent's state store --------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """A JSON-serialisable snapshot (finite floats and ints only)."""
+        return {
+            "v": STATE_VERSION,
+            "n": self.n,
+            "base": self.base.state(),
+            "season": self.season.state(),
+            "profile": self.profile,
+            "counts": self.counts,
+            "slot": [self.slot, self.acc, self.acc_n],
+            "range": [self.lo, self.hi],
+            "record": self.record,
+            "quiet": self.quiet,
+            "expected": list(self.expected),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], params: DetectorParams = DEFAULT_PARAMS) -> Detector:
+        """Rebuild from ``to_state()``; raises ValueError for a snapshot it cannot trust (or made with another profile shape)."""
+        if not isinstance(state, dict) or state.get("v") != STATE_VERSION:
+            raise ValueError("unknown detector state version")
+        d = cls(params)
+        try:
+            n, rec, quiet = state["n"], state["record"], state["quiet"]
+            if not (isinstance(n, int) and not isinstance(n, bool) and n >= 0 and _finite(rec) and rec >= 0 and isinstance(quiet, int) and quiet >= 0):
+                raise ValueError("detector state: bad n/record/quiet")
+            prof, counts = state["profile"], state["counts"]
+            if not (isinstance(prof, list) and isinstance(counts, list) and len(prof) == len(d.profile) == len(counts)):
+                raise ValueError("detector state: seasonal profile does not match the parameters")
+            if not all(_finite(v) for v in prof) or not all(isinstance(c, int) and c >= 0 for c in counts):
+                raise ValueError("detector state: bad seasonal profile")
+            slot, acc, acc_n = state["slot"]
+            lo, hi = state["range"]
+            elo, ehi = state["expected"]
+            if not (isinstance(slot, int) and -1 <= slot < max(1, len(prof)) and _finite(acc) and isinstance(acc_n, int) and acc_n >= 0):
+                raise ValueError("detector state: bad slot")
+            if not all(_finite(v) for v in (lo, hi, elo, ehi)):
+                raise ValueError("detector state: bad range")
+            d.base = _Deviation.from_state(state["base"])
+            d.season = _Deviation.from_state(state["season"])
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"detector state: malformed ({e})") from None
+        d.n, d.record, d.quiet = n, float(rec), quiet
+        d.profile, d.counts = [float(v) for v in prof], counts
+        d.slot, d.acc, d.acc_n = slot, float(acc), acc_n
+        d.lo, d.hi = float(lo), float(hi)
+        d.expected = (float(elo), float(ehi))
+        return d

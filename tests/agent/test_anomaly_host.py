@@ -1,0 +1,220 @@
+"""The anomaly stage on this real host: `hostmon run`, real load injected by real processes.
+
+The agent runs at a 0.25 s interval watching three series (CPU user time as a
+rate, available memory, bytes written to disk as a rate). It learns for
+LEARN cycles, then each injection (two busy-loop processes, a 3 GiB balloon
+that touches every page, a 400 MiB write with fdatasync) must raise an
+`anomaly` event naming its series within WITHIN cycles of the load being in
+place (for the balloon: once it has touched its pages). A quiet run of the same
+length must raise none. Events are read from the agent's log (one JSON line
+each); the last test reads a shipped event back from the embedded ingest with
+`hostmon ingest query --events --kind anomaly`.
+
+This machine is shared: another process that drives a watched series to a new
+extreme during a run is an anomaly too, and fails the quiet test (see
+docs/anomaly.md, "Limits").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import free_port, scrape, wait_until
+
+pytestmark = pytest.mark.slow
+
+INTERVAL = 0.25
+LEARN = 160  # cycles of learning before events may be raised (anomaly.learn_samples): 40 s
+WITHIN = 12  # an injection must be reported within this many cycles (3 s)
+QUIET = 15.0  # seconds of the run after learning (the injections fit in it)
+CPU = "node_cpu_seconds_total{mode=user}"
+MEM = "node_memory_MemAvailable_bytes"
+DISK = "node_disk_written_bytes_total"
+
+
+def _config(tmp: Path, port: int, learn: int = LEARN, ship: bool = False) -> Path:
+    p = tmp / "hostmon.toml"
+    shipping = "batch_max_age = 1.0" if ship else "enabled = false"
+    p.write_text(
+        f"""
+state_dir = "{tmp / "state"}"
+[http]
+listen = "127.0.0.1:{port}"
+[runtime]
+interval = {INTERVAL}
+jitter = 0.0
+[shipping]
+{shipping}
+[collectors.processes]
+enabled = false
+[collectors.auth]
+enabled = false
+[collectors.network]
+enabled = false
+[collectors.gpu]
+enabled = false
+[anomaly]
+defaults = false
+learn_samples = {learn}
+season_weight = 0.0
+[[anomaly.watch]]
+metric = "node_cpu_seconds_total"
+match = {{ mode = "user" }}
+by = ["mode"]
+[[anomaly.watch]]
+metric = "node_memory_MemAvailable_bytes"
+[[anomaly.watch]]
+metric = "node_disk_written_bytes_total"
+exclude = {{ device = "loop.*|ram.*|zram.*|dm-.*|sr.*" }}
+"""
+    )
+    return p
+
+
+@contextmanager
+def agent(tmp: Path, learn: int = LEARN, ship: bool = False) -> Iterator[tuple[str, Path]]:
+    port = free_port()
+    log = tmp / "agent.log"
+    cfg = _config(tmp, port, learn, ship)
+    with open(log, "wb") as f:
+        p = subprocess.Popen([sys.executable, "-m", "hostmond.cli", "run", "--config", str(cfg)], stdout=f, stderr=f)
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        wait_until(lambda: "hostmon_anomaly_series_watched" in scrape(url), timeout=30, what="the agent's /metrics")
+        yield url, log
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=10)
+
+
+def events(log: Path) -> list[dict[str, Any]]:
+    out = []
+    for line in log.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("msg") == "anomaly":
+            out.append(rec)
+    return out
+
+
+def cycles(url: str) -> float:
+    for line in scrape(url).splitlines():
+        if line.startswith('hostmon_collector_runs_total{collector="memory"'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def learn(url: str, n: int = LEARN) -> None:
+    wait_until(lambda: cycles(url) >= n + 4, timeout=n * INTERVAL * 4 + 30, interval=0.5, what="the learning cycles")
+
+
+@contextmanager
+def process(code: str) -> Iterator[subprocess.Popen[bytes]]:
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        yield p
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait(timeout=10)
+        assert p.stdout is not None
+        p.stdout.close()
+
+
+def balloon_ready(p: subprocess.Popen[bytes]) -> None:
+    """Wait until the balloon has touched every page (on a loaded machine that takes a while)."""
+    assert p.stdout is not None
+    assert p.stdout.readline() == b"ready\n"
+
+
+def wait_event(log: Path, series: str, after: int, start_cycle: float, url: str) -> dict[str, Any]:
+    def found() -> dict[str, Any] | None:
+        for e in events(log)[after:]:
+            if e["series"] == series:
+                return e
+        assert cycles(url) <= start_cycle + WITHIN, f"no event for {series} within {WITHIN} cycles; got {events(log)[after:]}"
+        return None
+
+    return wait_until(found, timeout=WITHIN * INTERVAL * 8 + 10, interval=INTERVAL / 2, what=f"an anomaly event for {series}")
+
+
+def mid(e: dict[str, Any]) -> float:
+    """The middle of the range the model expected: the event says which way the value went."""
+    return (e["expected_low"] + e["expected_high"]) / 2
+
+
+HOG = "while True: pass"
+BALLOON = "import time\nb = bytearray(3 * 1024 * 1024 * 1024)\nb[::4096] = b'x' * (len(b) // 4096)\nprint('ready', flush=True)\ntime.sleep(60)"
+
+
+def test_injected_cpu_memory_and_disk_load_raise_events_naming_their_series(tmp_path: Path) -> None:
+    with agent(tmp_path) as (url, log):
+        learn(url)
+        t_end = time.monotonic() + QUIET
+        # CPU: two busy loops (this machine has 2 cores)
+        n, c0 = len(events(log)), cycles(url)
+        with process(HOG), process(HOG):
+            e = wait_event(log, CPU, n, c0, url)
+        assert e["value"] > mid(e) and e["score"] >= 0.8 and e["unit"] == "per_second"
+        time.sleep(1)
+        # memory: a balloon that touches every page
+        n = len(events(log))
+        with process(BALLOON) as p:
+            balloon_ready(p)  # cycles count from the moment the memory is in use
+            e = wait_event(log, MEM, n, cycles(url), url)
+        assert e["value"] < mid(e) and e["unit"] == "value"
+        time.sleep(1)
+        # disk: 400 MiB written and flushed
+        n, c0 = len(events(log)), cycles(url)
+        target = tmp_path / "burst.bin"
+        with process(f"import os\nf = open({str(target)!r}, 'wb')\nfor _ in range(400):\n    f.write(b'x' * 1048576)\nos.fdatasync(f.fileno())\nf.close()\n"):
+            e = wait_event(log, DISK, n, c0, url)
+        target.unlink(missing_ok=True)
+        assert e["value"] > mid(e) and e["started"] <= time.time()
+        time.sleep(max(0.0, t_end - time.monotonic()))
+
+
+def test_a_quiet_run_of_the_same_length_raises_no_event(tmp_path: Path) -> None:
+    with agent(tmp_path) as (url, log):
+        learn(url)
+        time.sleep(QUIET)
+        assert cycles(url) >= LEARN + QUIET / INTERVAL / 2  # the agent kept collecting
+        assert events(log) == []
+        assert 'hostmon_anomaly_series_watched{' in scrape(url)
+        os.sync()
+
+
+def test_anomaly_events_are_shipped_and_read_back_with_ingest_query_kind_anomaly(tmp_path: Path) -> None:
+    """The event travels the real path: stage -> shipper -> embedded ingest -> `hostmon ingest query`."""
+    with agent(tmp_path, learn=40, ship=True) as (url, log):
+        learn(url, 40)
+        n = len(events(log))
+        with process(BALLOON) as p:
+            balloon_ready(p)
+            wait_event(log, MEM, n, cycles(url), url)
+        db = tmp_path / "state" / "ingest" / "ingest.db"
+
+        def query(kind: str) -> list[dict[str, Any]]:
+            out = subprocess.run(
+                [sys.executable, "-m", "hostmond.cli", "ingest", "query", "--db", str(db), "--tenant", "default",
+                 "--events", "--kind", kind, "--format", "json"],
+                capture_output=True, text=True, timeout=30, check=True,
+            ).stdout
+            return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+        rows = wait_until(lambda: [r for r in query("anomaly") if MEM in json.dumps(r)], timeout=30, interval=1.0, what="the shipped event")
+        assert rows[0]["kind"] == "anomaly"
+        assert query("auth_failure") == []  # the kind filter filters

@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from hostmond.agent.anomaly.config import AnomalyConfig, WatchRule
+from hostmond.agent.anomaly.stage import AnomalyStage
+from hostmond.agent.handoff import Collection
+
+from hostmond.core.model import COUNTER, GAUGE, Sample
+
+TAGS = {"host": "h1", "tenant_id": "t1"}
+T0 = 1_700_006_400.0
+
+
+class Keep:
+    """A downstream consumer that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.cols: list[Collection] = []
+
+    def submit(self, collection: Collection) -> None:
+        self.cols.append(collection)
+
+    def self_metrics(self) -> list[Sample]:
+        return []
+
+
+def make(tmp_path: Path, **kw: object) -> tuple[AnomalyStage, Keep]:
+    rules = kw.pop("watch", [WatchRule(metric="load"), WatchRule(metric="cpu_seconds_total", match={"mode": "user|system"}, by=["mode"])])
+    cfg = AnomalyConfig(defaults=False, watch=rules, learn_samples=kw.pop("learn_samples", 50), **kw)  # type: ignore[arg-type]
+    st = AnomalyStage(cfg, TAGS, str(tmp_path / "anomaly" / "models.json"))
+    keep = Keep()
+    st.downstream = lambda: [keep, st]  # the stage never feeds itself
+    return st, keep
+
+
+def col(t: float, load: float, cpu: dict[tuple[str, str], float] | None = None, extra: list[Sample] | None = None) -> Collection:
+    samples = [Sample("load", GAUGE, load, {**TAGS})]
+    for (c, mode), v in (cpu or {}).items():
+        samples.append(Sample("cpu_seconds_total", COUNTER, v, {"cpu": c, "mode": mode, **TAGS}))
+    return Collection("test", t, samples + (extra or []), [])
+
+
+def quiet_load(st: AnomalyStage, n: int, t0: float = T0, seed: int = 1) -> float:
+    r = random.Random(seed)
+    t = t0
+    for _ in range(n):
+        t += 15
+        st.submit(col(t, 1.0 + r.gauss(0, 0.05)))
+    return t
+
+
+def test_counters_become_rates_summed_over_the_labels_not_kept(tmp_path: Path) -> None:
+    st, keep = make(tmp_path)
+    st.submit(col(T0, 1.0, {("0", "user"): 100.0, ("1", "user"): 50.0, ("0", "idle"): 9.0, ("0", "system"): 10.0}))
+    st.submit(col(T0 + 10, 1.0, {("0", "user"): 105.0, ("1", "user"): 60.0, ("0", "idle"): 99.0, ("0", "system"): 12.0}))
+    keys = set(st.series)
+    assert keys == {"load|", "cpu_seconds_total|mode=user", "cpu_seconds_total|mode=system"}
+    assert st.series["cpu_seconds_total|mode=user"].det.n == 1  # the first sample only set the previous value
+    assert st.series["cpu_seconds_total|mode=user"].det.base.mean == pytest.approx(1.5)  # (5 + 10) / 10 s
+    assert st.series["load|"].det.n == 2
+    scores = [s for s in keep.cols[-1].samples if s.name == "hostmon_anomaly_score"]
+    assert {(s.labels["metric"], s.labels["series"]) for s in scores} == {
+        ("load", ""), ("cpu_seconds_total", "mode=user"), ("cpu_seconds_total", "mode=system")
+    }
+    assert all(s.labels["host"] == "h1" and s.labels["tenant_id"] == "t1" for s in scores)
+    assert keep.cols[-1].collector == "anomaly"
+
+
+def test_a_counter_reset_restarts_the_rate_instead_of_scoring_a_negative_rate(tmp_path: Path) -> None:
+    st, _ = make(tmp_path)
+    for i, v in enumerate([100.0, 110.0, 5.0, 15.0]):
+        st.submit(col(T0 + 10 * i, 1.0, {("0", "user"): v}))
+    det = st.series["cpu_seconds_total|mode=user"].det
+    assert det.n == 2  # 110-100 and 15-5; the reset was skipped
+    assert det.base.mean == pytest.approx(1.0)
+
+
+def test_a_spike_after_learning_raises_one_event_naming_the_series_with_its_expected_range(tmp_path: Path) -> None:
+    st, keep = make(tmp_path)
+    published: list[list[Sample]] = []
+    st.publish = published.append
+    t = quiet_load(st, 300)
+    before = st.events  # noise alone raises a few (record-breaking noise), see docs/anomaly.md
+    keep.cols.clear()
+    for k in range(5):  # a sustained jump: one event, the hold keeps the rest quiet
+        st.submit(col(t + 15 * (k + 1), 8.0))
+    events = [e for c in keep.cols for e in c.events]
+    assert len(events) == 1 and st.events == before + 1
+    e = events[0]
+    assert e.kind == "anomaly" and e.labels == TAGS and e.time == t + 15
+    f = e.fields
+    assert f["series"] == "load" and f["metric"] == "load" and f["value"] == 8.0 and f["unit"] == "value"
+    assert f["expected_low"] < 1.0 < f["expected_high"] < 2.0
+    assert f["score"] >= 0.8 and f["started"] <= e.time
+    json.dumps(e.to_dict())  # shippable
+    rate = next(s for s in published[-1] if s.name == "hostmon_anomaly_rate")
+    assert rate.value == 1.0  # the only learned series is in its hold window
+    m = {s.name: s.value for s in st.self_metrics()}
+    assert m["hostmon_anomaly_events_total"] == before + 1 and m["hostmon_anomaly_series_watched"] == 1
+    assert m["hostmon_anomaly_model_bytes"] > 500 and m["hostmon_anomaly_detector_cpu_seconds_total"] > 0
+
+
+def test_no_event_while_a_series_is_still_learning(tmp_path: Path) -> None:
+    st, keep = make(tmp_path, learn_samples=200)
+    t = quiet_load(st, 100)
+    st.submit(col(t + 15, 50.0))
+    assert st.series["load|"].det.alarm  # the model is surprised...
+    assert st.series["load|"].score == 0.0  # ...but publishes 0 and raises no event yet
+    assert not [e for c in keep.cols for e in c.events]
+
+
+def test_series_beyond_max_series_are_counted_not_modelled(tmp_path: Path) -> None:
+    st, _ = make(tmp_path, max_series=2, watch=[WatchRule(metric="disk", by=["device"])])
+    for i in range(3):
+        st.submit(Collection("d", T0 + i, [Sample("disk", GAUGE, 1.0, {"device": d}) for d in ("a", "b", "c", "d")], []))
+    assert len(st.series) == 2
+    assert {s.name: s.value for s in st.self_metrics()}["hostmon_anomaly_series_dropped_total"] == 6
+
+
+def test_unwatched_collections_are_passed_over(tmp_path: Path) -> None:
+    st, keep = make(tmp_path)
+    st.submit(Collection("x", T0, [Sample("other", GAUGE, 1.0, {})], []))
+    st.submit(Collection("anomaly", T0, [Sample("load", GAUGE, 1.0, {})], []))  # its own output
+    assert not st.series and not keep.cols
+
+
+async def test_models_survive_a_restart(tmp_path: Path) -> None:
+    a, _ = make(tmp_path)
+    await a.start()
+    t = quiet_load(a, 200)
+    await a.stop()
+    saved = json.loads((tmp_path / "anomaly" / "models.json").read_text())
+    assert set(saved["series"]) == {"load|"}
+    b, _ = make(tmp_path)
+    await b.start()
+    r = random.Random(9)
+    for _ in range(50):
+        t += 15
+        x = 1.0 + r.gauss(0, 0.05)
+        a.submit(col(t, x))
+        b.submit(col(t, x))
+        assert a.series["load|"].score == b.series["load|"].score
+    assert b.series["load|"].det.n == 250
+    assert {s.name: s.value for s in a.self_metrics() if s.labels.get("result") == "success"}
+
+
+async def test_an_unreadable_state_file_is_moved_aside_and_learning_starts_afresh(tmp_path: Path) -> None:
+    p = tmp_path / "anomaly" / "models.json"
+    p.parent.mkdir()
+    p.write_text("{not json")
+    st, _ = make(tmp_path)
+    await st.start()
+    assert st.saved == {}
+    assert list(p.parent.glob("models.json.corrupt-*"))
+
+
+async def test_a_bad_model_in_the_state_is_replaced_by_a_fresh_one(tmp_path: Path) -> None:
+    p = tmp_path / "anomaly" / "models.json"
+    p.parent.mkdir()
+    p.write_text(json.dumps({"v": 1, "series": {"load|": {"v": 1, "n": "x"}}}))
+    st, _ = make(tmp_path)
+    await st.start()
+    st.submit(col(T0, 1.0))
+    assert st.series["load|"].det.n == 1 and st.restore_errors == 1

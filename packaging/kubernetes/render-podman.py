@@ -30,6 +30,8 @@ named here:
   ``medium: Memory`` of the keys volumes is not kept (test keys only).
 - A ``subPath`` mount of a ConfigMap becomes a mount of that one file
   (podman ignores subPath on hostPath volumes).
+- ``--name`` (default hostmon) names the pods NAME-agent and NAME-ingest and
+  the ingest's claim NAME-ingest-data, so two tries can share a machine.
 - The agent's state directory (hostPath /var/lib/hostmon) is ``--out``/host-state,
   so trying it leaves the machine's /var/lib alone.
 
@@ -186,7 +188,7 @@ def render(args: argparse.Namespace) -> None:
 
     # The agent: the DaemonSet's pod template as a Pod.
     (ds,) = [d for d in docs if d["kind"] == "DaemonSet"]
-    agent = pod_of(ds["spec"]["template"], "hostmon-agent")
+    agent = pod_of(ds["spec"]["template"], f"{args.name}-agent")
     fix_pod_spec(agent["spec"], "agent")
     (ac,) = [c for c in agent["spec"]["containers"] if c["name"] == "agent"]
     for e in ac["env"]:
@@ -208,9 +210,14 @@ def render(args: argparse.Namespace) -> None:
     (dep,) = [d for d in docs if d["kind"] == "Deployment"]
     pvc = copy.deepcopy(pvc)
     pvc["metadata"].pop("namespace", None)
-    ingest = pod_of(dep["spec"]["template"], "hostmon-ingest")
+    claim = pvc["metadata"]["name"]
+    pvc["metadata"]["name"] = claim.replace("hostmon", args.name, 1)
+    ingest = pod_of(dep["spec"]["template"], f"{args.name}-ingest")
     fix_pod_spec(ingest["spec"], "ingest")
     (ic,) = ingest["spec"]["containers"]
+    for vol in ingest["spec"]["volumes"]:
+        if vol.get("persistentVolumeClaim", {}).get("claimName") == claim:
+            vol["persistentVolumeClaim"]["claimName"] = pvc["metadata"]["name"]
     for p in ic["ports"]:
         if p["containerPort"] == 9436:
             p["hostPort"] = args.ingest_port
@@ -224,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keys", type=Path, required=True, help="directory with agent.key, agent.pub, ingest.key, ingest.pub")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--tenant", default="default")
+    ap.add_argument("--name", default="hostmon", help="pods NAME-agent, NAME-ingest; volume NAME-ingest-data")
     ap.add_argument("--agent-port", type=int, default=9435)
     ap.add_argument("--ingest-port", type=int, default=9436)
     render(ap.parse_args(argv))

@@ -59,3 +59,27 @@ def require_tool() -> RequireTool:
 def require_module() -> Callable[[str, str], object]:
     return _require_module
 
+
+
+def _require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        msg = f"{what} needs root"
+        if in_ci():
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def podman_tools() -> None:
+    """podman, runc and debootstrap (apt), and root; skips, or fails under CI=true."""
+    for tool in ("podman", "runc", "debootstrap"):
+        _require_tool(tool, "apt-get install podman runc debootstrap")
+    _require_root("running podman pods with host PID and network")
+
+
+@pytest.fixture(scope="session")
+def hostmon_image(podman_tools: None, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """packaging/docker/Dockerfile built once per test session (podman, on a debootstrap Debian base)."""
+    from podman_testutil import build_image
+
+    return build_image(tmp_path_factory.mktemp("image"))

@@ -1,3 +1,1 @@
-"""hostmon agent: runtime, config, CLI, exposition and shipping."""
-
-__version__ = "0.1.0"
+"""The agent: runtime, config, exposition and shipping (``hostmond.agent``)."""

@@ -1,12 +1,9 @@
-"""The ``hostmon`` command.
+"""The agent's commands of ``hostmon`` (the parser itself is :mod:`hostmond.cli`).
 
     hostmon run [--config FILE] [--listen HOST:PORT]   run the daemon
     hostmon check-config FILE                          validate a config; non-zero exit with the reason
     hostmon collect --once [--format prom|json]        print one collection and exit
     hostmon config sample                              print the sample config (every key at its default)
-    hostmon docs metrics                               print the metric table (docs/metrics.md)
-    hostmon keys ...                                   create/show agent and ingest keys
-    hostmon ingest run|query ...                       the reference ingest
 """
 
 from __future__ import annotations
@@ -19,10 +16,12 @@ import os
 import sys
 from typing import Any
 
-from agent import __version__
-from agent import config as config_mod
-from agent import logs
-from agent.errors import ConfigError, HostmonError
+from hostmond.agent import config as config_mod
+from hostmond.agent.sdnotify import Notifier, run_watchdog
+
+from hostmond import __version__
+from hostmond.core import logs
+from hostmond.core.errors import ConfigError, HostmonError
 
 log = logging.getLogger("hostmon.cli")
 
@@ -64,7 +63,7 @@ def limit_malloc_arenas(n: int = 2) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from agent.runtime import Agent, hung_threads
+    from hostmond.agent.runtime import Agent, hung_threads
 
     limit_malloc_arenas()
 
@@ -76,18 +75,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def main() -> None:
         consumers: list[Any] = []
         agent = Agent(cfg, path, consumers, environ=_env(args.listen))
-        try:
-            from agent.sdnotify import Notifier
-
-            agent.notifier = Notifier.from_env()
-        except ImportError:
-            agent.notifier = None
-        shipper = await _make_shipper(cfg, agent)
+        agent.notifier = Notifier.from_env()
+        shipper = await _make_shipper(cfg, agent, args.embedded)
         if shipper is not None:
             agent.consumers.append(shipper)
         if agent.notifier is not None:
-            from agent.sdnotify import run_watchdog
-
             agent.add_task(run_watchdog(agent.notifier, agent.healthy), "watchdog")
         await agent.run_forever()
 
@@ -107,20 +99,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _make_shipper(cfg: config_mod.Config, agent: Any) -> Any:
-    """The shipper (and, with no ingest_url, an embedded ingest), when the shipping module is present."""
+async def _make_shipper(cfg: config_mod.Config, agent: Any, embedded: Any) -> Any:
+    """The shipper (and, with no ingest_url, the embedded ingest), unless shipping is off."""
     if not cfg.shipping.enabled:
         return None
-    try:
-        from agent.shipping.runtime import make_shipper
-    except ImportError:
-        return None
-    return await make_shipper(cfg, agent)
+    from hostmond.agent.shipping.runtime import make_shipper
+
+    return await make_shipper(cfg, agent, embedded)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from agent.registry import discover
-    from agent.runtime import build_collectors
+    from hostmond.agent.registry import discover
+    from hostmond.agent.runtime import build_collectors
 
     cfg = _load_or_exit(args.file)
     classes, plugin_errors = discover()
@@ -132,12 +122,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         else:
             print(f"hostmon: config error: {e}", file=sys.stderr)
             bad += 1
-    try:
-        from agent.shipping.runtime import check_shipping
+    from hostmond.agent.shipping.runtime import check_shipping
 
+    try:
         check_shipping(cfg)
-    except ImportError:
-        pass
     except HostmonError as e:
         print(f"hostmon: config error: {e}", file=sys.stderr)
         bad += 1
@@ -148,7 +136,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from agent.runtime import Agent
+    from hostmond.agent.runtime import Agent
 
     cfg = _load_or_exit(_config_path(args.config))
     logs.setup(cfg.log_level if args.verbose else "error")
@@ -156,36 +144,18 @@ def cmd_collect(args: argparse.Namespace) -> int:
         print("hostmon: collect needs --once", file=sys.stderr)
         return 2
 
-    async def main() -> Agent:
+    async def main() -> tuple[Agent, list[Any], list[Any]]:
         agent = Agent(cfg, None, [])
-        from agent.runtime import build_collectors
-
-        agent.runners, errs = build_collectors(cfg, agent.classes, persist_state=False, only=args.collector or None)
-        agent.plugin_errors = agent.discover_errors + errs
+        samples, events = await agent.collect_once(only=args.collector or None)
         for e in agent.plugin_errors:
             print(f"hostmon: warning: {e}", file=sys.stderr)
-        import concurrent.futures
+        return agent, samples, events
 
-        agent.executor = concurrent.futures.ThreadPoolExecutor(max_workers=len(agent.runners) + 1)
-        agent.events = []  # type: ignore[attr-defined]
-
-        class _Keep:
-            def submit(self, col: Any) -> None:
-                agent.events.extend(col.events)  # type: ignore[attr-defined]
-
-        agent.consumers.append(_Keep())  # type: ignore[arg-type]
-        await asyncio.gather(*(agent.run_once(r) for r in agent.runners))
-        agent.proc.refresh()
-        agent.collected = agent.store.all_samples()  # type: ignore[attr-defined]
-        await agent.stop_collectors()
-        return agent
-
-    agent = asyncio.run(main())
-    samples = agent.collected  # type: ignore[attr-defined]
+    agent, samples, events = asyncio.run(main())
     if args.format == "json":
         out = {
             "samples": [s.to_dict() for s in samples],
-            "events": [e.to_dict() for e in agent.events],  # type: ignore[attr-defined]
+            "events": [e.to_dict() for e in events],
         }
         json.dump(out, sys.stdout, default=str)
         sys.stdout.write("\n")
@@ -195,29 +165,23 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_config_sample(args: argparse.Namespace) -> int:
-    from agent.registry import discover
+    from hostmond.agent.registry import discover
 
     classes, _ = discover()
     sys.stdout.write(config_mod.sample_config(classes))
     return 0
 
 
-def cmd_docs_metrics(args: argparse.Namespace) -> int:
-    from agent.docs import metrics_markdown
+def register(sub: Any, embedded: Any = None) -> None:
+    """Add the agent's commands to the ``hostmon`` parser (:mod:`hostmond.cli`).
 
-    sys.stdout.write(metrics_markdown())
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hostmon", description="Lightweight per-host monitoring agent.")
-    p.add_argument("--version", action="version", version=f"hostmon {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
-
+    ``embedded`` is the embedded ingest ``hostmon run`` ships to when no
+    ``shipping.ingest_url`` is set (see :func:`hostmond.agent.shipping.runtime.make_shipper`).
+    """
     r = sub.add_parser("run", help="run the agent daemon")
     r.add_argument("--config", "-c", help=f"TOML config file (default: ${DEFAULT_CONFIG_ENV}, else built-in defaults)")
     r.add_argument("--listen", help="HOST:PORT for /metrics (overrides http.listen)")
-    r.set_defaults(func=cmd_run)
+    r.set_defaults(func=cmd_run, embedded=embedded)
 
     c = sub.add_parser("check-config", help="validate a config file")
     c.add_argument("file")
@@ -235,41 +199,3 @@ def build_parser() -> argparse.ArgumentParser:
     cfs = cf.add_subparsers(dest="config_command", required=True)
     s = cfs.add_parser("sample", help="print the sample config")
     s.set_defaults(func=cmd_config_sample)
-
-    d = sub.add_parser("docs", help="documentation helpers")
-    ds = d.add_subparsers(dest="docs_command", required=True)
-    m = ds.add_parser("metrics", help="print the metric table")
-    m.set_defaults(func=cmd_docs_metrics)
-
-    for mod in ("agent.shipping.cli", "ingest.cli"):
-        try:
-            module = __import__(mod, fromlist=["register"])
-        except ImportError:
-            continue
-        register = getattr(module, "register", None)
-        if register is not None:
-            register(sub)
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    return run_command(parser.parse_args(argv))
-
-
-def run_command(args: argparse.Namespace) -> int:
-    """Run a parsed command; errors become one line on stderr and the documented exit status."""
-    try:
-        return int(args.func(args) or 0)
-    except ConfigError as e:
-        print(f"hostmon: config error: {e}", file=sys.stderr)
-        return 2
-    except HostmonError as e:
-        print(f"hostmon: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,7 +17,9 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.api import COUNTER, MetricSpec, Sample
+from hostmond.core import selfmetrics
+from hostmond.core.model import COUNTER, MetricSpec, Sample
+from hostmond.web.security import apply_web_security
 
 log = logging.getLogger("hostmon.http")
 
@@ -82,6 +84,11 @@ class Renderer:
         lab = self._labels
         for name, lst in fam.items():
             spec = self.specs.get(name)
+            if spec is None:
+                # a self-metric whose module loaded after this store was built (the shipper)
+                spec = selfmetrics.find(name)
+                if spec is not None:
+                    self.specs[name] = spec
             typ = spec.type if spec else lst[0].type
             help_ = spec.help if spec else name
             fname = name
@@ -235,12 +242,7 @@ class MetricsServer:
         self.ssl_context = None
         self.security: Any = None
         if web_config is not None:
-            try:
-                from agent.web.security import apply_web_security
-            except ImportError:  # security module not present in this build
-                apply_web_security = None  # type: ignore[assignment]
-            if apply_web_security is not None:
-                self.ssl_context = apply_web_security(self.app, web_config, server="agent")
+            self.ssl_context = apply_web_security(self.app, web_config, server="agent")
 
     async def metrics(self, request: web.Request) -> web.Response:
         om = wants_openmetrics(request.headers.get("Accept", ""))

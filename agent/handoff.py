@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Protocol
 
-from agent.api import Event, Sample
+from hostmond.core.model import Event, Sample
 
 
 @dataclasses.dataclass(slots=True)

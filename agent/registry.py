@@ -1,39 +1,30 @@
-"""Finding collectors: built-ins register themselves; third parties come through entry points.
+"""Finding collectors: built-in and third-party alike come through entry points.
 
-Built-in modules call ``@register`` on their class. Third-party packages declare
-an entry point in the group ``hostmon.collectors``::
+Every collector, the built-in ones included, is declared in the entry-point
+group ``hostmon.collectors`` of its distribution::
 
     [project.entry-points."hostmon.collectors"]
     example_queue = "hostmon_example_queue:QueueDepthCollector"
 
-A module or entry point that fails to import is reported (``PluginError`` in the
-returned list) and skipped; the agent still runs with the rest.
+so the agent never imports a collector module by name. An entry point that fails
+to import or does not name a :class:`hostmond.api.Collector` is reported
+(``PluginError`` in the returned list) and skipped; the agent still runs with the
+rest.
 """
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import entry_points
 
-from agent.api import Collector
-from agent.errors import PluginError
+from hostmond.api import Collector
+from hostmond.core.errors import PluginError
 
 ENTRY_POINT_GROUP = "hostmon.collectors"
-
-_BUILTINS: dict[str, type[Collector]] = {}
-
-
-def register(cls: type[Collector]) -> type[Collector]:
-    """Class decorator for built-in collectors."""
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} has no name")
-    _BUILTINS[cls.name] = cls
-    return cls
 
 
 def _check(cls: object, where: str) -> type[Collector]:
     if not (isinstance(cls, type) and issubclass(cls, Collector)):
-        raise PluginError(where, "does not point at a subclass of agent.api.Collector")
+        raise PluginError(where, "does not point at a subclass of hostmond.api.Collector")
     if not cls.name or not cls.name.replace("_", "").isalnum():
         raise PluginError(where, f"collector name {cls.name!r} must be letters, digits and '_'")
     return cls
@@ -41,27 +32,20 @@ def _check(cls: object, where: str) -> type[Collector]:
 
 def discover() -> tuple[dict[str, type[Collector]], list[PluginError]]:
     """Return every collector class by name, and the plugins that could not be loaded."""
-    from collectors import BUILTIN_MODULES
-
     errors: list[PluginError] = []
-    for mod in BUILTIN_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name == mod:  # module not written (yet) on this build: not an error
-                continue
-            errors.append(PluginError(mod, f"import failed: {e!r}"))
-        except Exception as e:  # noqa: BLE001 - a broken module must not stop the agent
-            errors.append(PluginError(mod, f"import failed: {e!r}"))
-    found = dict(_BUILTINS)
+    found: dict[str, type[Collector]] = {}
+    seen: set[tuple[str, str]] = set()
     for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if (ep.name, ep.value) in seen:  # the same distribution seen twice on sys.path (a venv over system site)
+            continue
+        seen.add((ep.name, ep.value))
         where = f"entry point {ep.name} = {ep.value}"
         try:
             cls = _check(ep.load(), where)
         except PluginError as e:
             errors.append(e)
             continue
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - a broken plugin must not stop the agent
             errors.append(PluginError(where, f"import failed: {e!r}"))
             continue
         if cls.name != ep.name:

@@ -16,24 +16,39 @@ import logging
 import os
 import platform
 import random
+import resource
 import signal
 import threading
 import time
 from collections.abc import Iterable
 from typing import Any
 
-from agent import __version__
-from agent import config as config_mod
-from agent.api import COUNTER, GAUGE, Collector, CollectorContext, CollectorUnavailable, Event, MetricSpec, Sample, StateStore
-from agent.errors import ConfigError, PluginError
-from agent.exposition import MetricsServer, MetricStore
-from agent.handoff import Collection, Consumer
-from agent.logs import LogOnce
-from agent.registry import discover
+from hostmond.agent import config as config_mod
+from hostmond.agent.exposition import MetricsServer, MetricStore
+from hostmond.agent.handoff import Collection, Consumer
+from hostmond.agent.registry import discover
+
+from hostmond import __version__
+from hostmond.api import (
+    COUNTER,
+    GAUGE,
+    Collector,
+    CollectorContext,
+    CollectorUnavailable,
+    Event,
+    MetricSpec,
+    Sample,
+    StateStore,
+)
+from hostmond.core import selfmetrics
+from hostmond.core.errors import ConfigError, PluginError
+from hostmond.core.logs import LogOnce
+from hostmond.web.security import security_metrics
 
 log = logging.getLogger("hostmon.runtime")
 
-SELF_SPECS: tuple[MetricSpec, ...] = (
+SELF_SPECS: tuple[MetricSpec, ...] = selfmetrics.declare(
+    "agent.runtime",
     MetricSpec("hostmon_build_info", GAUGE, "hostmon build information; value is 1.", ("version", "python")),
     MetricSpec("hostmon_collector_success", GAUGE, "Whether the collector's last run succeeded (1) or not (0).", ("collector",)),
     MetricSpec("hostmon_collector_duration_seconds", GAUGE, "Wall time of the collector's last run.", ("collector",), "seconds"),
@@ -49,12 +64,6 @@ SELF_SPECS: tuple[MetricSpec, ...] = (
     MetricSpec("hostmon_start_time_seconds", GAUGE, "Unix time the agent started.", (), "seconds"),
     MetricSpec("hostmon_time_seconds", GAUGE, "The agent's wall clock at the last self-metrics update (for clock-skew alerts).", (), "seconds"),
     MetricSpec("hostmon_ready", GAUGE, "1 once every enabled collector has finished its first run."),
-    MetricSpec("process_cpu_seconds_total", COUNTER, "Total user and system CPU time spent in seconds.", (), "seconds"),
-    MetricSpec("process_resident_memory_bytes", GAUGE, "Resident memory size in bytes.", (), "bytes"),
-    MetricSpec("process_virtual_memory_bytes", GAUGE, "Virtual memory size in bytes.", (), "bytes"),
-    MetricSpec("process_open_fds", GAUGE, "Number of open file descriptors."),
-    MetricSpec("process_max_fds", GAUGE, "Maximum number of open file descriptors."),
-    MetricSpec("process_start_time_seconds", GAUGE, "Start time of the process since unix epoch in seconds.", (), "seconds"),
 )
 
 
@@ -139,10 +148,8 @@ class ProcessStats:
             pass
         self.page = os.sysconf("SC_PAGE_SIZE")
         try:
-            import resource
-
             self.max_fds = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        except (ImportError, OSError):
+        except OSError:
             self.max_fds = 0
         self.samples: list[Sample] = []
 
@@ -182,7 +189,7 @@ def build_collectors(
     tags = cfg.resolved_tags()
     tenancy = None
     if cfg.tenant_rules:
-        from agent.tenancy import Tenancy
+        from hostmond.agent.tenancy import Tenancy
 
         tenancy = Tenancy(cfg.tenant_rules, cfg.tenant_id)
     only_set = set(only) if only is not None else None
@@ -222,6 +229,16 @@ def build_collectors(
     return runners, errors
 
 
+class _EventSink:
+    """A consumer that keeps the events of each collection (``collect_once``)."""
+
+    def __init__(self, events: list[Event]) -> None:
+        self.events = events
+
+    def submit(self, col: Collection) -> None:
+        self.events.extend(col.events)
+
+
 class Agent:
     """The running daemon."""
 
@@ -243,7 +260,7 @@ class Agent:
         self.classes = classes
         self.discover_errors = list(plugin_errors or [])
         self.plugin_errors: list[PluginError] = []
-        self.store = MetricStore({s.name: s for s in SELF_SPECS})
+        self.store = MetricStore({s.name: s for _, s in selfmetrics.declared()})
         for cls in classes.values():
             self.store.add_specs(cls.metrics)
         self.runners: list[CollectorRunner] = []
@@ -267,10 +284,6 @@ class Agent:
     # -- self-metrics --------------------------------------------------------
     def _server_samples(self) -> list[Sample]:
         if self.server is None:
-            return []
-        try:
-            from agent.web.security import security_metrics
-        except ImportError:
             return []
         out = security_metrics(self.server.app)
         for s in out:
@@ -439,6 +452,27 @@ class Agent:
         if not self.runners:
             self._check_ready()
         self.tasks = [asyncio.create_task(self._loop(r), name=f"collector:{r.name}") for r in self.runners]
+
+    async def collect_once(self, only: list[str] | None = None) -> tuple[list[Sample], list[Event]]:
+        """One collection by every enabled collector (or only those named), for ``hostmon collect --once``.
+
+        Returns every sample the store holds afterwards (collectors and self-metrics) and the
+        events the collectors emitted; state is not persisted.
+        """
+        self.runners, errs = build_collectors(self.cfg, self.classes, persist_state=False, only=only)
+        self.plugin_errors = self.discover_errors + errs
+        events: list[Event] = []
+        sink = _EventSink(events)
+        self.consumers.append(sink)
+        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=len(self.runners) + 1, thread_name_prefix="collector")
+        try:
+            await asyncio.gather(*(self.run_once(r) for r in self.runners))
+            self.proc.refresh()
+            samples = self.store.all_samples()
+        finally:
+            self.consumers.remove(sink)
+            await self.stop_collectors()
+        return samples, events
 
     async def stop_collectors(self, budget: float = 2.0) -> None:
         for t in self.tasks:

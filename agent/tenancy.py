@@ -26,11 +26,12 @@ import dataclasses
 import pwd
 import re
 from collections.abc import Callable, Sequence
+
+__all__ = ["TENANT_ID_RE", "Tenancy", "TenantRule", "check_regex", "container_id_from_cgroup", "validate_tenant_id"]
 from dataclasses import dataclass
 
-from agent.api import field
-
-TENANT_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+from hostmond.core.config import field
+from hostmond.core.validate import TENANT_ID_RE, check_regex, validate_tenant_id
 
 # Container ids as runtimes put them in cgroup paths:
 #   /system.slice/docker-<64hex>.scope         (docker, systemd cgroup driver)
@@ -42,17 +43,6 @@ TENANT_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _CONTAINER_ID_RE = re.compile(
     r"(?:^|/)(?:docker-|cri-containerd-|crio-|libpod-|containerd-)?([0-9a-f]{64})(?:\.scope)?(?:/|$)"
 )
-
-
-def validate_tenant_id(s: str) -> str:
-    """Return ``s`` if it is a safe label value (``[A-Za-z0-9_.-]{1,64}``), else raise ValueError saying why."""
-    if not isinstance(s, str):
-        raise ValueError(f"tenant id must be a string, not {type(s).__name__}")  # noqa: TRY004 - one error type for callers
-    if not TENANT_ID_RE.fullmatch(s):
-        raise ValueError(
-            f"tenant id {s!r} is not allowed: use 1 to 64 characters among letters, digits, '_', '.' and '-'"
-        )
-    return s
 
 
 def container_id_from_cgroup(text: str) -> str | None:
@@ -69,15 +59,6 @@ def container_id_from_cgroup(text: str) -> str | None:
 def cgroup_paths(text: str) -> list[str]:
     """The cgroup paths of ``/proc/PID/cgroup`` text (one per hierarchy; cgroup v2 has one)."""
     return [line.split(":", 2)[-1] for line in text.splitlines() if line]
-
-
-def check_regex(pattern: str) -> None:
-    """Config check: ``pattern`` compiles as a Python regular expression (empty is allowed: unset)."""
-    if pattern:
-        try:
-            re.compile(pattern)
-        except re.error as e:
-            raise ValueError(f"{pattern!r} is not a valid regular expression: {e}") from None
 
 
 @dataclass

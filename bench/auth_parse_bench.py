@@ -32,8 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 DATA = REPO.parent / "shared" / "data" / "auth-logs"
 
-from collectors.auth.parse import AuthParser  # noqa: E402
-from collectors.auth.tail import FileTailer  # noqa: E402
+from hostmond.collectors.auth.parse import AuthParser  # noqa: E402
+from hostmond.collectors.auth.tail import FileTailer  # noqa: E402
 
 _PID = re.compile(r"\[(\d+)\]:")
 

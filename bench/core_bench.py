@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """Agent-core budgets, side by side with node_exporter measured in the same run.
 
-    python3 bench/core_bench.py [--quick]
+    python3 bench/core_bench.py [--quick] [--interval 1] [--windows 3] [--window 30]
 
 Prints:
-  1. CPU per collection cycle of cpu+memory+disk+network, rendering included (median), against
+  0. what a user sees in top: whole-process CPU per cycle (utime+stime from /proc/PID/stat over the
+     window) and RSS of `hostmon run` (defaults with shipping off; defaults, shipping to the embedded
+     ingest) beside node_exporter with its defaults, all running at once and scraped in the same loop;
+     the median over several windows, and the ratios;
+  1. the in-process breakdown: CPU per collection cycle of cpu+memory+disk+network, rendering included (median), against
      node_exporter's CPU per scrape with the matching collectors, and the series counts;
   2. /metrics latency under 8 concurrent scrapers (median, p99) for hostmon and node_exporter;
   3. steady RSS of `hostmon run` with every built-in collector on, and its growth over 2,000 cycles.
@@ -92,15 +96,17 @@ def start_node_exporter(collectors: list[str] | None) -> tuple[subprocess.Popen[
 
 def bench_cycle_cpu(cycles: int) -> tuple[float, int]:
     """Median thread-CPU of one cpu+memory+disk+network cycle plus a render, in-process."""
-    from agent import config as config_mod
-    from agent.exposition import MetricStore
-    from agent.registry import discover
-    from agent.runtime import SELF_SPECS, apply_tags, build_collectors
+    from hostmond.agent import config as config_mod
+    from hostmond.agent.exposition import MetricStore
+    from hostmond.agent.registry import discover
+    from hostmond.agent.runtime import apply_tags, build_collectors
+
+    from hostmond.core import selfmetrics
 
     classes, _ = discover()
     cfg = config_mod.load(None, {})
     runners, _ = build_collectors(cfg, classes, persist_state=False, only=["cpu", "memory", "disk", "network"])
-    store = MetricStore({s.name: s for s in SELF_SPECS})
+    store = MetricStore({s.name: s for _, s in selfmetrics.declared()})
     for c in classes.values():
         store.add_specs(c.metrics)
     for r in runners:
@@ -163,7 +169,7 @@ def start_hostmon(env_extra: dict[str, str]) -> tuple[subprocess.Popen[bytes], s
     port = free_port()
     state = tempfile.mkdtemp(prefix="hostmon-bench-")
     env = {**os.environ, "HOSTMON_STATE_DIR": state, "HOSTMON_LISTEN": f"127.0.0.1:{port}", **env_extra}
-    p = subprocess.Popen([sys.executable, "-m", "agent.cli", "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    p = subprocess.Popen([sys.executable, "-m", "hostmond.cli", "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -184,13 +190,64 @@ def stop(p: subprocess.Popen[bytes]) -> None:
         p.wait()
 
 
+def bench_whole_process(interval: float, window: float, windows: int) -> None:
+    """Section 0: the processes a user runs, side by side, scraped at ``interval``; CPU per cycle per window."""
+    procs: dict[str, tuple[subprocess.Popen[bytes], str, str | None]] = {}
+    base = {"HOSTMON_RUNTIME__INTERVAL": str(interval), "HOSTMON_RUNTIME__JITTER": "0"}
+    configs = {
+        "hostmon, shipping off": {**base, "HOSTMON_SHIPPING__ENABLED": "false"},
+        "hostmon, embedded ingest": base,
+    }
+    try:
+        for name, env in configs.items():
+            p, url, state = start_hostmon(env)
+            procs[name] = (p, url + "/metrics", state)
+        ne, ne_url = start_node_exporter(None)
+        procs["node_exporter, defaults"] = (ne, ne_url, None)
+        time.sleep(3 * interval)
+        per_window: dict[str, list[float]] = {n: [] for n in procs}
+        bodies: dict[str, bytes] = {}
+        for _ in range(windows):
+            c0 = {n: proc_cpu(p.pid) for n, (p, _, _) in procs.items()}
+            t0 = time.monotonic()
+            cycles = 0
+            while time.monotonic() - t0 < window:
+                ts = time.monotonic()
+                for n, (_, url, _) in procs.items():
+                    bodies[n] = get(url)
+                cycles += 1
+                time.sleep(max(0.0, interval - (time.monotonic() - ts)))
+            for n, (p, _, _) in procs.items():
+                per_window[n].append((proc_cpu(p.pid) - c0[n]) / cycles)
+        rss = {n: proc_rss(p.pid) for n, (p, _, _) in procs.items()}
+    finally:
+        for p, _, state in procs.values():
+            stop(p)
+            if state:
+                shutil.rmtree(state, ignore_errors=True)
+    ne_cpu = statistics.median(per_window["node_exporter, defaults"])
+    print(f"\n[0] Whole process, side by side: scraped every {interval:g} s, {windows} windows of {window:g} s "
+          "(CPU from /proc/PID/stat, median of the windows)")
+    print(f"  {'process':28} {'CPU ms/cycle':>12} {'ratio':>6} {'RSS MB':>7} {'series':>7}")
+    for n in procs:
+        med = statistics.median(per_window[n])
+        ratio = f"{med / ne_cpu:6.2f}" if ne_cpu else "     -"
+        print(f"  {n:28} {med * 1e3:12.2f} {ratio} {rss[n] / 1e6:7.1f} {series_count(bodies[n]):7d}")
+    print("  (clock ticks are 10 ms: a window's figure is its total CPU over its cycles)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer iterations")
     ap.add_argument("--rss-cycles", type=int, default=2000)
+    ap.add_argument("--interval", type=float, default=1.0, help="scrape and collection interval of section 0")
+    ap.add_argument("--window", type=float, default=30.0, help="seconds per window of section 0")
+    ap.add_argument("--windows", type=int, default=3, help="windows of section 0 (the median is quoted)")
     args = ap.parse_args()
     cycles = 50 if args.quick else 300
     print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; node_exporter {NODE_EXPORTER}")
+
+    bench_whole_process(args.interval, 10.0 if args.quick else args.window, 1 if args.quick else args.windows)
 
     # 1. CPU per cycle
     hm_cpu, hm_series = bench_cycle_cpu(cycles)

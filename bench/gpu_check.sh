@@ -70,13 +70,13 @@ import importlib.util, os, sys
 root = os.environ["GPU_CHECK_ROOT"]
 spec = importlib.util.spec_from_file_location("hostmon_fake_nvml", os.path.join(root, "tests/collectors/fake_nvml.py"))
 fake = importlib.util.module_from_spec(spec); sys.modules[spec.name] = fake; spec.loader.exec_module(fake)
-from collectors.gpu import GpuCollector
+from hostmond.collectors.gpu import GpuCollector
 GpuCollector.nvml_loader = staticmethod(fake.one_gpu)
 if len(sys.argv) > 1 and sys.argv[1] == "--loader-only":
     sys.argv.pop(1)
     exec(compile(open(sys.argv[1]).read(), sys.argv[1], "exec"), {"__name__": "__main__"})
 else:
-    from agent.cli import main
+    from hostmond.cli import main
     sys.exit(main(sys.argv[1:]))
 EOF
     export GPU_CHECK_ROOT="$ROOT"
@@ -101,8 +101,8 @@ else
         fi
     fi
     "$PY" -c 'import pynvml, importlib.metadata as m; print("nvidia-ml-py", m.version("nvidia-ml-py"))' || { say "setup failed: pynvml does not import"; exit 2; }
-    "$PY" -c 'import agent.cli, collectors.gpu' || { say "setup failed: hostmon does not import (missing dependencies?)"; exit 2; }
-    HOSTMON=("$PY" -m agent.cli)
+    "$PY" -c 'import hostmond.cli, hostmond.collectors.gpu' || { say "setup failed: hostmon does not import (missing dependencies?)"; exit 2; }
+    HOSTMON=("$PY" -m hostmond.cli)
     TIMER=("$PY")
 fi
 
@@ -190,8 +190,8 @@ EOF
 say "== cost per cycle (in-process, $N collections)"
 cat >"$OUT/timer.py" <<'EOF'
 import os, statistics, subprocess, sys, time
-from agent.api import CollectorContext
-from collectors.gpu import GpuCollector, GpuConfig
+from hostmond.api import CollectorContext
+from hostmond.collectors.gpu import GpuCollector, GpuConfig
 
 N = int(os.environ.get("GPU_CHECK_RUNS", "200"))
 TARGET_MS = 5.0

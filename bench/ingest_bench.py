@@ -1,6 +1,6 @@
 """Ingest throughput: samples/s end to end over HTTP into SQLite, on this machine.
 
-Starts the real ingest (``python -m ingest.cli run``) on a free 127.0.0.1 port
+Starts the real ingest (``python -m hostmond.ingest.cli run``) on a free 127.0.0.1 port
 with a fresh SQLite database (WAL, synchronous=FULL unless --synchronous
 normal), pre-seals batches with the real wire format (sealing is not timed: it
 is the agent's cost, measured by the seal bench), then POSTs them over HTTP
@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "ingest")
 
 from ingest_helpers import IngestProcess, db_counts, make_keys, seal, write_config
 
-from agent.shipping import wire
+from hostmond.core import wire
 
 
 def make_batches(keys, n_batches: int, batch: int, seq0: int) -> list[bytes]:  # type: ignore[no-untyped-def]

@@ -27,9 +27,10 @@ import psutil
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from agent.api import CollectorContext
-from agent.tenancy import Tenancy, TenantRule
-from collectors.processes import ProcessesCollector, ProcessesConfig
+from hostmond.agent.tenancy import Tenancy, TenantRule
+from hostmond.collectors.processes import ProcessesCollector, ProcessesConfig
+
+from hostmond.api import CollectorContext
 
 
 def _count_pids(proc: str = "/proc") -> int:

@@ -42,13 +42,13 @@ sys.path.insert(0, str(REPO))
 import cryptography
 import msgpack
 import zstandard
+from hostmond.agent.shipping.batcher import Chunk
+from hostmond.agent.shipping.config import ShippingConfig
+from hostmond.agent.shipping.shipper import Shipper
+from hostmond.agent.shipping.spool import SeqStore
 
-from agent.api import Sample
-from agent.shipping import keys, wire
-from agent.shipping.batcher import Chunk
-from agent.shipping.config import ShippingConfig
-from agent.shipping.shipper import Shipper
-from agent.shipping.spool import SeqStore
+from hostmond.api import Sample
+from hostmond.core import keys, wire
 
 
 def build_samples(n: int) -> list[Sample]:

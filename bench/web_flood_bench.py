@@ -46,8 +46,8 @@ def _pki(d: Path) -> tuple[Path, Path, Path]:
 def _serve(cert: str, key: str, hashed: str, rate: float, port_q: mp.Queue, stop: mp.Event) -> None:  # type: ignore[type-arg]
     from aiohttp import web
 
-    from agent.web.config import RateLimitConfig, TLSServerConfig, WebConfig
-    from agent.web.security import apply_web_security, security_of
+    from hostmond.web.config import RateLimitConfig, TLSServerConfig, WebConfig
+    from hostmond.web.security import apply_web_security, security_of
 
     async def main() -> None:
         app = web.Application()

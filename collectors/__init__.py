@@ -1,16 +1,8 @@
-"""Built-in collectors. Each module registers its collector class with ``agent.registry.register``.
+"""Built-in collectors, one module per thing they read.
 
-``BUILTIN_MODULES`` lists the modules the agent imports at start-up; a module
-whose collector needs an optional library (``gpu``) imports it lazily inside
-``start()`` so that importing the module costs nothing.
+Each collector is declared as an entry point in the ``hostmon.collectors`` group
+of ``pyproject.toml``, the same way a third-party plugin declares its own, and
+imports nothing of hostmon but the plugin API (:mod:`hostmond.api`). A collector
+that needs an optional library (``gpu``) imports it inside ``start()`` so that
+loading the class costs nothing.
 """
-
-BUILTIN_MODULES: tuple[str, ...] = (
-    "collectors.cpu",
-    "collectors.memory",
-    "collectors.disk",
-    "collectors.network",
-    "collectors.processes",
-    "collectors.auth",
-    "collectors.gpu",
-)

@@ -11,8 +11,10 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from agent import registry
-from agent.api import (
+from hostmond.collectors import _procfs
+from hostmond.collectors._pressure import pressure_samples
+
+from hostmond.api import (
     COUNTER,
     GAUGE,
     Collector,
@@ -21,7 +23,6 @@ from agent.api import (
     Sample,
     field,
 )
-from collectors import _procfs
 
 
 @dataclass
@@ -30,8 +31,7 @@ class CPUConfig(CollectorConfig):
     pressure: bool = field(True, "Report CPU pressure (PSI) from the kernel's pressure file where it exists.")
 
 
-@registry.register
-class CPUCollector(Collector):
+class CPUCollector(Collector[CPUConfig]):
     name = "cpu"
     config_class = CPUConfig
     metrics = (
@@ -102,30 +102,3 @@ class CPUCollector(Collector):
 
         if self.config.pressure:
             yield from pressure_samples(self, os.path.join(proc, "pressure", "cpu"), "cpu")
-
-
-_PSI_NAMES = {"some": "waiting", "full": "stalled"}
-
-
-def pressure_samples(c: Collector, path: str, resource: str) -> Iterator[Sample]:
-    """node_pressure_<resource>_{waiting,stalled}_seconds_total from one PSI file; absent file -> nothing.
-
-    Shared by the cpu, memory and disk (io) collectors. A kernel with PSI compiled
-    in but disabled (``psi=0``) answers EOPNOTSUPP on read: also "no data here".
-    """
-    try:
-        text = _procfs.read_optional(path)
-    except OSError as e:
-        if e.errno in (95, 22):  # EOPNOTSUPP, EINVAL: PSI disabled
-            return
-        c.partial_error(f"pressure_{resource}_unreadable")
-        return
-    if text is None:
-        return
-    try:
-        lines = _procfs.parse_pressure(text)
-    except ValueError:
-        c.partial_error(f"pressure_{resource}_malformed")
-        return
-    for kind, line in lines.items():
-        yield c.sample(f"node_pressure_{resource}_{_PSI_NAMES[kind]}_seconds_total", line.total_seconds)

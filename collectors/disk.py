@@ -28,8 +28,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from agent import registry
-from agent.api import (
+from hostmond.collectors import _procfs
+from hostmond.collectors._pressure import pressure_samples
+
+from hostmond.api import (
     COUNTER,
     GAUGE,
     Collector,
@@ -37,11 +39,10 @@ from agent.api import (
     CollectorContext,
     MetricSpec,
     Sample,
+    check_positive,
+    check_regex,
     field,
 )
-from agent.tenancy import check_regex
-from collectors import _procfs
-from collectors.cpu import pressure_samples
 
 # node_exporter's defaults (collector/filesystem_linux.go, diskstats_linux.go).
 DEFAULT_MOUNT_POINTS_EXCLUDE = r"^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)"
@@ -52,11 +53,6 @@ DEFAULT_FS_TYPES_EXCLUDE = (
 DEFAULT_DEVICE_EXCLUDE = r"^(z?ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$"
 
 StatFn = Callable[[str], os.statvfs_result]
-
-
-def _positive(v: float) -> None:
-    if v <= 0:
-        raise ValueError("must be greater than 0")
 
 
 @dataclass
@@ -73,10 +69,10 @@ class DiskConfig(CollectorConfig):
         check=check_regex,
     )
     stat_timeout: float = field(
-        1.5, "Seconds to wait for the statvfs calls of one collection; a mount still pending is reported stale.", check=_positive
+        1.5, "Seconds to wait for the statvfs calls of one collection; a mount still pending is reported stale.", check=check_positive
     )
     stat_workers: int = field(
-        4, "Worker threads that run statvfs calls (calls stuck on a stale mount are not counted).", check=_positive
+        4, "Worker threads that run statvfs calls (calls stuck on a stale mount are not counted).", check=check_positive
     )
     max_stuck_calls: int = field(
         32, "Most statvfs calls left hanging on stale mounts; beyond it, further hung mounts stop being retried."
@@ -220,8 +216,7 @@ class _Stale:
     since: float
 
 
-@registry.register
-class DiskCollector(Collector):
+class DiskCollector(Collector[DiskConfig]):
     name = "disk"
     config_class = DiskConfig
     metrics = (

@@ -32,18 +32,17 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
-from agent.api import (
+from hostmond.api import (
     COUNTER,
     GAUGE,
     Collector,
     CollectorConfig,
     CollectorUnavailable,
+    HostmonError,
     MetricSpec,
     Sample,
     field,
 )
-from agent.errors import HostmonError
-from agent.registry import register
 
 GPU_LABELS = ("gpu", "uuid", "name")
 
@@ -154,8 +153,7 @@ def _m(name: str, type_: str, help_: str, unit: str = "", labels: tuple[str, ...
     return MetricSpec(name, type_, help_, labels, unit)
 
 
-@register
-class GpuCollector(Collector):
+class GpuCollector(Collector[GpuConfig]):
     name = "gpu"
     default_enabled = True
     config_class = GpuConfig

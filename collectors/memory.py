@@ -16,8 +16,10 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from agent import registry
-from agent.api import (
+from hostmond.collectors import _procfs
+from hostmond.collectors._pressure import pressure_samples
+
+from hostmond.api import (
     COUNTER,
     GAUGE,
     Collector,
@@ -27,8 +29,6 @@ from agent.api import (
     Sample,
     field,
 )
-from collectors import _procfs
-from collectors.cpu import pressure_samples
 
 # Every field fs/proc/meminfo.c (and arch code) prints, as of Linux 6.x. Unitless ones are counts.
 _MEMINFO_BYTES = (
@@ -86,8 +86,7 @@ class MemoryConfig(CollectorConfig):
     pressure: bool = field(True, "Report memory pressure (PSI) from the kernel's pressure file where it exists.")
 
 
-@registry.register
-class MemoryCollector(Collector):
+class MemoryCollector(Collector[MemoryConfig]):
     name = "memory"
     config_class = MemoryConfig
     metrics = (

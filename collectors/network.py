@@ -30,8 +30,9 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from agent import registry
-from agent.api import (
+from hostmond.collectors import _procfs
+
+from hostmond.api import (
     COUNTER,
     GAUGE,
     Collector,
@@ -39,10 +40,9 @@ from agent.api import (
     CollectorContext,
     MetricSpec,
     Sample,
+    check_regex,
     field,
 )
-from agent.tenancy import check_regex
-from collectors import _procfs
 
 _HELP = {
     "bytes": ("Network device statistic {}_bytes.", "bytes"),
@@ -97,8 +97,7 @@ class NetworkConfig(CollectorConfig):
     )
 
 
-@registry.register
-class NetworkCollector(Collector):
+class NetworkCollector(Collector[NetworkConfig]):
     name = "network"
     config_class = NetworkConfig
     metrics = (

@@ -32,8 +32,9 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from agent import registry
-from agent.api import (
+from hostmond.collectors import _procfs
+
+from hostmond.api import (
     COUNTER,
     GAUGE,
     Collector,
@@ -41,18 +42,13 @@ from agent.api import (
     CollectorContext,
     MetricSpec,
     Sample,
+    check_not_negative,
     field,
 )
-from collectors import _procfs
 
 OTHER = "other"
 _GROUP_LABELS = ("groupname", "tenant_id")
 _VANISHED = (errno.ENOENT, errno.ESRCH)
-
-
-def _non_negative(v: int) -> None:
-    if v < 0:
-        raise ValueError("must be 0 or more")
 
 
 @dataclass
@@ -60,13 +56,12 @@ class ProcessesConfig(CollectorConfig):
     top_n: int = field(
         20,
         "Process groups with their own series: the top N by CPU plus the top N by memory; the rest fold into 'other'.",
-        check=_non_negative,
+        check=check_not_negative,
     )
     open_fds: bool = field(True, "Count open file descriptors per group (one directory listing per process).")
 
 
-@registry.register
-class ProcessesCollector(Collector):
+class ProcessesCollector(Collector[ProcessesConfig]):
     name = "processes"
     config_class = ProcessesConfig
     metrics = (

@@ -6,7 +6,7 @@
                          [--events [--kind K]] [--limit N] [--format json|table]
 
 ``--since``/``--until`` take unix seconds, an ISO 8601 time, or a duration
-back from now (``15m``, ``2h``, ``7d``). Also runnable as ``python -m ingest.cli``.
+back from now (``15m``, ``2h``, ``7d``). Also runnable as ``python -m hostmond.ingest.cli``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import sys
 import time
 from typing import Any
 
-from agent.errors import ConfigError
+from hostmond.core.command import run_command
+from hostmond.core.errors import ConfigError
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -45,13 +46,14 @@ def parse_time(text: str, now: float | None = None) -> float:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from agent import logs
-    from ingest import config as cfgmod
-    from ingest.server import serve
+    from hostmond.ingest import config as cfgmod
+    from hostmond.ingest.server import serve
+
+    from hostmond.core import logs
 
     cfg = cfgmod.load(args.config)
     if args.listen:
-        from agent.config import parse_listen
+        from hostmond.core.validate import parse_listen
 
         try:
             parse_listen(args.listen)
@@ -71,7 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from ingest import config as cfgmod
+    from hostmond.ingest import config as cfgmod
 
     cfg = cfgmod.load(args.file)
     keys = cfgmod.load_keys(cfg)
@@ -83,7 +85,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     import sqlite3  # not at import: every `hostmon` start registers this module's commands
 
-    from ingest.query import open_db, query_events, query_samples, write_rows
+    from hostmond.ingest.query import open_db, query_events, query_samples, write_rows
 
     try:
         conn = open_db(args.db)
@@ -137,13 +139,11 @@ def register(subparsers: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ingest.cli")
+    p = argparse.ArgumentParser(prog="python -m hostmond.ingest.cli")
     sub = p.add_subparsers(dest="command", required=True)
     register(sub)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(["ingest", *argv])
-    from agent.cli import run_command
-
     return run_command(args)
 
 

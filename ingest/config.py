@@ -25,7 +25,7 @@ Example::
     client_ca_file = "tls/agents-ca.crt"
     client_auth_type = "RequireAndVerifyClientCert"
 
-The ``[web]`` section is the agent's (:class:`agent.web.config.WebConfig`):
+The ``[web]`` section is the agent's (:class:`hostmond.web.config.WebConfig`):
 TLS with certificate rotation, mutual TLS, basic/bearer authentication for
 every path but ``open_paths`` and the batch path (a batch carries its own
 signature), and a rate limit per client address.
@@ -44,28 +44,23 @@ import os
 import tomllib
 from typing import Any
 
-from agent.api import field
-from agent.config import load_dataclass, parse_listen
-from agent.errors import ConfigError, KeyFileError
-from agent.shipping import keys as keymod
-from agent.tenancy import validate_tenant_id
-from agent.web.config import WebConfig
+from hostmond.core import keys as keymod
+from hostmond.core.config import field, load_dataclass
+from hostmond.core.errors import ConfigError, KeyFileError
+from hostmond.core.validate import (
+    check_not_negative,
+    check_positive,
+    check_url,
+    parse_listen,
+    validate_tenant_id,
+)
+from hostmond.web.config import WebConfig
 
 DEFAULT_LISTEN = "127.0.0.1:9436"
 
 
 def _check_listen(v: str) -> None:
     parse_listen(v)
-
-
-def _check_positive(v: float) -> None:
-    if v <= 0:
-        raise ValueError("must be greater than 0")
-
-
-def _check_not_negative(v: float) -> None:
-    if v < 0:
-        raise ValueError("must be 0 or more")
 
 
 def _check_workers(v: int) -> None:
@@ -85,11 +80,6 @@ def _check_sync(v: str) -> None:
         raise ValueError("must be 'full' (survives power loss) or 'normal' (survives a process crash only)")
 
 
-def _check_url(v: str) -> None:
-    if v and not v.startswith(("http://", "https://")):
-        raise ValueError("must be an http:// or https:// URL")
-
-
 @dataclasses.dataclass
 class AgentEntry:
     public_key: str = field("", "The agent's Ed25519 public key: the text of its agent.pub ('hostmon-ed25519 BASE64') or the path of that file.")
@@ -103,27 +93,27 @@ class AgentEntry:
 
 @dataclasses.dataclass
 class LimitsConfig:
-    max_body_bytes: int = field(16 * 1024 * 1024, "Largest request body accepted, in bytes; larger is refused with 413 before it is read.", check=_check_positive)
-    max_decompressed_bytes: int = field(64 * 1024 * 1024, "Largest decompressed batch, in bytes; a batch that inflates past it (a zstd bomb) is refused with 413.", check=_check_positive)
-    max_records: int = field(200_000, "Most samples plus events in one batch; more is refused with 413.", check=_check_positive)
-    max_batch_age_seconds: float = field(7 * 86400.0, "Oldest batch creation time accepted, in seconds before now; older is refused with 409 too_old (replay protection).", check=_check_positive)
-    max_clock_skew_seconds: float = field(300.0, "How far in the future a batch's creation time may be (agent clock ahead); further is refused with 425 (the agent retries as time passes).", check=_check_not_negative)
-    max_inflight: int = field(8, "Batches being decrypted or stored at once; more are answered 503 with Retry-After, so memory stays bounded.", check=_check_positive)
+    max_body_bytes: int = field(16 * 1024 * 1024, "Largest request body accepted, in bytes; larger is refused with 413 before it is read.", check=check_positive)
+    max_decompressed_bytes: int = field(64 * 1024 * 1024, "Largest decompressed batch, in bytes; a batch that inflates past it (a zstd bomb) is refused with 413.", check=check_positive)
+    max_records: int = field(200_000, "Most samples plus events in one batch; more is refused with 413.", check=check_positive)
+    max_batch_age_seconds: float = field(7 * 86400.0, "Oldest batch creation time accepted, in seconds before now; older is refused with 409 too_old (replay protection).", check=check_positive)
+    max_clock_skew_seconds: float = field(300.0, "How far in the future a batch's creation time may be (agent clock ahead); further is refused with 425 (the agent retries as time passes).", check=check_not_negative)
+    max_inflight: int = field(8, "Batches being decrypted or stored at once; more are answered 503 with Retry-After, so memory stays bounded.", check=check_positive)
 
 
 @dataclasses.dataclass
 class SqliteConfig:
     path: str = field("ingest.db", "SQLite database file (WAL mode); relative to the config file's directory.")
     synchronous: str = field("full", "'full' fsyncs every commit (survives power loss); 'normal' survives a process crash but may lose the last commits on power loss.", check=_check_sync)
-    retention_seconds: float = field(30 * 86400.0, "Delete data of batches received longer ago than this; 0 keeps everything.", check=_check_not_negative)
-    max_bytes: int = field(0, "Delete the oldest batches' data while the database uses more than this many bytes; 0 means no size limit.", check=_check_not_negative)
-    retention_interval_seconds: float = field(60.0, "Seconds between two retention passes.", check=_check_positive)
+    retention_seconds: float = field(30 * 86400.0, "Delete data of batches received longer ago than this; 0 keeps everything.", check=check_not_negative)
+    max_bytes: int = field(0, "Delete the oldest batches' data while the database uses more than this many bytes; 0 means no size limit.", check=check_not_negative)
+    retention_interval_seconds: float = field(60.0, "Seconds between two retention passes.", check=check_positive)
 
 
 @dataclasses.dataclass
 class RemoteWriteConfig:
-    url: str = field("", "Prometheus remote-write 1.0 endpoint (e.g. http://prometheus:9090/api/v1/write); empty disables it.", check=_check_url)
-    timeout_seconds: float = field(30.0, "Seconds one remote-write request may take; a timeout answers the agent 503 so it retries.", check=_check_positive)
+    url: str = field("", "Prometheus remote-write 1.0 endpoint (e.g. http://prometheus:9090/api/v1/write); empty disables it.", check=check_url)
+    timeout_seconds: float = field(30.0, "Seconds one remote-write request may take; a timeout answers the agent 503 so it retries.", check=check_positive)
     ca_file: str = field("", "PEM file of CA certificates for an https url; empty uses the system's. Verification is always on.")
     headers: dict[str, str] = field({}, "Extra HTTP headers sent with every request (e.g. Authorization).")
 
@@ -267,7 +257,7 @@ def check_web(cfg: IngestConfig) -> str:
     """
     import ssl
 
-    from agent.web.tls import build_context
+    from hostmond.web.tls import build_context
 
     tls = cfg.web.tls_server_config
     parts = []

@@ -24,9 +24,9 @@ from typing import Any
 import msgpack
 import zstandard
 
-from agent.errors import SealError
-from agent.shipping import keys as keymod
-from agent.shipping import wire
+from hostmond.core import keys as keymod
+from hostmond.core import wire
+from hostmond.core.errors import SealError
 
 # SealError reason (or the ingest's own reason) -> HTTP status
 STATUS: dict[str, int] = {
@@ -163,7 +163,7 @@ class Decoder:
         block = wire.suite(header.suite).decrypt(ct, key.key, info=blob[: 9 + len(header_bytes)])
         rw = None
         if s.remote_write and header.n_samples:
-            from ingest.remote_write import compress, encode_write_request
+            from hostmond.ingest.remote_write import compress, encode_write_request
 
             rw = compress(encode_write_request((r["s"], r["l"], r["v"], r["t"]) for r in records if "s" in r))
         return Decoded(

@@ -23,10 +23,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
 
-from agent.shipping import keys as keymod
-from agent.web.config import RateLimitConfig, WebConfig
-from ingest.config import AgentEntry, Enrollment, IngestConfig, LoadedKeys, SqliteConfig
-from ingest.server import IngestServer
+from hostmond.core import names
 
 log = logging.getLogger("hostmon.ingest.embedded")
 
@@ -39,7 +36,7 @@ def ingest_dir(state_dir: str) -> str:
 
 def public_key_path(state_dir: str) -> str:
     """The embedded ingest's public key file (exists once :func:`start_embedded_ingest` returned)."""
-    return os.path.join(ingest_dir(state_dir), f"{keymod.INGEST_KEY_NAME}.pub")
+    return os.path.join(ingest_dir(state_dir), f"{names.INGEST_KEY_NAME}.pub")
 
 
 def database_path(state_dir: str) -> str:
@@ -51,7 +48,9 @@ async def start_embedded_ingest(
     agent_public_key_path: str,
     tenants: Sequence[str] | None,
     listen: str = "127.0.0.1:0",
-    suite: str = keymod.X25519,
+    suite: str = names.X25519,
+    max_bytes: int = 0,
+    retention_seconds: float = 30 * 86400.0,
 ) -> tuple[str, Callable[[], Awaitable[None]]]:
     """Start a local ingest; returns ``(url, stop)`` where ``await stop()`` shuts it down.
 
@@ -61,6 +60,20 @@ async def start_embedded_ingest(
     to is :func:`public_key_path` (``STATE_DIR/ingest/ingest.pub``).
     Raises KeyFileError / ConfigError like the standalone ingest.
     """
+    # Imported here, not at the top: an agent that ships elsewhere (or not at all) never
+    # loads the ingest's server, SQLite and prometheus_client (about 9 MB of RSS).
+    from hostmond.ingest.config import (
+        AgentEntry,
+        Enrollment,
+        IngestConfig,
+        LoadedKeys,
+        SqliteConfig,
+    )
+    from hostmond.ingest.server import IngestServer
+
+    from hostmond.core import keys as keymod
+    from hostmond.web.config import RateLimitConfig, WebConfig
+
     host = listen.rsplit(":", 1)[0].strip("[]")
     if host not in ("127.0.0.1", "::1", "localhost"):
         raise ValueError(f"the embedded ingest listens on loopback only, not {listen!r}")
@@ -76,7 +89,7 @@ async def start_embedded_ingest(
         listen=listen,
         private_keys=[kf.private_path],
         agents=[AgentEntry(public_key=agent_public_key_path, tenants=sorted(allowed), name="local agent")],
-        sqlite=SqliteConfig(path=database_path(state_dir)),
+        sqlite=SqliteConfig(path=database_path(state_dir), max_bytes=max_bytes, retention_seconds=retention_seconds),
         decode_workers=0,
         web=WebConfig(rate_limit=RateLimitConfig(requests_per_second=0)),
     )
@@ -93,3 +106,28 @@ async def start_embedded_ingest(
         },
     )
     return url, server.stop
+
+
+class EmbeddedIngest:
+    """What ``hostmon run`` hands the agent's shipper when no ingest_url is set.
+
+    The agent does not import the ingest: the command (:mod:`hostmond.cli`) passes
+    this object to :func:`hostmond.agent.shipping.runtime.make_shipper`, which calls
+    :meth:`start` and reads the paths it needs to seal and to log the query hint.
+    """
+
+    def database_path(self, state_dir: str) -> str:
+        return database_path(state_dir)
+
+    def public_key_path(self, state_dir: str) -> str:
+        return public_key_path(state_dir)
+
+    async def start(
+        self, state_dir: str, agent_public_key_path: str, suite: str, *, max_bytes: int, retention_seconds: float
+    ) -> tuple[str, Callable[[], Awaitable[None]]]:
+        """Start it on 127.0.0.1 (any free port), accepting any tenant of the one local agent, with its
+        history bounded by ``max_bytes`` and ``retention_seconds`` (0: no bound)."""
+        return await start_embedded_ingest(
+            state_dir, agent_public_key_path, tenants=None, suite=suite, max_bytes=max_bytes, retention_seconds=retention_seconds
+        )
+

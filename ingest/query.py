@@ -13,8 +13,8 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from ingest.decode import EVENT, SAMPLE, read_block
-from ingest.sqlite_sink import connect_readonly
+from hostmond.ingest.decode import EVENT, SAMPLE, read_block
+from hostmond.ingest.sqlite_sink import connect_readonly
 
 
 def _blocks(

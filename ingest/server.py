@@ -1,6 +1,6 @@
 """The ingest HTTP server: ``POST /v1/batches``, ``GET /metrics``, ``GET /healthz``, ``GET /readyz``.
 
-Endpoint security comes from the ``[web]`` section (:mod:`agent.web`, the
+Endpoint security comes from the ``[web]`` section (:mod:`hostmond.web`, the
 same code and keys as the agent's /metrics): TLS with certificate rotation,
 mutual TLS (a refused handshake is counted), a rate limit per client address
 (429 with ``Retry-After``, which the agent's sender retries) and basic/bearer
@@ -15,7 +15,7 @@ A batch goes through checks, cheapest first (content type, sizes, envelope,
 signature, tenants, age, decryption, decompression, records); the first that
 fails answers its status with ``{"status": "rejected", "reason": R, "detail": ...}``,
 counts ``hostmon_ingest_rejected_total{reason}`` and stores nothing. The status
-of each reason is ``ingest.decode.STATUS``, listed in docs/ingest.md (a test
+of each reason is ``hostmond.ingest.decode.STATUS``, listed in docs/ingest.md (a test
 checks that the two agree).
 
 Success is ``200 {"status": "stored"}`` only after the SQLite commit (and,
@@ -46,8 +46,22 @@ import signal
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 from aiohttp import web
+from hostmond.ingest.config import IngestConfig, LoadedKeys, load_keys
+from hostmond.ingest.decode import (
+    SAMPLE,
+    STATUS,
+    Decoded,
+    Decoder,
+    DecoderSpec,
+    Rejected,
+    decode_in_worker,
+    init_worker,
+)
+from hostmond.ingest.remote_write import RemoteWriteError, RemoteWriteSink
+from hostmond.ingest.sqlite_sink import DUPLICATE, REPLAY, STORED, SqliteSink
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -59,66 +73,81 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from agent.config import parse_listen
-from agent.errors import ConfigError
-from agent.shipping import wire
-from agent.web.security import PrometheusCollector, apply_web_security
-from ingest.config import IngestConfig, LoadedKeys, load_keys
-from ingest.decode import (
-    SAMPLE,
-    STATUS,
-    Decoded,
-    Decoder,
-    DecoderSpec,
-    Rejected,
-    decode_in_worker,
-    init_worker,
-)
-from ingest.remote_write import RemoteWriteError, RemoteWriteSink
-from ingest.sqlite_sink import DUPLICATE, REPLAY, STORED, SqliteSink
+from hostmond.core import selfmetrics, wire
+from hostmond.core.errors import ConfigError
+from hostmond.core.model import COUNTER, GAUGE, HISTOGRAM, MetricSpec
+from hostmond.core.validate import parse_listen
+from hostmond.web.security import PrometheusCollector, apply_web_security
 
 log = logging.getLogger("hostmon.ingest")
 
 BATCH_PATH = "/v1/batches"
 FAULT_ENV = "HOSTMON_INGEST_FAULT"
 
+INGEST_SPECS = selfmetrics.declare(
+    "ingest.server",
+    MetricSpec("hostmon_ingest_rejected_total", COUNTER, "Batches refused, by reason (nothing of them was stored).", ("reason",)),
+    MetricSpec("hostmon_ingest_batches_total", COUNTER, "Batches answered 200, by result (stored, or duplicate of a stored batch).", ("result",)),
+    MetricSpec("hostmon_ingest_samples_total", COUNTER, "Samples stored, by tenant.", ("tenant_id",)),
+    MetricSpec("hostmon_ingest_events_total", COUNTER, "Events stored, by tenant.", ("tenant_id",)),
+    MetricSpec("hostmon_ingest_received_bytes_total", COUNTER, "Bytes of batch envelopes received (accepted or not).", (), "bytes"),
+    MetricSpec("hostmon_ingest_store_duration_seconds", HISTOGRAM, "Time to store one batch durably (commit included).", (), "seconds"),
+    MetricSpec("hostmon_ingest_inflight", GAUGE, "Batches being checked or stored now."),
+    MetricSpec("hostmon_ingest_inflight_limit", GAUGE, "Most batches in work at once; more are answered 503 (counted as rejected{reason=\"busy\"})."),
+    MetricSpec("hostmon_ingest_remote_write_requests_total", COUNTER, "Remote-write requests, by result (success, retryable_error, rejected).", ("result",)),
+    MetricSpec("hostmon_ingest_remote_write_dropped_samples_total", COUNTER, "Samples the remote-write receiver refused for good (4xx); they are still stored in SQLite."),
+    MetricSpec("hostmon_ingest_sqlite_used_bytes", GAUGE, "Bytes of the SQLite database in use (pages minus free pages).", (), "bytes"),
+    MetricSpec("hostmon_ingest_sqlite_limit_bytes", GAUGE, "sqlite.max_bytes (0: no size limit).", (), "bytes"),
+    MetricSpec("hostmon_ingest_retention_deleted_total", COUNTER, "Rows deleted by retention, by kind (samples, events).", ("kind",)),
+    MetricSpec("hostmon_ingest_enrolled_agents", GAUGE, "Agents enrolled in the config."),
+    MetricSpec("hostmon_ingest_private_keys", GAUGE, "Ingest private keys loaded (more than one during a rotation)."),
+)
+
+_PROM_CLASS = {COUNTER: Counter, GAUGE: Gauge, HISTOGRAM: Histogram}
+
+
+def _prom(name: str, registry: CollectorRegistry, **kw: Any) -> Any:
+    """The prometheus_client metric of a declared self-metric: its HELP, type and labels come from the spec."""
+    spec = selfmetrics.spec(name)
+    base = name.removesuffix("_total") if spec.type == COUNTER else name  # the client adds _total itself
+    return _PROM_CLASS[spec.type](base, spec.help, list(spec.labels), registry=registry, **kw)
+
+
 class IngestMetrics:
     def __init__(self, tenants: set[str], inflight_limit: int) -> None:
         disable_created_metrics()  # no *_created series: they double the output and no one reads them
         r = self.registry = CollectorRegistry(auto_describe=True)
-        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
-        self.rejected = Counter("hostmon_ingest_rejected", "Batches refused, by reason (nothing of them was stored).", ["reason"], registry=r)
+        ProcessCollector(registry=r)  # the process_* families (selfmetrics.PROCESS_SPECS)
+        self.rejected = _prom("hostmon_ingest_rejected_total", r)
         for reason in sorted(STATUS):
             self.rejected.labels(reason)
-        self.batches = Counter("hostmon_ingest_batches", "Batches answered 200, by result (stored, or duplicate of a stored batch).", ["result"], registry=r)
+        self.batches = _prom("hostmon_ingest_batches_total", r)
         for res in (STORED, DUPLICATE):
             self.batches.labels(res)
-        self.samples = Counter("hostmon_ingest_samples", "Samples stored, by tenant.", ["tenant_id"], registry=r)
-        self.events = Counter("hostmon_ingest_events", "Events stored, by tenant.", ["tenant_id"], registry=r)
+        self.samples = _prom("hostmon_ingest_samples_total", r)
+        self.events = _prom("hostmon_ingest_events_total", r)
         for t in sorted(tenants):  # enrolled tenants only: a bounded label set
             self.samples.labels(t)
             self.events.labels(t)
-        self.bytes = Counter("hostmon_ingest_received_bytes", "Bytes of batch envelopes received (accepted or not).", registry=r)
-        self.store_seconds = Histogram(
-            "hostmon_ingest_store_duration_seconds",
-            "Time to store one batch durably (commit included).",
+        self.bytes = _prom("hostmon_ingest_received_bytes_total", r)
+        self.store_seconds = _prom(
+            "hostmon_ingest_store_duration_seconds", r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=r,
         )
-        self.inflight = Gauge("hostmon_ingest_inflight", "Batches being checked or stored now.", registry=r)
-        self.inflight_limit = Gauge("hostmon_ingest_inflight_limit", "Most batches in work at once; more are answered 503 (counted as rejected{reason=\"busy\"}).", registry=r)
+        self.inflight = _prom("hostmon_ingest_inflight", r)
+        self.inflight_limit = _prom("hostmon_ingest_inflight_limit", r)
         self.inflight_limit.set(inflight_limit)
-        self.rw_requests = Counter("hostmon_ingest_remote_write_requests", "Remote-write requests, by result (success, retryable_error, rejected).", ["result"], registry=r)
+        self.rw_requests = _prom("hostmon_ingest_remote_write_requests_total", r)
         for res in ("success", "retryable_error", "rejected"):
             self.rw_requests.labels(res)
-        self.rw_dropped = Counter("hostmon_ingest_remote_write_dropped_samples", "Samples the remote-write receiver refused for good (4xx); they are still stored in SQLite.", registry=r)
-        self.db_bytes = Gauge("hostmon_ingest_sqlite_used_bytes", "Bytes of the SQLite database in use (pages minus free pages).", registry=r)
-        self.db_limit = Gauge("hostmon_ingest_sqlite_limit_bytes", "sqlite.max_bytes (0: no size limit).", registry=r)
-        self.retention_deleted = Counter("hostmon_ingest_retention_deleted", "Rows deleted by retention, by kind (samples, events).", ["kind"], registry=r)
+        self.rw_dropped = _prom("hostmon_ingest_remote_write_dropped_samples_total", r)
+        self.db_bytes = _prom("hostmon_ingest_sqlite_used_bytes", r)
+        self.db_limit = _prom("hostmon_ingest_sqlite_limit_bytes", r)
+        self.retention_deleted = _prom("hostmon_ingest_retention_deleted_total", r)
         for k in ("samples", "events"):
             self.retention_deleted.labels(k)
-        self.agents = Gauge("hostmon_ingest_enrolled_agents", "Agents enrolled in the config.", registry=r)
-        self.keys = Gauge("hostmon_ingest_private_keys", "Ingest private keys loaded (more than one during a rotation).", registry=r)
+        self.agents = _prom("hostmon_ingest_enrolled_agents", r)
+        self.keys = _prom("hostmon_ingest_private_keys", r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -210,15 +239,18 @@ class IngestServer:
         finally:
             await self.close()
 
+    def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
+        # spawn, not fork: the ingest may run inside the agent, with threads
+        return concurrent.futures.ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=init_worker,
+            initargs=(self.spec,),
+        )
+
     async def open(self) -> None:
         if self.workers > 0 and self._pool is None:
-            # spawn, not fork: the ingest may run inside the agent, with threads
-            self._pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=init_worker,
-                initargs=(self.spec,),
-            )
+            self._pool = self._new_pool()
         await self.sink.open()
         if self.remote is not None:
             await self.remote.start()
@@ -357,12 +389,7 @@ class IngestServer:
             except concurrent.futures.process.BrokenProcessPool:
                 # A worker died (killed, out of memory): start a new pool, answer 503 so the agent retries.
                 log.error("a decode worker process died; restarting the pool")
-                self._pool = concurrent.futures.ProcessPoolExecutor(
-                    max_workers=self.workers,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=init_worker,
-                    initargs=(self.spec,),
-                )
+                self._pool = self._new_pool()
                 raise Rejected("busy", "decode worker restarted; retry") from None
         return await loop.run_in_executor(self._threads, self.decoder.decode, blob)
 

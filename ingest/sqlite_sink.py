@@ -23,7 +23,7 @@ per sample): ``blocks`` holds each stored batch's validated records as one
 zstd-compressed msgpack block; ``series_index`` has one row per (batch, tenant,
 sample name or event kind) with the count and time range, so a query reads
 only the blocks that hold what it asks for and filters their records by
-tenant, name and time (see :mod:`ingest.query`).
+tenant, name and time (see :mod:`hostmond.ingest.query`).
 
 Retention runs periodically on the writer thread: by age (blocks of batches
 *received* longer ago than ``retention_seconds``; receipt order is batch id
@@ -44,7 +44,7 @@ import sqlite3
 import time
 from typing import Any
 
-from ingest.decode import EVENT, SAMPLE, Decoded
+from hostmond.ingest.decode import EVENT, SAMPLE, Decoded
 
 SCHEMA_VERSION = 2
 

@@ -68,7 +68,7 @@ def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 5
 def hostmon_process(args: list[str], env: dict[str, str] | None = None, **kw: Any) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``hostmon ARGS`` as a real process; killed at the end whatever happens."""
     full_env = {**os.environ, **(env or {})}
-    p = subprocess.Popen([sys.executable, "-m", "agent.cli", *args], env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    p = subprocess.Popen([sys.executable, "-m", "hostmond.cli", *args], env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
     try:
         yield p
     finally:

@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Callable
 
-from agent.api import Event, Sample
+from hostmond.core.model import Event, Sample
 
 
 @dataclasses.dataclass

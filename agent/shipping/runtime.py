@@ -2,7 +2,9 @@
 
 ``make_shipper(cfg, agent)`` returns an unstarted :class:`Shipper` (the agent
 calls ``start()``/``stop()`` on its consumers). With no ``shipping.ingest_url``
-it first starts the embedded ingest (``ingest.embedded``) on 127.0.0.1 and ships
+it first starts the embedded ingest handed to it by the command (an
+:class:`EmbeddedIngest`: ``hostmond.ingest.embedded.EmbeddedIngest``, passed in by
+``hostmond.cli``, so the agent never imports the ingest) on 127.0.0.1 and ships
 to that, so the first ``hostmon run`` shows the whole path.
 
 The agent identity at the default path (``STATE_DIR/keys/agent.key``) is created
@@ -20,11 +22,12 @@ import logging
 import os
 import shlex
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
-from agent.errors import ConfigError, KeyFileError
-from agent.shipping import keys
-from agent.shipping.shipper import Shipper
+from hostmond.agent.shipping.shipper import Shipper
+
+from hostmond.core import keys
+from hostmond.core.errors import ConfigError, KeyFileError
 
 log = logging.getLogger("hostmon.shipping")
 
@@ -64,6 +67,18 @@ def _ensure_public_file(private_path: str) -> str:
     return pub_path
 
 
+class EmbeddedIngest(Protocol):
+    """A local ingest the shipper can start when no ``shipping.ingest_url`` is set."""
+
+    def database_path(self, state_dir: str) -> str: ...
+
+    def public_key_path(self, state_dir: str) -> str: ...
+
+    async def start(
+        self, state_dir: str, agent_public_key_path: str, suite: str, *, max_bytes: int, retention_seconds: float
+    ) -> tuple[str, Callable[[], Awaitable[None]]]: ...
+
+
 class EmbeddedShipper(Shipper):
     """A shipper whose stop() also drains to and stops the embedded ingest it ships to."""
 
@@ -78,29 +93,34 @@ class EmbeddedShipper(Shipper):
                 await stop()
 
 
-async def make_shipper(cfg: Any, agent: Any = None) -> Shipper:
-    """Build the shipper for ``hostmon run``; starts the embedded ingest when no ingest_url is set."""
+async def make_shipper(cfg: Any, agent: Any = None, embedded: EmbeddedIngest | None = None) -> Shipper:
+    """Build the shipper for ``hostmon run``; starts ``embedded`` when no ingest_url is set."""
     sc = cfg.shipping
     state_dir = cfg.resolved_state_dir()
     agent_key_path = ensure_agent_identity(cfg)
     tenant_ids = [cfg.tenant_id]
     if sc.ingest_url:
         return Shipper(sc, state_dir=state_dir, tenant_ids=tenant_ids, agent_key_path=agent_key_path)
-    from ingest.embedded import database_path, public_key_path, start_embedded_ingest
-
-    url, stop = await start_embedded_ingest(
-        state_dir, _ensure_public_file(agent_key_path), tenants=None, suite=sc.suite or keys.X25519
+    if embedded is None:
+        raise ConfigError(
+            getattr(cfg, "source", None), "shipping.ingest_url",
+            "is empty and this program has no embedded ingest: set ingest_url, or shipping.enabled = false",
+        )
+    url, stop = await embedded.start(
+        state_dir, _ensure_public_file(agent_key_path), sc.suite or keys.X25519,
+        max_bytes=sc.local_history_max_bytes, retention_seconds=sc.local_history_days * 86400.0,
     )
+    db = embedded.database_path(state_dir)
     log.info(
         "this agent ships to its embedded ingest; read what it stored with the query command",
-        extra={"query": f"hostmon ingest query --db {shlex.quote(database_path(state_dir))} --tenant {shlex.quote(cfg.tenant_id)}"},
+        extra={"query": f"hostmon ingest query --db {shlex.quote(db)} --tenant {shlex.quote(cfg.tenant_id)}"},
     )
     shipper = EmbeddedShipper(
         sc,
         state_dir=state_dir,
         tenant_ids=tenant_ids,
         agent_key_path=agent_key_path,
-        ingest_public_key_path=public_key_path(state_dir),
+        ingest_public_key_path=embedded.public_key_path(state_dir),
         ingest_url=url,
     )
     shipper.stop_ingest = stop

@@ -19,8 +19,8 @@ from typing import Any
 
 import aiohttp
 
-from agent.errors import KeyFileError
-from agent.shipping import keys, wire
+from hostmond.core import keys, wire
+from hostmond.core.errors import KeyFileError
 
 ACKED = "acked"
 RETRY = "retry"

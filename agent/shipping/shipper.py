@@ -1,6 +1,6 @@
 """The shipper: buffer -> sealed batch -> spool -> ingest, losing nothing silently.
 
-It is an :class:`agent.handoff.Consumer`: the runtime calls :meth:`Shipper.submit`
+It is an :class:`hostmond.agent.handoff.Consumer`: the runtime calls :meth:`Shipper.submit`
 with each tagged collection (non-blocking; a full buffer drops and counts). A
 batch loop closes batches by size or age, seals them in a worker thread and
 writes them to the spool before anything is sent. A send loop posts spooled
@@ -29,13 +29,10 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from agent.api import COUNTER, GAUGE, MetricSpec, Sample
-from agent.errors import ConfigError, KeyFileError, SealError, SpoolError
-from agent.handoff import Collection
-from agent.shipping import keys, wire
-from agent.shipping.batcher import Batcher, Chunk
-from agent.shipping.config import ShippingConfig
-from agent.shipping.sender import (
+from hostmond.agent.handoff import Collection
+from hostmond.agent.shipping.batcher import Batcher, Chunk
+from hostmond.agent.shipping.config import ShippingConfig
+from hostmond.agent.shipping.sender import (
     ACKED,
     DROP,
     DROP_STATUSES,
@@ -43,13 +40,19 @@ from agent.shipping.sender import (
     Sender,
     retry_wait,
 )
-from agent.shipping.spool import SeqStore, Spool
+from hostmond.agent.shipping.spool import SeqStore, Spool
+
+from hostmond.core import keys, selfmetrics, wire
+from hostmond.core.errors import ConfigError, KeyFileError, SealError, SpoolError
+from hostmond.core.logs import LogOnce
+from hostmond.core.model import COUNTER, GAUGE, MetricSpec, Sample
 
 log = logging.getLogger("hostmon.shipping")
 
 UNSPOOLED_LIMIT = 8  # sealed batches held in memory while the spool cannot be written
 
-METRICS: tuple[MetricSpec, ...] = (
+METRICS: tuple[MetricSpec, ...] = selfmetrics.declare(
+    "agent.shipping.shipper",
     MetricSpec("hostmon_shipper_buffer_records", GAUGE, "Records waiting in memory to be sealed into a batch."),
     MetricSpec("hostmon_shipper_buffer_limit_records", GAUGE, "Most records the in-memory buffer holds (shipping.buffer_limit_records)."),
     MetricSpec("hostmon_shipper_buffer_dropped_total", COUNTER, "Records dropped because the in-memory buffer was full."),
@@ -117,7 +120,7 @@ class Shipper:
         self._seq_error = False
         self._sealing = 0  # records taken from the buffer and being sealed right now
         self._unspooled: collections.deque[tuple[wire.BatchHeader, bytes]] = collections.deque()
-        self._logged: set[tuple[Any, ...]] = set()
+        self.log_once = LogOnce(log)
         self._failing_since: float | None = None
         # counters
         self.invalid_records = 0
@@ -222,10 +225,10 @@ class Shipper:
         was_empty = self.batcher.records == 0
         # shallow copies: the runtime may reuse its lists after submit() returns
         self.batcher.add(collection.time, list(collection.samples), list(collection.events))
-        if self.batcher.dropped != before and ("buffer_full",) not in self._logged:
-            self._logged.add(("buffer_full",))
-            log.warning("shipper buffer full: collections are dropped (counted in hostmon_shipper_buffer_dropped_total)",
-                        extra={"limit_records": self.batcher.limit_records})
+        if self.batcher.dropped != before:
+            self.log_once.once(("buffer_full",), logging.WARNING,
+                               "shipper buffer full: collections are dropped (counted in hostmon_shipper_buffer_dropped_total)",
+                               limit_records=self.batcher.limit_records)
         # wake the batch loop when a batch is full, or when a new batch started (it sets the deadline)
         if self.batcher.records >= self.batcher.max_records or (was_empty and self.batcher.records):
             self._batch_wake.set()
@@ -279,7 +282,7 @@ class Shipper:
                 return
             except OSError as e:  # the sequence file could not be written
                 self.batcher.put_back(chunks)
-                self._log_once(("seq_write",), logging.ERROR, "cannot reserve a batch sequence number; retrying", error=str(e))
+                self.log_once.once(("seq_write",), logging.ERROR, "cannot reserve a batch sequence number; retrying", error=str(e))
                 self._seq_error = True
                 return
             finally:
@@ -304,7 +307,7 @@ class Shipper:
         ns = len(srecs)
         if invalid:
             self.invalid_records += invalid
-            self._log_once(("invalid_records",), logging.WARNING,
+            self.log_once.once(("invalid_records",), logging.WARNING,
                            "records with wrong field types or sizes dropped before sealing "
                            "(counted in hostmon_shipper_invalid_records_total)")
         if not records:
@@ -325,7 +328,7 @@ class Shipper:
             try:
                 await asyncio.to_thread(self.spool.put, header, blob)
             except SpoolError as e:
-                self._log_once(("spool_write",), logging.ERROR,
+                self.log_once.once(("spool_write",), logging.ERROR,
                                "cannot write to the spool; holding sealed batches in memory and retrying", error=str(e))
                 while len(self._unspooled) > UNSPOOLED_LIMIT:
                     h, _ = self._unspooled.popleft()
@@ -334,7 +337,7 @@ class Shipper:
                     self.spool.dropped_events += h.n_events
                 return
             self._unspooled.popleft()
-            self._logged.discard(("spool_write",))
+            self.log_once.forget(("spool_write",))
             self._send_wake.set()
 
     # -- sending ----------------------------------------------------------------------
@@ -375,7 +378,7 @@ class Shipper:
                 self.rejected[status] = self.rejected.get(status, 0) + 1
                 self.rejected_samples += entry.n_samples
                 await asyncio.to_thread(self.spool.remove, entry.seq)
-                self._log_once(("rejected", status, res.reason), logging.ERROR,
+                self.log_once.once(("rejected", status, res.reason), logging.ERROR,
                                "ingest rejected a batch for good; it is dropped (further rejections like it are counted, not logged)",
                                status=res.status, reason=res.reason, seq=entry.seq)
                 attempt = 0
@@ -400,12 +403,6 @@ class Shipper:
                 return True
             await asyncio.sleep(0.02)
         return False
-
-    def _log_once(self, key: tuple[Any, ...], level: int, msg: str, **extra: Any) -> None:
-        if key in self._logged:
-            return
-        self._logged.add(key)
-        log.log(level, msg, extra=extra)
 
     # -- self-metrics -----------------------------------------------------------------
     def self_metrics(self) -> Iterable[Sample]:

@@ -25,8 +25,9 @@ import threading
 import time
 from typing import Any
 
-from agent.errors import SealError, SpoolError
-from agent.shipping import wire
+from hostmond.core import wire
+from hostmond.core.durable import fsync_dir
+from hostmond.core.errors import SealError, SpoolError
 
 SUFFIX = ".hmb"
 TMP_PREFIX = ".tmp-"
@@ -35,14 +36,6 @@ CORRUPT_KEEP = 32
 SEQ_BLOCK = 64
 
 log = logging.getLogger("hostmon.shipping.spool")
-
-
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_durably(path: str, data: bytes, mode: int = 0o600) -> None:

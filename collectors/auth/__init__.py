@@ -7,6 +7,9 @@ rotation), ``btmp``, ``journal``, ``bruteforce`` (bounded sliding windows),
 
 from __future__ import annotations
 
-from collectors.auth.collector import AuthCollector, AuthConfig  # registered with @agent.registry.register
+from hostmond.collectors.auth.collector import (  # found through the hostmon.collectors entry point 'auth'
+    AuthCollector,
+    AuthConfig,
+)
 
 __all__ = ["AuthCollector", "AuthConfig"]

@@ -21,7 +21,7 @@ import stat
 import struct
 from typing import Any
 
-from collectors.auth.parse import AuthFailure, normalise_address
+from hostmond.collectors.auth.parse import AuthFailure, normalise_address
 
 UTMP = struct.Struct("<h2xi32s4s32s256shhiii16s20x")
 RECORD_SIZE = UTMP.size  # 384

@@ -1,6 +1,6 @@
 """The ``auth`` collector: failed logins from journald, auth.log/secure and btmp.
 
-Each collection reads what is new in every source, parses it (collectors.auth.parse),
+Each collection reads what is new in every source, parses it (hostmond.collectors.auth.parse),
 counts failures by service and reason, keeps bounded sliding windows per client
 address and per user, detects brute force, and returns samples plus one
 ``auth_failure`` event per failure (and ``auth_bruteforce`` when a source crosses
@@ -20,15 +20,29 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import agent.registry
-from agent.api import COUNTER, GAUGE, Collector, CollectorConfig, CollectorContext, Event, MetricSpec, Sample, field
-from agent.errors import KeyFileError
-from collectors.auth.btmp import BtmpFollower
-from collectors.auth.bruteforce import SlidingCounts
-from collectors.auth.journal import DEFAULT_FACILITIES, DEFAULT_IDENTIFIERS, JournalReader
-from collectors.auth.parse import REASONS, SERVICES, AuthFailure, AuthParser
-from collectors.auth.tail import STATUSES as SOURCE_STATES
-from collectors.auth.tail import FileTailer
+from hostmond.collectors.auth.bruteforce import SlidingCounts
+from hostmond.collectors.auth.btmp import BtmpFollower
+from hostmond.collectors.auth.journal import (
+    DEFAULT_FACILITIES,
+    DEFAULT_IDENTIFIERS,
+    JournalReader,
+)
+from hostmond.collectors.auth.parse import REASONS, SERVICES, AuthFailure, AuthParser
+from hostmond.collectors.auth.tail import STATUSES as SOURCE_STATES
+from hostmond.collectors.auth.tail import FileTailer
+
+from hostmond.api import (
+    COUNTER,
+    GAUGE,
+    Collector,
+    CollectorConfig,
+    CollectorContext,
+    Event,
+    KeyFileError,
+    MetricSpec,
+    Sample,
+    field,
+)
 
 DEFAULT_FILES = ["/var/log/auth.log", "/var/log/secure"]
 DEFAULT_BTMP = "/var/log/btmp"
@@ -144,17 +158,15 @@ class _Source:
         self.unparsed = 0
 
 
-@agent.registry.register
-class AuthCollector(Collector):
+class AuthCollector(Collector[AuthConfig]):
     name = "auth"
     default_enabled = True
     config_class = AuthConfig
     metrics = METRICS
 
-    def __init__(self, config: CollectorConfig, ctx: CollectorContext, now: Callable[[], float] | None = None) -> None:
+    def __init__(self, config: AuthConfig, ctx: CollectorContext, now: Callable[[], float] | None = None) -> None:
         super().__init__(config, ctx)
-        assert isinstance(config, AuthConfig)
-        self.cfg: AuthConfig = config
+        self.cfg = config
         self.now = now or time.time
         self.sources: list[_Source] = []
         self.failures: dict[tuple[str, str], float] = {}

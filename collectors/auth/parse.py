@@ -20,7 +20,11 @@ import re
 from collections import OrderedDict
 from typing import Any
 
-from collectors.auth.timestamps import BsdClock, parse_journal_realtime, parse_rfc3339
+from hostmond.collectors.auth.timestamps import (
+    BsdClock,
+    parse_journal_realtime,
+    parse_rfc3339,
+)
 
 # -- vocabulary ----------------------------------------------------------------
 SERVICES: tuple[str, ...] = ("sshd", "su", "sudo", "login", "pam")

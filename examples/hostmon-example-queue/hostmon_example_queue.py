@@ -11,7 +11,16 @@ import os
 import time
 from collections.abc import Iterator
 
-from agent.api import COUNTER, GAUGE, Collector, CollectorConfig, CollectorUnavailable, MetricSpec, Sample, field
+from hostmond.api import (
+    COUNTER,
+    GAUGE,
+    Collector,
+    CollectorConfig,
+    CollectorUnavailable,
+    MetricSpec,
+    Sample,
+    field,
+)
 
 
 @dataclasses.dataclass
@@ -31,7 +40,7 @@ def summarize(entries: list[tuple[int, float]], now: float) -> tuple[int, int, f
     return len(entries), sum(s for s, _ in entries), max(0.0, now - min(m for _, m in entries))
 
 
-class QueueDepthCollector(Collector):
+class QueueDepthCollector(Collector[QueueConfig]):
     """Depth, size and age of file-based queues."""
 
     name = "example_queue"

@@ -51,7 +51,7 @@ install -m 0644 "$REPO/systemd/hostmon.service" "$REPO/systemd/hostmon-ingest.se
 install -m 0644 "$REPO/systemd/sysusers.d/hostmon.conf" "$ROOT/usr/lib/sysusers.d/hostmon.conf"
 install -m 0644 "$REPO/systemd/tmpfiles.d/hostmon.conf" "$ROOT/usr/lib/tmpfiles.d/hostmon.conf"
 # The default config: every key at its default, with its help (the operator edits it).
-"$VENV/bin/python" -c 'import sys; from agent.cli import main; sys.exit(main(["config", "sample"]))' \
+"$VENV/bin/python" -c 'import sys; from hostmond.cli import main; sys.exit(main(["config", "sample"]))' \
     > "$ROOT/etc/hostmon/hostmon.toml"
 # TLS for /metrics: the commented cert_file/key_file name the directory the
 # package creates for them (tmpfiles.d: /etc/hostmon/tls, root:hostmon 0750).

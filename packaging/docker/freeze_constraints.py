@@ -37,8 +37,8 @@ def closure(root: str) -> dict[str, str]:
 
 
 def main() -> int:
-    pins = closure("hostmon")
-    pins.pop("hostmon")
+    pins = closure("hostmond")
+    pins.pop("hostmond")
     print("# hostmon runtime dependencies as tested; regenerate with packaging/docker/freeze_constraints.py")
     for name in sorted(pins):
         print(f"{name}=={pins[name]}")

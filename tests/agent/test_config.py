@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from hostmond.agent import config as config_mod
 
-from agent import config as config_mod
-from agent.errors import ConfigError
+from hostmond.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -93,8 +93,8 @@ def test_bad_environment_value_names_the_variable() -> None:
 
 
 def test_collector_section_is_validated_by_the_collector(tmp_path: Path) -> None:
-    from agent.registry import discover
-    from agent.runtime import build_collectors
+    from hostmond.agent.registry import discover
+    from hostmond.agent.runtime import build_collectors
 
     classes, _ = discover()
     path = write(tmp_path, "[collectors.cpu]\ninterval = 'often'\nbogus = 1\n")
@@ -107,7 +107,7 @@ def test_collector_section_is_validated_by_the_collector(tmp_path: Path) -> None
 
 def test_sample_config_is_current_and_loads() -> None:
     """The committed sample config equals `hostmon config sample` and loads cleanly."""
-    out = subprocess.run([sys.executable, "-m", "agent.cli", "config", "sample"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-m", "hostmond.cli", "config", "sample"], capture_output=True, text=True, check=True).stdout
     committed = (REPO / "hostmon.example.toml").read_text()
     assert committed == out, "run `hostmon config sample > hostmon.example.toml`"
     cfg = config_mod.load(str(REPO / "hostmon.example.toml"), {})
@@ -119,10 +119,10 @@ def test_sample_config_is_current_and_loads() -> None:
 
 def test_check_config_cli(tmp_path: Path) -> None:
     good = write(tmp_path, "tenant_id = 'acme'\n")
-    r = subprocess.run([sys.executable, "-m", "agent.cli", "check-config", good], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "hostmond.cli", "check-config", good], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     bad = tmp_path / "bad.toml"
     bad.write_text("[runtime]\ntimeout = 0\n")
-    r = subprocess.run([sys.executable, "-m", "agent.cli", "check-config", str(bad)], capture_output=True, text=True, env={**os.environ})
+    r = subprocess.run([sys.executable, "-m", "hostmond.cli", "check-config", str(bad)], capture_output=True, text=True, env={**os.environ})
     assert r.returncode == 2
     assert f"{bad}: runtime.timeout: must be greater than 0" in r.stderr

@@ -5,11 +5,19 @@ from __future__ import annotations
 import gzip
 import math
 
-from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
+from hostmond.agent.exposition import (
+    MetricStore,
+    Renderer,
+    fmt_value,
+    wants_gzip,
+    wants_openmetrics,
+)
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as om_parse,
+)
 from prometheus_client.parser import text_string_to_metric_families as text_parse
 
-from agent.api import COUNTER, GAUGE, MetricSpec, Sample
-from agent.exposition import MetricStore, Renderer, fmt_value, wants_gzip, wants_openmetrics
+from hostmond.api import COUNTER, GAUGE, MetricSpec, Sample
 
 SPECS = {
     "x_requests_total": MetricSpec("x_requests_total", COUNTER, "Requests.\nSecond line \\ backslash.", ("path",)),

@@ -32,7 +32,7 @@ def run_collect(site: Path, tmp_path: Path, config: str, extra_path: str = "") -
     conf.write_text(config)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(site), extra_path) if p)}
     return subprocess.run(
-        [sys.executable, "-m", "agent.cli", "collect", "--once", "--format", "json", "--config", str(conf)],
+        [sys.executable, "-m", "hostmond.cli", "collect", "--once", "--format", "json", "--config", str(conf)],
         capture_output=True, text=True, env=env, cwd=tmp_path,
     )
 

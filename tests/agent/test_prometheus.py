@@ -6,7 +6,15 @@ import re
 import subprocess
 from pathlib import Path
 
-from helpers import free_port, hostmon_process, http_get, prometheus_server, promql, require_tool, wait_until
+from helpers import (
+    free_port,
+    hostmon_process,
+    http_get,
+    prometheus_server,
+    promql,
+    require_tool,
+    wait_until,
+)
 
 # node_exporter's own names for meminfo fields are camelCase; promtool's linter flags them for
 # node_exporter too. We keep them (dashboards depend on them): that is the only lint we accept.

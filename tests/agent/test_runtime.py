@@ -9,13 +9,26 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-from helpers import free_port, hostmon_process, http_get, metric_value, scrape, wait_until
+from helpers import (
+    free_port,
+    hostmon_process,
+    http_get,
+    metric_value,
+    scrape,
+    wait_until,
+)
+from hostmond.agent import config as config_mod
+from hostmond.agent.handoff import Collection
+from hostmond.agent.runtime import Agent
 
-from agent import config as config_mod
-from agent.api import COUNTER, GAUGE, Collector, CollectorUnavailable, Event, MetricSpec
-from agent.handoff import Collection
-from agent.runtime import Agent
+from hostmond.api import (
+    COUNTER,
+    GAUGE,
+    Collector,
+    CollectorUnavailable,
+    Event,
+    MetricSpec,
+)
 
 RELEASE = threading.Event()
 

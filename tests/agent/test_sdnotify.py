@@ -13,8 +13,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-
-from agent.sdnotify import Notifier, run_watchdog
+from hostmond.agent.sdnotify import Notifier, run_watchdog
 
 
 class Receiver:
@@ -267,7 +266,7 @@ def test_hostmon_run_notifies_ready_watchdog_status_and_stopping(receiver: Recei
     }
     env.pop("WATCHDOG_PID", None)
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from agent.cli import main; sys.exit(main(sys.argv[1:]))",
+        [sys.executable, "-c", "import sys; from hostmond.cli import main; sys.exit(main(sys.argv[1:]))",
          "run", "--listen", f"127.0.0.1:{port}"],
         env=env,
         stdout=subprocess.DEVNULL,

@@ -5,15 +5,15 @@ import pwd
 from pathlib import Path
 
 import pytest
-
-from agent.config import load_dataclass
-from agent.errors import ConfigError
-from agent.tenancy import (
+from hostmond.agent.config import load_dataclass
+from hostmond.agent.tenancy import (
     Tenancy,
     TenantRule,
     container_id_from_cgroup,
     validate_tenant_id,
 )
+
+from hostmond.core.errors import ConfigError
 
 HEX = "0123456789abcdef" * 4  # 64 hex digits
 

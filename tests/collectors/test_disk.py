@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 from helpers import free_port, require_tool
+from hostmond.collectors import _procfs
+from hostmond.collectors.disk import DiskCollector, DiskConfig
 
-from agent.api import CollectorContext, Sample
-from collectors import _procfs
-from collectors.disk import DiskCollector, DiskConfig
+from hostmond.api import CollectorContext, Sample
 
 FIX = Path(__file__).parent / "fixtures"
 _spec = importlib.util.spec_from_file_location("hostmon_nodeexp", FIX / "nodeexp.py")

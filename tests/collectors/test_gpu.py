@@ -12,16 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from agent.api import CollectorContext, CollectorUnavailable, Sample
-from agent.tenancy import Tenancy, TenantRule
-from collectors.gpu import (
+from hostmond.agent.tenancy import Tenancy, TenantRule
+from hostmond.collectors.gpu import (
     FIELDS,
     THROTTLE_REASONS,
     GpuCollector,
     GpuConfig,
     GpuInitError,
 )
+
+from hostmond.api import CollectorContext, CollectorUnavailable, Sample
 
 _HERE = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location("hostmon_fake_nvml", _HERE / "fake_nvml.py")
@@ -327,13 +327,13 @@ def test_stop_shuts_nvml_down(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_importing_the_module_does_not_import_pynvml() -> None:
-    code = "import sys, collectors.gpu; print('pynvml' in sys.modules)"
+    code = "import sys, hostmond.collectors.gpu; print('pynvml' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 def test_the_collector_is_registered_as_gpu() -> None:
-    from agent.registry import discover
+    from hostmond.agent.registry import discover
 
     found, _errors = discover()
     assert found["gpu"] is GpuCollector
@@ -469,8 +469,9 @@ def test_graphics_processes_count_when_compute_listing_is_not_supported(monkeypa
 
 @pytest.mark.parametrize(("bad", "reason"), [(-1, "between 0 and 50"), (51, "between 0 and 50"), (True, "integer"), ("5", "integer")])
 def test_a_bad_top_processes_names_file_key_and_reason(bad: Any, reason: str) -> None:
-    from agent.config import load_dataclass
-    from agent.errors import ConfigError
+    from hostmond.agent.config import load_dataclass
+
+    from hostmond.core.errors import ConfigError
 
     with pytest.raises(ConfigError) as info:
         load_dataclass({"top_processes": bad}, GpuConfig, "/etc/hostmon/hostmon.toml", "collectors.gpu")
@@ -480,7 +481,7 @@ def test_a_bad_top_processes_names_file_key_and_reason(bad: Any, reason: str) ->
 
 
 def test_the_default_config_loads_from_an_empty_section() -> None:
-    from agent.config import load_dataclass
+    from hostmond.agent.config import load_dataclass
 
     cfg = load_dataclass({}, GpuConfig, "hostmon.toml", "collectors.gpu")
     assert (cfg.top_processes, cfg.pcie_throughput) == (5, False)
@@ -573,7 +574,7 @@ def test_the_gpu_metrics_pass_promtool_through_the_real_cli(
         if os.environ.get("CI") == "true":
             pytest.fail("promtool is missing (Debian package prometheus)")
         pytest.skip("promtool is missing")
-    from agent.cli import main
+    from hostmond.cli import main
 
     fake_proc(tmp_path, 1, "python3")
     nvml = FakeNVML([FakeGpu(fan_percent=40, compute_procs=[(1, MiB)]), FakeGpu(uuid=UUID1, lost=True)])

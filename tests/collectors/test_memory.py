@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 from helpers import free_port, require_tool
+from hostmond.collectors import _procfs
+from hostmond.collectors.memory import MemoryCollector
 
-from agent.api import Collector, CollectorContext, Sample
-from collectors import _procfs
-from collectors.memory import MemoryCollector
+from hostmond.api import Collector, CollectorContext, Sample
 
 FIX = Path(__file__).parent / "fixtures"
 _spec = importlib.util.spec_from_file_location("hostmon_nodeexp", FIX / "nodeexp.py")

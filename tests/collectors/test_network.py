@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from helpers import free_port, require_tool
+from hostmond.collectors import _procfs
+from hostmond.collectors.network import NetworkCollector, NetworkConfig
 
-from agent.api import CollectorContext, Sample
-from collectors import _procfs
-from collectors.network import NetworkCollector, NetworkConfig
+from hostmond.api import CollectorContext, Sample
 
 FIX = Path(__file__).parent / "fixtures"
 _spec = importlib.util.spec_from_file_location("hostmon_nodeexp", FIX / "nodeexp.py")
@@ -165,7 +165,7 @@ def test_request_is_a_v1_dump_of_every_state() -> None:
 
 
 def test_auto_source_uses_netlink_only_on_a_real_procfs() -> None:
-    from collectors.network import is_procfs
+    from hostmond.collectors.network import is_procfs
 
     assert is_procfs("/proc")
     assert not is_procfs(str(FIX / "proc"))
@@ -174,7 +174,7 @@ def test_auto_source_uses_netlink_only_on_a_real_procfs() -> None:
 
 
 def test_netlink_and_proc_files_agree_on_real_listening_sockets() -> None:
-    from collectors.network import tcp_states_netlink
+    from hostmond.collectors.network import tcp_states_netlink
 
     socks = []
     try:
@@ -198,7 +198,7 @@ def test_netlink_and_proc_files_agree_on_real_listening_sockets() -> None:
 
 def test_netlink_failure_falls_back_to_the_files(monkeypatch: pytest.MonkeyPatch) -> None:
     # A seccomp profile that forbids AF_NETLINK cannot be set up from a test: the failure is injected.
-    from collectors import network
+    from hostmond.collectors import network
 
     def denied() -> dict[str, int]:
         raise PermissionError(1, "Operation not permitted")
@@ -211,8 +211,9 @@ def test_netlink_failure_falls_back_to_the_files(monkeypatch: pytest.MonkeyPatch
 
 
 def test_config_rejects_unknown_tcp_source_and_bad_regex() -> None:
-    from agent.config import load_dataclass
-    from agent.errors import ConfigError
+    from hostmond.agent.config import load_dataclass
+
+    from hostmond.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"collectors.network.tcp_source: must be one of auto, netlink, proc"):
         load_dataclass({"tcp_source": "ss"}, NetworkConfig, "f.toml", "collectors.network")

@@ -12,11 +12,15 @@ from pathlib import Path
 
 import pytest
 from helpers import free_port, require_tool
+from hostmond.agent.tenancy import Tenancy, TenantRule
+from hostmond.collectors import _procfs
+from hostmond.collectors.processes import (
+    ProcessesCollector,
+    ProcessesConfig,
+    select_top,
+)
 
-from agent.api import CollectorContext, Sample
-from agent.tenancy import Tenancy, TenantRule
-from collectors import _procfs
-from collectors.processes import ProcessesCollector, ProcessesConfig, select_top
+from hostmond.api import CollectorContext, Sample
 
 FIX = Path(__file__).parent / "fixtures"
 _spec = importlib.util.spec_from_file_location("hostmon_nodeexp", FIX / "nodeexp.py")
@@ -260,8 +264,8 @@ def test_real_proc_tenant_by_uid_of_another_user() -> None:
 _PERM_CHILD = textwrap.dedent(
     """
     import json, logging, os, sys
-    from agent.api import CollectorContext
-    from collectors.processes import ProcessesCollector, ProcessesConfig
+    from hostmond.api import CollectorContext
+    from hostmond.collectors.processes import ProcessesCollector, ProcessesConfig
     if os.getuid() == 0:  # after the imports: the interpreter's files may not be readable by nobody
         os.setgid(65534); os.setuid(65534)
     records = []

@@ -19,10 +19,11 @@ import asyncio
 import json
 import sys
 
-from agent.api import Event, Sample
-from agent.handoff import Collection
-from agent.shipping.config import ShippingConfig
-from agent.shipping.shipper import Shipper
+from hostmond.agent.handoff import Collection
+from hostmond.agent.shipping.config import ShippingConfig
+from hostmond.agent.shipping.shipper import Shipper
+
+from hostmond.api import Event, Sample
 
 NAME = "hostmon_proof_value"
 

@@ -15,10 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.shipping import keys as keymod
-from agent.shipping import wire
-from ingest.query import query_samples
-from ingest.sqlite_sink import counts
+from hostmond.ingest.query import query_samples
+from hostmond.ingest.sqlite_sink import counts
+
+from hostmond.core import keys as keymod
+from hostmond.core import wire
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -144,7 +145,7 @@ def all_samples(path: str | Path, tenant: str = "acme") -> list[tuple[str, tuple
 
 
 class IngestProcess:
-    """``hostmon ingest run --config FILE`` (python -m agent.cli) as a real subprocess."""
+    """``hostmon ingest run --config FILE`` (python -m hostmond.cli) as a real subprocess."""
 
     def __init__(self, config: Path, env: dict[str, str] | None = None, log: Path | None = None) -> None:
         self.config = config
@@ -156,7 +157,7 @@ class IngestProcess:
     def start(self, timeout: float = 20.0) -> str:
         self._logf = open(self.log, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "ingest", "run", "--config", str(self.config)],
+            [sys.executable, "-m", "hostmond.cli", "ingest", "run", "--config", str(self.config)],
             stdout=subprocess.PIPE,
             stderr=self._logf,
             env=self.env,

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from hostmond.ingest import config as cfgmod
+from hostmond.ingest.server import IngestServer
 from ingest_helpers import REPO, KeySet, make_keys, sample_records, seal, write_config
 
-from agent.errors import ConfigError
-from agent.shipping import keys as keymod
-from agent.shipping import wire
-from ingest import config as cfgmod
-from ingest.server import IngestServer
+from hostmond.core import keys as keymod
+from hostmond.core import wire
+from hostmond.core.errors import ConfigError
 
 
 def _cfg(tmp: Path, text: str) -> Path:
@@ -97,7 +97,7 @@ def test_ingest_refuses_to_start_with_a_readable_private_key(tmp_path: Path, mod
     k = make_keys(tmp_path / "keys")
     cfg = write_config(tmp_path, k)
     os.chmod(k.ingest_key_path, mode)
-    r = subprocess.run([sys.executable, "-m", "ingest.cli", "run", "--config", str(cfg)], capture_output=True, text=True, timeout=30, cwd=REPO)
+    r = subprocess.run([sys.executable, "-m", "hostmond.ingest.cli", "run", "--config", str(cfg)], capture_output=True, text=True, timeout=30, cwd=REPO)
     assert r.returncode == 2
     assert f"{cfg}: private_keys[0]" in r.stderr
     assert "too open" in r.stderr and "chmod 600" in r.stderr
@@ -107,7 +107,7 @@ def test_ingest_refuses_to_start_with_a_readable_private_key(tmp_path: Path, mod
 def test_check_config_command(tmp_path: Path) -> None:
     k = make_keys(tmp_path / "keys")
     cfg = write_config(tmp_path, k)
-    r = subprocess.run([sys.executable, "-m", "ingest.cli", "check-config", str(cfg)], capture_output=True, text=True, timeout=30, cwd=REPO)
+    r = subprocess.run([sys.executable, "-m", "hostmond.ingest.cli", "check-config", str(cfg)], capture_output=True, text=True, timeout=30, cwd=REPO)
     assert r.returncode == 0, r.stderr
     assert "1 agents enrolled, 1 ingest keys" in r.stdout
 
@@ -290,7 +290,7 @@ def test_ingest_refuses_to_start_with_a_readable_tls_key(tmp_path: Path, mode: i
     cfgmod.load_keys(cfgmod.load(str(cfg)))  # 0600: fine
     os.chmod(key, mode)
     for cmd in (["run", "--config", str(cfg)], ["check-config", str(cfg)]):
-        r = subprocess.run([sys.executable, "-m", "ingest.cli", *cmd], capture_output=True, text=True, timeout=30, cwd=REPO, check=False)
+        r = subprocess.run([sys.executable, "-m", "hostmond.ingest.cli", *cmd], capture_output=True, text=True, timeout=30, cwd=REPO, check=False)
         assert r.returncode == 2, r.stderr
         assert f"{cfg}: web.tls_server_config.key_file: {key}: permissions" in r.stderr
         assert f"chmod 600 {key}" in r.stderr
@@ -330,12 +330,12 @@ def test_check_config_and_run_refuse_a_key_that_does_not_match_the_certificate(t
     _, other_key = _self_signed(tmp_path / "tls", "two")
     cfg = write_config(tmp_path, k, web=f'[web.tls_server_config]\ncert_file = "{crt}"\nkey_file = "{other_key}"')
     for cmd in (["check-config", str(cfg)], ["run", "--config", str(cfg)]):
-        r = subprocess.run([sys.executable, "-m", "ingest.cli", *cmd], capture_output=True, text=True, timeout=30, cwd=REPO, check=False)
+        r = subprocess.run([sys.executable, "-m", "hostmond.ingest.cli", *cmd], capture_output=True, text=True, timeout=30, cwd=REPO, check=False)
         assert r.returncode == 2, r.stderr
         assert f"{cfg}: web.tls_server_config: the TLS files do not load" in r.stderr
         assert "Traceback" not in r.stderr
     assert not (tmp_path / "ingest.db").exists()
     good = write_config(tmp_path, k, web=f'[web.tls_server_config]\ncert_file = "{crt}"\nkey_file = "{tmp_path / "tls" / "one.key"}"')
-    r = subprocess.run([sys.executable, "-m", "ingest.cli", "check-config", str(good)], capture_output=True, text=True, timeout=30, cwd=REPO, check=False)
+    r = subprocess.run([sys.executable, "-m", "hostmond.ingest.cli", "check-config", str(good)], capture_output=True, text=True, timeout=30, cwd=REPO, check=False)
     assert r.returncode == 0, r.stderr
     assert "ingest keys; TLS, rate limit 10/s per address" in r.stdout

@@ -8,15 +8,19 @@ import time
 from pathlib import Path
 
 import pytest
+from hostmond.agent.handoff import Collection
+from hostmond.agent.shipping.config import ShippingConfig
+from hostmond.agent.shipping.shipper import Shipper
+from hostmond.ingest.embedded import (
+    database_path,
+    public_key_path,
+    start_embedded_ingest,
+)
 from ingest_helpers import all_samples, db_counts
 
-from agent.api import Event, Sample
-from agent.errors import KeyFileError
-from agent.handoff import Collection
-from agent.shipping import keys as keymod
-from agent.shipping.config import ShippingConfig
-from agent.shipping.shipper import Shipper
-from ingest.embedded import database_path, public_key_path, start_embedded_ingest
+from hostmond.api import Event, Sample
+from hostmond.core import keys as keymod
+from hostmond.core.errors import KeyFileError
 
 
 async def test_agent_ships_to_its_embedded_ingest_and_reads_back(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """Proof that nothing is lost (issue 4, point 8), with real processes and real sockets.
 
 The agent side is ``agent_driver.py``: the project's own Shipper (batcher,
-seal, spool, sender) in its own process. The ingest is ``python -m ingest.cli
+seal, spool, sender) in its own process. The ingest is ``python -m hostmond.ingest.cli
 run`` in its own process. Processes are killed with SIGKILL. What arrived is
 read back from the ingest's SQLite database and compared, sample by sample,
 with what the agent produced.
@@ -25,7 +25,7 @@ import pytest
 from helpers import free_port, wait_until
 from ingest_helpers import IngestProcess, all_samples, db_counts
 
-from agent.shipping import keys as keymod
+from hostmond.core import keys as keymod
 
 HERE = Path(__file__).resolve().parent
 SAMPLES = 20  # per collection (= per batch), plus one event

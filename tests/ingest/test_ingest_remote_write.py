@@ -14,17 +14,17 @@ from pathlib import Path
 import aiohttp
 import pytest
 from helpers import free_port, prometheus_server, promql, require_tool
-from ingest_helpers import db_counts, make_keys, seal, write_config
-
-from agent.shipping import wire
-from ingest import config as cfgmod
-from ingest.remote_write import (
+from hostmond.ingest import config as cfgmod
+from hostmond.ingest.remote_write import (
     _varint,
     build_series,
     encode_sample,
     encode_write_request,
 )
-from ingest.server import IngestServer
+from hostmond.ingest.server import IngestServer
+from ingest_helpers import db_counts, make_keys, seal, write_config
+
+from hostmond.core import wire
 
 
 def test_protobuf_encoding_by_hand() -> None:

@@ -18,6 +18,9 @@ from typing import Any
 
 import aiohttp
 from helpers import free_port, metric_value
+from hostmond.agent.handoff import Collection
+from hostmond.agent.shipping.config import ShippingConfig
+from hostmond.agent.shipping.shipper import Shipper
 from ingest_helpers import (
     IngestProcess,
     KeySet,
@@ -29,13 +32,10 @@ from ingest_helpers import (
     write_config,
 )
 
-from agent.api import Sample
-from agent.errors import KeyFileError
-from agent.handoff import Collection
-from agent.shipping import keys as keymod
-from agent.shipping import wire
-from agent.shipping.config import ShippingConfig
-from agent.shipping.shipper import Shipper
+from hostmond.api import Sample
+from hostmond.core import keys as keymod
+from hostmond.core import wire
+from hostmond.core.errors import KeyFileError
 
 
 def _collection(k: int, t0: float) -> Collection:

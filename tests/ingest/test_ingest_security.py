@@ -1,6 +1,6 @@
 """Proof that no one gets in (issue 4, point 9).
 
-One real ingest process (``python -m ingest.cli run``, decode worker process
+One real ingest process (``python -m hostmond.ingest.cli run``, decode worker process
 on) on a free 127.0.0.1 port. Every hostile batch gets its precise 4xx and
 reason, is counted in the ingest's /metrics, stores nothing (the database's
 batch, block, sample and event counts are unchanged), and an honest agent's
@@ -31,7 +31,7 @@ from ingest_helpers import (
     write_config,
 )
 
-from agent.shipping import wire
+from hostmond.core import wire
 
 MAX_BODY = 256 * 1024
 MAX_DECOMPRESSED = 2 * 1024 * 1024
@@ -300,12 +300,12 @@ async def test_an_honest_agent_keeps_shipping_during_a_flood_of_hostile_batches(
     import asyncio
 
     import aiohttp
+    from hostmond.agent.handoff import Collection
+    from hostmond.agent.shipping.config import ShippingConfig
+    from hostmond.agent.shipping.shipper import Shipper
     from ingest_helpers import all_samples
 
-    from agent.api import Sample
-    from agent.handoff import Collection
-    from agent.shipping.config import ShippingConfig
-    from agent.shipping.shipper import Shipper
+    from hostmond.api import Sample
 
     def hostile() -> list[tuple[bytes, int, str]]:
         bad_sig = bytearray(seal(env.keys, env.next_seq(), sample_records(5)))

@@ -13,11 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+from hostmond.ingest.decode import Decoder, DecoderSpec
+from hostmond.ingest.query import open_db, query_events, query_samples
+from hostmond.ingest.sqlite_sink import DUPLICATE, REPLAY, STORED, SqliteSink, counts
 from ingest_helpers import REPO, make_keys, seal
-
-from ingest.decode import Decoder, DecoderSpec
-from ingest.query import open_db, query_events, query_samples
-from ingest.sqlite_sink import DUPLICATE, REPLAY, STORED, SqliteSink, counts
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +156,7 @@ def test_queries_filter_by_tenant_name_and_time(tmp_path: Path, codec) -> None: 
 
     # The command line, both formats.
     db = str(tmp_path / "db.sqlite")
-    run = lambda *a: subprocess.run([sys.executable, "-m", "ingest.cli", "query", "--db", db, *a], capture_output=True, text=True, timeout=30, cwd=REPO)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "hostmond.ingest.cli", "query", "--db", db, *a], capture_output=True, text=True, timeout=30, cwd=REPO)
     r = run("--tenant", "acme", "--name", "a", "--format", "json", "--since", str(t + 1))
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in r.stdout.splitlines()]
@@ -171,7 +170,7 @@ def test_queries_filter_by_tenant_name_and_time(tmp_path: Path, codec) -> None: 
     r = run("--tenant", "acme", "--since", "1h")
     assert r.returncode == 0 and r.stdout.splitlines()[0].split() == ["TIMESTAMP", "NAME", "LABELS", "VALUE"]
     assert len(r.stdout.splitlines()) == 5
-    r = subprocess.run([sys.executable, "-m", "ingest.cli", "query", "--db", str(tmp_path / "none.db"), "--tenant", "acme"], capture_output=True, text=True, timeout=30, cwd=REPO)
+    r = subprocess.run([sys.executable, "-m", "hostmond.ingest.cli", "query", "--db", str(tmp_path / "none.db"), "--tenant", "acme"], capture_output=True, text=True, timeout=30, cwd=REPO)
     assert r.returncode == 1 and "no such database" in r.stderr
 
 
@@ -180,18 +179,18 @@ def test_blocks_hold_the_agents_own_validated_payload(tmp_path: Path, codec) -> 
     recs = [s("m", 1.5, 10.0, x="1")]
     d = dec.decode(seal(k, 9, recs, created=time.time()))
     assert d.n_samples == 1 and d.index[0].name == "m" and (d.index[0].min_ts, d.index[0].max_ts) == (10.0, 10.0)
-    from ingest.decode import read_block
+    from hostmond.ingest.decode import read_block
 
     assert read_block(d.block) == recs
 
 
 async def test_the_server_runs_retention_periodically(tmp_path: Path) -> None:
     import aiohttp
+    from hostmond.ingest import config as cfgmod
+    from hostmond.ingest.server import IngestServer
     from ingest_helpers import db_counts, sample_records, write_config
 
-    from agent.shipping import wire
-    from ingest import config as cfgmod
-    from ingest.server import IngestServer
+    from hostmond.core import wire
 
     k = make_keys(tmp_path / "keys")
     cfg = write_config(tmp_path, k, extra="decode_workers = 0", sqlite="retention_seconds = 0.5\nretention_interval_seconds = 0.2")

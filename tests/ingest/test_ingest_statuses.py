@@ -1,6 +1,6 @@
 """The status contract between the ingest and the agent's sender, checked against the docs.
 
-Every reason the ingest can answer has one status (``ingest.decode.STATUS``),
+Every reason the ingest can answer has one status (``hostmond.ingest.decode.STATUS``),
 the table in docs/ingest.md says the same, and the agent's sender drops exactly
 the statuses that table marks as dropped and retries the others: a permanent
 refusal is never retried, and a temporary one (a busy ingest, clock skew) never
@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from agent.shipping import sender
-from ingest.decode import STATUS
+from hostmond.agent.shipping import sender
+from hostmond.ingest.decode import STATUS
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "ingest.md"
 

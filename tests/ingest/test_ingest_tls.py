@@ -26,6 +26,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from hostmond.agent.shipping import sender as snd
+from hostmond.ingest import config as cfgmod
+from hostmond.ingest.server import IngestServer
 from ingest_helpers import (
     KeySet,
     db_counts,
@@ -35,10 +38,6 @@ from ingest_helpers import (
     write_config,
 )
 from prometheus_client.parser import text_string_to_metric_families
-
-from agent.shipping import sender as snd
-from ingest import config as cfgmod
-from ingest.server import IngestServer
 
 NOW = dt.datetime.now(dt.UTC)
 CLIENT_ERRORS = (aiohttp.ClientError, ssl.SSLError, ConnectionError)

@@ -116,6 +116,6 @@ def test_final_image_has_journalctl_for_the_auth_collector() -> None:
     m = re.search(r"apt-get install -y --no-install-recommends ([\w .-]+?) &&", runs)
     assert m and "systemd" in m.group(1).split(), runs
     assert "rm -rf /var/lib/apt/lists/*" in runs
-    from collectors.auth.collector import AuthConfig
+    from hostmond.collectors.auth.collector import AuthConfig
 
     assert AuthConfig().journalctl == "journalctl"  # found on PATH (/usr/bin in the image)

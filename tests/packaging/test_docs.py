@@ -118,7 +118,7 @@ def test_hostmon_commands_in_the_docs_parse(doc: Path) -> None:
         key = tuple(words)
         if key not in helps:
             proc = subprocess.run(
-                [sys.executable, "-c", "import sys; from agent.cli import main; sys.exit(main(sys.argv[1:]))", *words, "--help"],
+                [sys.executable, "-c", "import sys; from hostmond.cli import main; sys.exit(main(sys.argv[1:]))", *words, "--help"],
                 check=False,
                 capture_output=True,
                 text=True,

@@ -166,7 +166,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, require_tool: RequireTool) -
     }
     env.pop("NOTIFY_SOCKET", None)
     agent = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from agent.cli import main; sys.exit(main(sys.argv[1:]))",
+        [sys.executable, "-c", "import sys; from hostmond.cli import main; sys.exit(main(sys.argv[1:]))",
          "run", "--config", str(cfg), "--listen", f"127.0.0.1:{agent_port}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
@@ -291,13 +291,13 @@ def test_alert_rules_evaluate_cleanly_on_real_agent_data(stack: Stack) -> None:
 
 
 def known_metric_names() -> tuple[set[str], list[str]]:
-    """Every metric the agent declares (runtime, built-in collectors, shipper), and plugin load errors."""
-    from agent.registry import discover
-    from agent.runtime import SELF_SPECS
-    from agent.shipping.shipper import METRICS
+    """Every metric hostmon declares (self-metrics of agent, shipper, web layer and ingest; built-in and
+    installed collectors), and plugin load errors."""
+    from hostmond.agent.registry import discover
+    from hostmond.docs import all_specs
 
     classes, errors = discover()
-    names = {m.name for m in SELF_SPECS} | {m.name for m in METRICS} | {"up"}
+    names = {s.name for _, s in all_specs()} | {"up"}
     for cls in classes.values():
         names |= {m.name for m in cls.metrics}
     return names, [str(e) for e in errors]

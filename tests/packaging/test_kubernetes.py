@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hostmond.agent import config as agent_config
 from packaging_testutil import in_ci
-
-from agent import config as agent_config
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "packaging" / "kubernetes"
@@ -278,7 +277,7 @@ def hostmon(*argv: str, env: dict[str, str] | None = None) -> subprocess.Complet
     import sys
 
     return subprocess.run(
-        [sys.executable, "-c", "import sys; from agent.cli import main; sys.exit(main(sys.argv[1:]))", *argv],
+        [sys.executable, "-c", "import sys; from hostmond.cli import main; sys.exit(main(sys.argv[1:]))", *argv],
         check=False, capture_output=True,
         text=True,
         timeout=60,

@@ -6,10 +6,10 @@ import os
 import time
 
 import pytest
-
-from agent.api import CollectorUnavailable
-from agent.errors import ConfigError
 from hostmon_example_queue import QueueDepthCollector, summarize
+
+from hostmond.api import CollectorUnavailable
+from hostmond.api import ConfigError
 
 
 def test_summarize_is_pure() -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import random
 
-from agent.api import Event, Sample
-from agent.shipping.batcher import Batcher
+from hostmond.agent.shipping.batcher import Batcher
+
+from hostmond.api import Event, Sample
 
 
 class Clock:

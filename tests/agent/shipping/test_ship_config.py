@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hostmond.agent.config import load_dataclass
+from hostmond.agent.shipping.config import ShippingConfig
 
-from agent.config import load_dataclass
-from agent.errors import ConfigError
-from agent.shipping.config import ShippingConfig
+from hostmond.core.errors import ConfigError
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """The README's first command, end to end (issue 4, point 7): collect, seal, spool, ship, store, query.
 
-The real ``hostmon run`` process (``python -m agent.cli run``) with no ingest
+The real ``hostmon run`` process (``python -m hostmond.cli run``) with no ingest
 configured starts the embedded ingest on 127.0.0.1, creates its keys on first
 start and ships its own collections there; the real ``hostmon ingest query``
 command then reads the agent's samples back from the embedded SQLite database,
@@ -24,14 +24,14 @@ from typing import Any
 import pytest
 from helpers import free_port, http_get, metric_value, wait_until
 
-from agent.shipping import keys
+from hostmond.core import keys
 
 pytestmark = pytest.mark.slow
 
 
 def _query(db: Path, *args: str) -> list[dict[str, Any]]:
     r = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "ingest", "query", "--db", str(db), "--format", "json", *args],
+        [sys.executable, "-m", "hostmond.cli", "ingest", "query", "--db", str(db), "--format", "json", *args],
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert r.returncode == 0, r.stderr
@@ -61,7 +61,7 @@ def test_hostmon_run_ships_to_its_embedded_ingest_and_query_reads_it_back(tmp_pa
     log_path = tmp_path / "agent.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "run", "--config", str(cfg)],
+            [sys.executable, "-m", "hostmond.cli", "run", "--config", str(cfg)],
             env=env, stdout=subprocess.DEVNULL, stderr=log,
         )
         try:
@@ -113,7 +113,7 @@ def test_hostmon_run_ships_to_its_embedded_ingest_and_query_reads_it_back(tmp_pa
     assert hints == [f"hostmon ingest query --db {db} --tenant acme"]
     argv = shlex.split(hints[0])
     assert argv[:3] == ["hostmon", "ingest", "query"]
-    r = subprocess.run([sys.executable, "-m", "agent.cli", *argv[1:], "--name", "node_load1", "--format", "json"],
+    r = subprocess.run([sys.executable, "-m", "hostmond.cli", *argv[1:], "--name", "node_load1", "--format", "json"],
                        capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 0, r.stderr
     hinted = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
@@ -138,7 +138,7 @@ def test_hostmon_run_refuses_a_group_readable_agent_key(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTMON_")}
     env.pop("NOTIFY_SOCKET", None)
     r = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "run", "--config", str(cfg)],
+        [sys.executable, "-m", "hostmond.cli", "run", "--config", str(cfg)],
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )
     assert r.returncode != 0

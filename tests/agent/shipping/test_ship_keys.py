@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import KeyFileError
-from agent.shipping import cli, keys
+from hostmond.core import keys
+from hostmond.core import keys_cli as cli
+from hostmond.core.errors import KeyFileError
 
 
 def test_agent_identity_files_have_safe_modes_and_the_id_is_the_public_key_id(tmp_path) -> None:
@@ -97,7 +98,7 @@ def test_keys_cli_creates_and_shows_keys(tmp_path, capsys) -> None:
 
 
 def test_keys_cli_runs_as_a_module(tmp_path) -> None:
-    r = subprocess.run([sys.executable, "-m", "agent.shipping.cli", "keys", "ingest", "--dir", str(tmp_path)],
+    r = subprocess.run([sys.executable, "-m", "hostmond.core.keys_cli", "keys", "ingest", "--dir", str(tmp_path)],
                        capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "ingest.pub").read_text().startswith("hostmon-x25519 ")
@@ -107,7 +108,7 @@ def test_hostmon_keys_command_creates_both_pairs_with_private_halves_0600(tmp_pa
     """`hostmon keys agent|ingest` through the real `hostmon` command, under a permissive umask."""
 
     def hostmon(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-c", "import os, sys; os.umask(0); from agent.cli import main; sys.exit(main(sys.argv[1:]))", *args],
+        return subprocess.run([sys.executable, "-c", "import os, sys; os.umask(0); from hostmond.cli import main; sys.exit(main(sys.argv[1:]))", *args],
                               capture_output=True, text=True, timeout=60, check=False)
 
     r = hostmon("keys", "agent", "--dir", str(tmp_path / "agent"))

@@ -9,13 +9,14 @@ import subprocess
 import sys
 
 import pytest
+from hostmond.agent import config as config_mod
+from hostmond.agent.handoff import Collection
+from hostmond.agent.shipping.runtime import check_shipping, make_shipper
+from hostmond.ingest.embedded import EmbeddedIngest
 
-from agent import config as config_mod
-from agent.api import Event, Sample
-from agent.errors import ConfigError, KeyFileError
-from agent.handoff import Collection
-from agent.shipping import keys
-from agent.shipping.runtime import check_shipping, make_shipper
+from hostmond.api import Event, Sample
+from hostmond.core import keys
+from hostmond.core.errors import ConfigError, KeyFileError
 
 
 def load_cfg(tmp_path, extra: str = "") -> config_mod.Config:
@@ -25,9 +26,9 @@ def load_cfg(tmp_path, extra: str = "") -> config_mod.Config:
 
 
 async def test_embedded_default_creates_keys_ships_and_stores(tmp_path) -> None:
-    pytest.importorskip("ingest.embedded")
+    pytest.importorskip("hostmond.ingest.embedded")
     cfg = load_cfg(tmp_path)
-    shipper = await make_shipper(cfg, None)
+    shipper = await make_shipper(cfg, None, EmbeddedIngest())
     await shipper.start()
     try:
         samples = [Sample("hostmon_test_value", "gauge", float(j), {"tenant_id": "acme", "j": str(j)}) for j in range(25)]
@@ -40,7 +41,7 @@ async def test_embedded_default_creates_keys_ships_and_stores(tmp_path) -> None:
     agent_id = keys.load_public_key(state / "keys" / "agent.pub").key_id
     r = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "agent.cli", "ingest", "query", "--db", str(state / "ingest" / "ingest.db"),
+        [sys.executable, "-m", "hostmond.cli", "ingest", "query", "--db", str(state / "ingest" / "ingest.db"),
          "--tenant", "acme", "--name", "hostmon_test_value", "--format", "json"],
         capture_output=True, text=True, timeout=60, check=False,
     )
@@ -69,12 +70,12 @@ def test_check_shipping_reports_key_problems(tmp_path) -> None:
 
 
 async def test_with_an_ingest_url_no_embedded_ingest_starts(tmp_path) -> None:
-    from agent.shipping.runtime import EmbeddedShipper
+    from hostmond.agent.shipping.runtime import EmbeddedShipper
 
     kd = tmp_path / "k"
     i = keys.generate_ingest_keypair(kd)
     cfg = load_cfg(tmp_path, f'ingest_url = "https://ingest.example.com:9436"\ningest_public_key = "{i.public_path}"\n')
-    shipper = await make_shipper(cfg, None)
+    shipper = await make_shipper(cfg, None, EmbeddedIngest())
     assert not isinstance(shipper, EmbeddedShipper)
     assert shipper.ingest_url == "https://ingest.example.com:9436"
     assert shipper.ingest_public_key_path == i.public_path
@@ -84,10 +85,10 @@ async def test_with_an_ingest_url_no_embedded_ingest_starts(tmp_path) -> None:
 
 async def test_embedded_ingest_with_the_mlkem_suite_option(tmp_path) -> None:
     """shipping.suite = "mlkem768-x25519" with no ingest_url: the embedded ingest's key is hybrid and batches land."""
-    from ingest.query import open_db, query_samples
+    from hostmond.ingest.query import open_db, query_samples
 
     cfg = load_cfg(tmp_path, 'suite = "mlkem768-x25519"\n')
-    shipper = await make_shipper(cfg, None)
+    shipper = await make_shipper(cfg, None, EmbeddedIngest())
     await shipper.start()
     try:
         samples = [Sample("hostmon_test_value", "gauge", float(j), {"j": str(j)}) for j in range(7)]

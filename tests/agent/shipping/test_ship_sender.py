@@ -14,10 +14,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from hostmond.agent.shipping import sender as snd
 
-from agent.errors import KeyFileError
-from agent.shipping import sender as snd
-from agent.shipping import wire
+from hostmond.core import wire
+from hostmond.core.errors import KeyFileError
 
 
 class ScriptedIngest:

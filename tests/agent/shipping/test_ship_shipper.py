@@ -8,13 +8,13 @@ import socket
 
 import pytest
 from aiohttp import web
+from hostmond.agent.handoff import Collection
+from hostmond.agent.shipping.config import ShippingConfig
+from hostmond.agent.shipping.shipper import METRICS, Shipper
 
-from agent.api import Event, Sample
-from agent.errors import KeyFileError, SealError
-from agent.handoff import Collection
-from agent.shipping import keys, wire
-from agent.shipping.config import ShippingConfig
-from agent.shipping.shipper import METRICS, Shipper
+from hostmond.api import Event, Sample
+from hostmond.core import keys, wire
+from hostmond.core.errors import KeyFileError, SealError
 
 
 class OpeningIngest:
@@ -332,7 +332,7 @@ async def test_disk_full_holds_sealed_batches_in_memory_and_loses_nothing_once_s
     """ENOSPC cannot be produced here without a tiny filesystem, so the write fails by patching (the only fake)."""
     import errno
 
-    from agent.shipping import spool as spool_mod
+    from hostmond.agent.shipping import spool as spool_mod
 
     tmp_path, a, i, ingest = env
     port = free_port()
@@ -373,7 +373,7 @@ async def test_stop_while_a_batch_is_being_sealed_loses_nothing(env) -> None:
             await asyncio.sleep(0)
         await sh.stop()
         assert metric(sh, "hostmon_spool_batches") == 2 * (round_ + 1)
-    from agent.shipping.spool import Spool
+    from hostmond.agent.shipping.spool import Spool
 
     sp = Spool(str(tmp_path / "state" / "spool"), 1 << 30, keys.load_public_key(a.public_path))
     sp.open()

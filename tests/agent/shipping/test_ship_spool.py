@@ -11,10 +11,10 @@ import textwrap
 import time
 
 import pytest
+from hostmond.agent.shipping.spool import SeqStore, Spool
 
-from agent.errors import SpoolError
-from agent.shipping import keys, wire
-from agent.shipping.spool import SeqStore, Spool
+from hostmond.core import keys, wire
+from hostmond.core.errors import SpoolError
 
 
 @pytest.fixture(scope="module")
@@ -149,8 +149,8 @@ def test_unwritable_spool_raises_and_keeps_the_index_unchanged(tmp_path, agent, 
 WRITER = textwrap.dedent(
     """
     import sys
-    from agent.shipping import keys, wire
-    from agent.shipping.spool import Spool
+    from hostmond.core import keys, wire
+    from hostmond.agent.shipping.spool import Spool
     agent = keys.parse_private_key(sys.argv[2]); ingest = keys.generate("x25519")
     sp = Spool(sys.argv[1], 1 << 40, agent.public); sp.open()
     recs = [{"s": "m", "k": "gauge", "v": float(i), "l": {"tenant_id": "a", "i": str(i) * 50}, "t": 1.0} for i in range(20000)]

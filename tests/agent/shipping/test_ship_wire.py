@@ -14,9 +14,9 @@ import msgpack
 import pytest
 import zstandard
 
-from agent.api import Event, Sample
-from agent.errors import SealError
-from agent.shipping import keys, wire
+from hostmond.api import Event, Sample
+from hostmond.core import keys, wire
+from hostmond.core.errors import SealError
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "wire-format.md"
 BIG = 1 << 24

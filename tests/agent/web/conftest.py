@@ -28,8 +28,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from agent.web.config import WebConfig
-from agent.web.security import WebSecurity, apply_web_security, security_metrics, security_of
+from hostmond.web.config import WebConfig
+from hostmond.web.security import (
+    WebSecurity,
+    apply_web_security,
+    security_metrics,
+    security_of,
+)
 
 NOW = dt.datetime.now(dt.timezone.utc)
 

@@ -11,12 +11,11 @@ import bcrypt
 import pytest
 from aiohttp import web
 
-from agent.web.config import RateLimitConfig, TLSServerConfig, WebConfig
-from agent.web.ratelimit import RateLimiter, client_key
-from agent.web.security import apply_web_security
+from hostmond.web.config import RateLimitConfig, TLSServerConfig, WebConfig
+from hostmond.web.ratelimit import RateLimiter, client_key
+from hostmond.web.security import apply_web_security
 
 from .conftest import PKI, StartServer, client_ctx, get
-
 
 # cost 4 keeps the tests fast; the flood test uses cost 10 (the usual cost) on purpose
 ALICE = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode().replace("$2b$", "$2y$", 1)  # as htpasswd writes it

@@ -7,11 +7,16 @@ from pathlib import Path
 
 import bcrypt
 import pytest
+from hostmond.agent import config as config_mod
 
-from agent import config as config_mod
-from agent.errors import ConfigError
-from agent.web.config import WebConfig
-from agent.web.security import REFUSAL_REASONS, WEB_SECURITY_KEY, WebSecurity, apply_web_security
+from hostmond.core.errors import ConfigError
+from hostmond.web.config import WebConfig
+from hostmond.web.security import (
+    REFUSAL_REASONS,
+    WEB_SECURITY_KEY,
+    WebSecurity,
+    apply_web_security,
+)
 
 from .conftest import PKI
 
@@ -178,7 +183,7 @@ def test_prometheus_client_collector_exposes_the_same_figures() -> None:
     from aiohttp import web
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from agent.web.security import PrometheusCollector
+    from hostmond.web.security import PrometheusCollector
 
     app = web.Application()
     apply_web_security(app, WebConfig(), server="ingest")

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import bcrypt
-
-from agent.web.config import TLSServerConfig, WebConfig
 from helpers import free_port, hostmon_process, prometheus_server, promql, wait_until
+
+from hostmond.web.config import TLSServerConfig, WebConfig
 
 from .conftest import PKI, client_ctx, server_in_thread
 

@@ -12,10 +12,9 @@ import aiohttp
 import pytest
 from cryptography import x509
 
-from agent.web.config import TLSServerConfig, WebConfig
+from hostmond.web.config import TLSServerConfig, WebConfig
 
 from .conftest import PKI, Issued, StartServer, client_ctx, eventually, get
-
 
 CLIENT_ERRORS = (aiohttp.ClientError, ssl.SSLError, ConnectionError)
 

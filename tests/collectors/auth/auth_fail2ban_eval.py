@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[3]
 DATA = REPO.parent / "shared" / "data" / "auth-logs"
 sys.path.insert(0, str(REPO))
 
-from collectors.auth.parse import AuthFailure, AuthParser  # noqa: E402
+from hostmond.collectors.auth.parse import AuthFailure, AuthParser  # noqa: E402
 
 _CONSTRAINT = re.compile(r"""^\s*(name|opts\.get\('mode'\))\s*(==|!=)\s*'([^']*)'\s*$""")
 

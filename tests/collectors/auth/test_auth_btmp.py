@@ -5,7 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from collectors.auth.btmp import RECORD_SIZE, BtmpFollower, pack_record, parse_record
+from hostmond.collectors.auth.btmp import (
+    RECORD_SIZE,
+    BtmpFollower,
+    pack_record,
+    parse_record,
+)
 
 
 def rec(user: str, addr: str | None = "203.0.113.5", host: str = "", t: float = 1_700_000_000.25, line: str = "ssh:notty") -> bytes:

@@ -15,13 +15,13 @@ import threading
 from pathlib import Path
 
 import pytest
-
-from agent.api import Event, Sample
-from agent.errors import KeyFileError
-from agent.testing import CollectorHarness, Emitted
 from auth_testutil import in_child_as_nobody
-from collectors.auth.btmp import pack_record
-from collectors.auth.collector import AuthCollector
+from hostmond.collectors.auth.btmp import pack_record
+from hostmond.collectors.auth.collector import AuthCollector
+
+from hostmond.api import Event, Sample
+from hostmond.core.errors import KeyFileError
+from hostmond.testing import CollectorHarness, Emitted
 
 NOW = dt.datetime(2024, 6, 15, 12, 0, 0, tzinfo=dt.timezone.utc).timestamp()
 
@@ -415,7 +415,7 @@ def test_real_agent_cli_collects_a_real_log_with_tagged_events(tmp_path: Path) -
         f'[collectors.auth]\nfiles = ["{log}"]\njournal = false\nbtmp = ""\nread_from_start = true\n'
     )
     exe = shutil.which("hostmon") or ""
-    cmd = [exe] if exe else [sys.executable, "-m", "agent.cli"]
+    cmd = [exe] if exe else [sys.executable, "-m", "hostmond.cli"]
     r = subprocess.run([*cmd, "collect", "--once", "--format", "json", "--collector", "auth", "-c", str(cfg)],
                        capture_output=True, timeout=120, check=False)
     assert r.returncode == 0, r.stderr.decode()[-2000:]

@@ -13,10 +13,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from auth_testutil import in_child_as_nobody
-from collectors.auth.journal import JournalReader, unreadable_system_journal
-from collectors.auth.parse import AuthParser
+from hostmond.collectors.auth.journal import JournalReader, unreadable_system_journal
+from hostmond.collectors.auth.parse import AuthParser
 
 REMOTE = next((p for p in ("/lib/systemd/systemd-journal-remote", "/usr/lib/systemd/systemd-journal-remote") if os.access(p, os.X_OK)), None)
 JOURNALCTL = shutil.which("journalctl")
@@ -145,8 +144,9 @@ def test_hung_journalctl_is_killed_by_the_timeout(tmp_path: Path) -> None:
 
 def test_collector_reads_journal_and_resumes_after_restart(hostmon_collector, tmp_path: Path) -> None:  # noqa: ANN001
     require_tools()
-    from agent.api import Sample
-    from collectors.auth.collector import AuthCollector
+    from hostmond.collectors.auth.collector import AuthCollector
+
+    from hostmond.api import Sample
 
     d = tmp_path / "journal"
     make_journal(d / "a.journal", [sshd(T0 + i * 1_000_000, 300 + i, f"Invalid user u{i} from 198.51.100.7 port {i + 1}") for i in range(4)])

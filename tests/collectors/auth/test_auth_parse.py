@@ -5,9 +5,18 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-
-from collectors.auth.parse import REASONS, SERVICES, AuthFailure, AuthParser, normalise_address
-from collectors.auth.timestamps import infer_year, parse_journal_realtime, parse_rfc3339
+from hostmond.collectors.auth.parse import (
+    REASONS,
+    SERVICES,
+    AuthFailure,
+    AuthParser,
+    normalise_address,
+)
+from hostmond.collectors.auth.timestamps import (
+    infer_year,
+    parse_journal_realtime,
+    parse_rfc3339,
+)
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2024, 6, 15, 12, 0, 0, tzinfo=UTC).timestamp()

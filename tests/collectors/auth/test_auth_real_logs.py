@@ -10,9 +10,8 @@ import collections
 import os
 
 import pytest
-
 from auth_fail2ban_eval import DATA, evaluate
-from collectors.auth.parse import AuthParser
+from hostmond.collectors.auth.parse import AuthParser
 
 
 def need(name: str):

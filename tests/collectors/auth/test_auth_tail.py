@@ -6,7 +6,7 @@ import os
 import threading
 from pathlib import Path
 
-from collectors.auth.tail import DENIED, MISSING, NOT_REGULAR, OK, FileTailer
+from hostmond.collectors.auth.tail import DENIED, MISSING, NOT_REGULAR, OK, FileTailer
 
 
 def write(p: Path, text: str, mode: str = "a") -> None:

@@ -31,111 +31,38 @@ import os
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
-COUNTER = "counter"
-GAUGE = "gauge"
-METRIC_TYPES = (COUNTER, GAUGE)
+from hostmond.core.config import field
+from hostmond.core.errors import ConfigError, HostmonError, KeyFileError, PluginError
+from hostmond.core.model import COUNTER, GAUGE, METRIC_TYPES, Event, MetricSpec, Sample
+from hostmond.core.validate import check_not_negative, check_positive, check_regex
 
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class MetricSpec:
-    """Documentation of one metric family a collector may emit.
-
-    ``labels`` lists the collector's own labels; the agent adds ``tenant_id`` and
-    the static tags to every sample, so they are not listed here.
-    """
-
-    name: str
-    type: str
-    help: str
-    labels: tuple[str, ...] = ()
-    unit: str = ""
-
-    def __post_init__(self) -> None:
-        if self.type not in METRIC_TYPES:
-            raise ValueError(f"metric {self.name}: type must be one of {METRIC_TYPES}, not {self.type!r}")
-
-
-class Sample:
-    """One value of one series. ``labels`` maps label name to value (both str)."""
-
-    __slots__ = ("name", "type", "value", "labels", "timestamp")
-
-    def __init__(
-        self,
-        name: str,
-        type: str,
-        value: float,
-        labels: dict[str, str] | None = None,
-        timestamp: float | None = None,
-    ) -> None:
-        self.name = name
-        self.type = type
-        self.value = value
-        self.labels = labels if labels is not None else {}
-        self.timestamp = timestamp
-
-    def __repr__(self) -> str:
-        return f"Sample({self.name!r}, {self.type!r}, {self.value!r}, {self.labels!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Sample):
-            return NotImplemented
-        return (self.name, self.type, self.value, self.labels, self.timestamp) == (
-            other.name,
-            other.type,
-            other.value,
-            other.labels,
-            other.timestamp,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"name": self.name, "type": self.type, "value": self.value, "labels": self.labels}
-        if self.timestamp is not None:
-            d["timestamp"] = self.timestamp
-        return d
-
-
-class Event:
-    """A structured record (one failed login, one brute-force alarm).
-
-    ``kind`` is a short fixed identifier (``auth_failure``); ``fields`` holds
-    JSON/msgpack-serialisable values; ``labels`` receives ``tenant_id`` and the
-    static tags from the agent (a collector may set ``tenant_id`` itself).
-    """
-
-    __slots__ = ("kind", "time", "fields", "labels")
-
-    def __init__(
-        self,
-        kind: str,
-        time: float,
-        fields: dict[str, Any],
-        labels: dict[str, str] | None = None,
-    ) -> None:
-        self.kind = kind
-        self.time = time
-        self.fields = fields
-        self.labels = labels if labels is not None else {}
-
-    def __repr__(self) -> str:
-        return f"Event({self.kind!r}, {self.time!r}, {self.fields!r}, {self.labels!r})"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "time": self.time, "fields": self.fields, "labels": self.labels}
+__all__ = [
+    "COUNTER",
+    "GAUGE",
+    "METRIC_TYPES",
+    "Collector",
+    "CollectorConfig",
+    "CollectorContext",
+    "CollectorUnavailable",
+    "ConfigError",
+    "Event",
+    "HostmonError",
+    "KeyFileError",
+    "MetricSpec",
+    "PluginError",
+    "Sample",
+    "StateStore",
+    "check_not_negative",
+    "check_positive",
+    "check_regex",
+    "field",
+]
 
 
 class CollectorUnavailable(Exception):
     """Raised by a collector that has nothing to collect on this host (not a failure)."""
-
-
-def field(default: Any, help: str, **kw: Any) -> Any:
-    """A config dataclass field with its one-sentence help (used by the sample config)."""
-    if isinstance(default, (list, dict, set)):
-        factory = (lambda d=default: type(d)(d))  # noqa: E731
-        return dataclasses.field(default_factory=factory, metadata={"help": help, **kw})
-    return dataclasses.field(default=default, metadata={"help": help, **kw})
 
 
 @dataclasses.dataclass
@@ -206,7 +133,7 @@ class CollectorContext:
     ``proc_root``/``sys_root``/``rootfs`` point at the host's trees (``/host/proc``
     in a container). ``tags`` holds ``tenant_id`` and the static tags that the
     agent adds to every sample; collectors need not add them. ``tenancy`` maps a
-    process (uid, cgroup text) to a tenant id (see ``agent.tenancy``).
+    process (uid, cgroup text) to a tenant id (see ``hostmond.agent.tenancy``).
     """
 
     proc_root: str = "/proc"
@@ -223,15 +150,22 @@ class CollectorContext:
         return self.tags.get("tenant_id", "default")
 
 
-class Collector:
-    """Base class of every collector. Override ``collect()``; see the module docstring."""
+ConfigT = TypeVar("ConfigT", bound=CollectorConfig)
+
+
+class Collector(Generic[ConfigT]):
+    """Base class of every collector. Override ``collect()``; see the module docstring.
+
+    Generic over its config class: ``class QueueCollector(Collector[QueueConfig])`` with
+    ``config_class = QueueConfig`` gives ``self.config`` the type ``QueueConfig``.
+    """
 
     name: ClassVar[str] = ""
     default_enabled: ClassVar[bool] = True
     config_class: ClassVar[type[CollectorConfig]] = CollectorConfig
     metrics: ClassVar[tuple[MetricSpec, ...]] = ()
 
-    def __init__(self, config: CollectorConfig, ctx: CollectorContext) -> None:
+    def __init__(self, config: ConfigT, ctx: CollectorContext) -> None:
         self.config = config
         self.ctx = ctx
         self.log = ctx.logger

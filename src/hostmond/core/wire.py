@@ -16,7 +16,7 @@ Only library primitives are used: ``cryptography.hazmat.primitives.hpke.Suite``
 for encryption, ``Ed25519PrivateKey.sign`` for the signature, ``msgpack`` and
 ``zstandard`` for packing and compression. Nothing is hand-made.
 
-Every failure to parse or open raises :class:`agent.errors.SealError` with a
+Every failure to parse or open raises :class:`hostmond.core.errors.SealError` with a
 fixed ``reason`` from :data:`REASONS` (safe to use as a metric label).
 """
 
@@ -35,9 +35,9 @@ from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, Suite
 
-from agent.api import COUNTER, GAUGE, Event, Sample
-from agent.errors import SealError
-from agent.shipping.keys import ED25519, PrivateKey, PublicKey
+from hostmond.core.errors import SealError
+from hostmond.core.keys import ED25519, PrivateKey, PublicKey
+from hostmond.core.model import COUNTER, GAUGE, Event, Sample
 
 FORMAT_VERSION = 1
 MAGIC = b"HMB\x00"  # "hostmon batch"

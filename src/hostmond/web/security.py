@@ -5,7 +5,7 @@ Integration, before the app is frozen (before ``AppRunner.setup()``)::
     ssl_ctx = apply_web_security(app, cfg.web, server="agent")
     site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx)
 
-and expose ``security_metrics(app)`` (a list of :class:`agent.api.Sample`) with
+and expose ``security_metrics(app)`` (a list of :class:`hostmond.api.Sample`) with
 the server's other self-metrics.
 
 Order of checks for a request: TLS handshake (client certificate, inside
@@ -27,12 +27,13 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 
 from aiohttp import web
 
-from agent.api import COUNTER, GAUGE, MetricSpec, Sample
-from agent.errors import ConfigError
-from agent.web.auth import AUTH_REASONS, Authenticator
-from agent.web.config import WebConfig, read_token_file
-from agent.web.ratelimit import RateLimiter, client_key, retry_after_header
-from agent.web.tls import HANDSHAKE_REASONS, TLSManager
+from hostmond.core import selfmetrics
+from hostmond.core.errors import ConfigError
+from hostmond.core.model import COUNTER, GAUGE, MetricSpec, Sample
+from hostmond.web.auth import AUTH_REASONS, Authenticator
+from hostmond.web.config import WebConfig, read_token_file
+from hostmond.web.ratelimit import RateLimiter, client_key, retry_after_header
+from hostmond.web.tls import HANDSHAKE_REASONS, TLSManager
 
 log = logging.getLogger("hostmon.web")
 
@@ -41,7 +42,8 @@ DELAYED_REFUSALS_MAX = 1024
 
 REFUSAL_REASONS = ("rate_limited", *AUTH_REASONS, *HANDSHAKE_REASONS)
 
-METRICS = (
+METRICS = selfmetrics.declare(
+    "web.security",
     MetricSpec(
         "hostmon_web_requests_refused_total",
         COUNTER,
@@ -91,8 +93,6 @@ METRICS = (
     ),
 )
 
-# The name agent.docs looks for when it builds docs/metrics.md.
-SELF_SPECS = METRICS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Hashable
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 
@@ -46,17 +47,33 @@ def setup(level: str = "info", stream=None) -> None:  # type: ignore[no-untyped-
 
 
 class LogOnce:
-    """Remembers the last message per key so a repeating failure is logged once, and its end too."""
+    """The one log-once helper: a repeating condition is logged once, and its end too.
+
+    ``fail``/``ok`` track a condition per key (logged again when its message changes);
+    ``once`` logs the first time a key is seen until ``forget(key)`` re-arms it.
+    """
 
     def __init__(self, logger: logging.Logger) -> None:
         self.logger = logger
-        self._last: dict[str, str] = {}
+        self._last: dict[Hashable, str] = {}
 
-    def fail(self, key: str, message: str, **fields: object) -> None:
+    def fail(self, key: Hashable, message: str, **fields: object) -> None:
         if self._last.get(key) != message:
             self._last[key] = message
-            self.logger.error(message, extra={"key": key, **fields})
+            self.logger.error(message, extra={"key": str(key), **fields})
 
-    def ok(self, key: str, message: str, **fields: object) -> None:
+    def ok(self, key: Hashable, message: str, **fields: object) -> None:
         if self._last.pop(key, None) is not None:
-            self.logger.info(message, extra={"key": key, **fields})
+            self.logger.info(message, extra={"key": str(key), **fields})
+
+    def once(self, key: Hashable, level: int, message: str, **fields: object) -> bool:
+        """Log ``message`` at ``level`` unless ``key`` was logged already; True when it logged."""
+        if key in self._last:
+            return False
+        self._last[key] = message
+        self.logger.log(level, message, extra=fields)
+        return True
+
+    def forget(self, key: Hashable) -> None:
+        """Re-arm ``key``: the next ``once``/``fail`` with it logs again."""
+        self._last.pop(key, None)

@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent.web.config import (
+from hostmond.web.config import (
     TLS_VERSIONS,
     TLSServerConfig,
     check_secret_file,

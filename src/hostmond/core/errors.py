@@ -13,7 +13,7 @@
         │                         fixed token counted in self-metrics
         └── SpoolError            the spool directory cannot be used
 
-Collectors raise ``agent.api.CollectorUnavailable`` for "no data here", which is
+Collectors raise ``hostmond.api.CollectorUnavailable`` for "no data here", which is
 not an error.
 """
 

@@ -37,8 +37,9 @@ from cryptography.hazmat.primitives.hpke import (
     MLKEM768X25519PublicKey,
 )
 
-from agent.errors import KeyFileError
-from agent.shipping.names import (
+from hostmond.core.durable import fsync_dir
+from hostmond.core.errors import KeyFileError
+from hostmond.core.names import (
     AGENT_KEY_NAME,
     ALGORITHMS,
     ED25519,
@@ -250,17 +251,6 @@ def load_public_key(path: str | os.PathLike[str], expect: tuple[str, ...] | None
         raise KeyFileError(f"{p}: {e}") from None
 
 
-def _fsync_dir(d: str) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _write_new(path: str, text: str, mode: int) -> None:
@@ -287,7 +277,10 @@ def write_keypair(directory: str | os.PathLike[str], name: str, key: PrivateKey,
             raise KeyFileError(f"{p}: already exists; refusing to overwrite a key (move it away first)")
     _write_new(priv, key.text(), 0o600)
     _write_new(pub, key.public.text(comment), 0o644)
-    _fsync_dir(d)
+    try:
+        fsync_dir(d)
+    except OSError:  # the files themselves are fsynced; a directory that refuses fsync (some FUSE) is no reason to fail
+        pass
     return priv, pub
 
 

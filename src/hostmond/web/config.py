@@ -29,7 +29,7 @@ certificate), so they behave like ``VerifyClientCertIfGiven`` and
 ``RequireAndVerifyClientCert``; ``curve_preferences`` and ``http_server_config``
 are not supported. ``bearer_token_files`` is hostmon's own addition.
 
-Checks made when the config is loaded (each a :class:`agent.errors.ConfigError`
+Checks made when the config is loaded (each a :class:`hostmond.core.errors.ConfigError`
 naming the file, the key and the reason): every named file exists and is
 readable; key and token files are not readable by group or others; bcrypt
 hashes parse; cipher suite and TLS version names are known; a client CA is given
@@ -44,7 +44,8 @@ import re
 import ssl
 import stat
 
-from agent.api import field
+from hostmond.core.config import field
+from hostmond.core.validate import check_not_negative, check_positive
 
 CLIENT_AUTH_TYPES = (
     "NoClientCert",
@@ -186,16 +187,6 @@ def _check_paths(v: list[str]) -> None:
             raise ValueError(f"{p!r} must be an absolute URL path starting with '/'")
 
 
-def _check_not_negative(v: float) -> None:
-    if v < 0:
-        raise ValueError("must be 0 or more")
-
-
-def _check_positive(v: float) -> None:
-    if v <= 0:
-        raise ValueError("must be greater than 0")
-
-
 def read_token_file(path: str) -> bytes:
     """A bearer token file holds one token; surrounding whitespace (a trailing newline) is ignored."""
     with open(path, "rb") as f:
@@ -263,16 +254,16 @@ class RateLimitConfig:
     """A token bucket per client address (IPv6 addresses grouped by /64), checked before authentication."""
 
     requests_per_second: float = field(
-        10.0, "Requests per second one client address may make on average; 0 turns the rate limit off.", check=_check_not_negative
+        10.0, "Requests per second one client address may make on average; 0 turns the rate limit off.", check=check_not_negative
     )
-    burst: int = field(20, "Requests one client address may make at once before it is limited.", check=_check_positive)
+    burst: int = field(20, "Requests one client address may make at once before it is limited.", check=check_positive)
     max_clients: int = field(
-        10000, "Client addresses tracked at once; beyond it the least recently seen is forgotten (counted).", check=_check_positive
+        10000, "Client addresses tracked at once; beyond it the least recently seen is forgotten (counted).", check=check_positive
     )
     auth_failure_cost: int = field(
         10,
         "Extra tokens a failed authentication takes from the client's bucket, so guessing passwords is slower than scraping.",
-        check=_check_not_negative,
+        check=check_not_negative,
     )
 
     @property
@@ -294,7 +285,7 @@ class WebConfig:
         ["/healthz", "/readyz"], "Paths served without credentials even when authentication is on (probes).", check=_check_paths
     )
     reload_interval: float = field(
-        5.0, "Seconds between checks of the certificate, key, CA and token files for changes.", check=_check_positive
+        5.0, "Seconds between checks of the certificate, key, CA and token files for changes.", check=check_positive
     )
     tls_server_config: TLSServerConfig = dataclasses.field(default_factory=TLSServerConfig)
     rate_limit: RateLimitConfig = dataclasses.field(default_factory=RateLimitConfig)

@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from agent.api import Collector, CollectorContext, Event, Sample, StateStore
-from agent.config import load_dataclass
+from hostmond.api import Collector, CollectorContext, Event, Sample, StateStore
+from hostmond.core.config import load_dataclass
 
 AGENT_LABELS = frozenset({"tenant_id", "host"})
 
@@ -172,5 +172,5 @@ class CollectorHarness:
 
 @pytest.fixture
 def hostmon_collector(tmp_path: Any) -> CollectorHarness:
-    """Run a collector and assert on what it emitted (see ``agent.testing``)."""
+    """Run a collector and assert on what it emitted (see ``hostmond.testing``)."""
     return CollectorHarness(tmp_path)

@@ -1,5 +1,6 @@
 """The metric table in docs/metrics.md, generated from the MetricSpecs so it cannot drift.
 
+It sits above the agent and the ingest (it imports both to list their self-metrics).
 ``tests/agent/test_docs.py`` checks the committed file equals this output and that
 every emitted metric is in it.
 """
@@ -8,28 +9,28 @@ from __future__ import annotations
 
 import importlib
 
-from agent.api import MetricSpec
+from hostmond.agent.registry import discover
+from hostmond.core import selfmetrics
+from hostmond.core.model import MetricSpec
 
-# Modules outside the collectors that declare self-metrics as a SELF_SPECS tuple.
-SELF_SPEC_MODULES = ("agent.runtime", "agent.shipping.shipper", "agent.web.security", "ingest.server")
+# Every module that declares self-metrics (hostmond.core.selfmetrics.declare) at import.
+SELF_METRIC_MODULES = (
+    "hostmond.agent.runtime",
+    "hostmond.agent.shipping.shipper",
+    "hostmond.web.security",
+    "hostmond.ingest.server",
+)
 
 
 def all_specs() -> list[tuple[str, MetricSpec]]:
-    """(source, spec) for every metric hostmon can emit, sources sorted, specs in declared order."""
-    from agent.registry import discover
-
+    """(source, spec) for every metric hostmon can emit: self-metrics in declaration order, then collectors by name."""
+    for mod in SELF_METRIC_MODULES:
+        importlib.import_module(mod)
+    out = selfmetrics.declared()
     classes, _ = discover()
-    out: list[tuple[str, MetricSpec]] = []
-    for mod in SELF_SPEC_MODULES:
-        try:
-            m = importlib.import_module(mod)
-        except ImportError:
-            continue
-        for s in getattr(m, "SELF_SPECS", ()):
-            out.append((mod, s))
     for name in sorted(classes):
         cls = classes[name]
-        if cls.__module__.split(".")[0] != "collectors":
+        if not cls.__module__.startswith("hostmond.collectors."):
             continue  # third-party plugins document themselves
         for s in cls.metrics:
             out.append((f"collector {name}", s))

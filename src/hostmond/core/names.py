@@ -1,7 +1,7 @@
 """Key algorithm and file names, importable without loading ``cryptography``.
 
 ``hostmon keys`` builds its argument parser from these on every start of the
-agent; keeping them apart from :mod:`agent.shipping.keys` spares an agent that
+agent; keeping them apart from :mod:`hostmond.core.keys` spares an agent that
 does not ship the cryptography library's memory (about 6 MB).
 """
 

@@ -14,10 +14,11 @@ import argparse
 import sys
 from typing import Any
 
-from agent.errors import KeyFileError
-from agent.shipping import names
+from hostmond.core import names
+from hostmond.core.command import run_command
+from hostmond.core.errors import KeyFileError
 
-# agent.shipping.keys (and with it cryptography) is imported by the commands,
+# hostmond.core.keys (and with it cryptography) is imported by the commands,
 # not here: every `hostmon` start builds this parser.
 
 
@@ -51,7 +52,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:
-    from agent.shipping import keys
+    from hostmond.core import keys
 
     try:
         kf = keys.generate_agent_identity(args.dir, args.name)
@@ -65,7 +66,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from agent.shipping import keys
+    from hostmond.core import keys
 
     try:
         kf = keys.generate_ingest_keypair(args.dir, args.suite, args.name)
@@ -80,7 +81,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from agent.shipping import keys
+    from hostmond.core import keys
 
     path = args.file
     try:
@@ -109,11 +110,10 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m agent.shipping.cli keys ...``) until the agent CLI wires it in."""
+    """Stand-alone entry (``python -m hostmond.core.keys_cli keys ...``), e.g. on an ingest-only host."""
     parser = argparse.ArgumentParser(prog="hostmon")
     register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args))
+    return run_command(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

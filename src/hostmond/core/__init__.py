@@ -1,0 +1,1 @@
+"""Shared core: imports nothing of hostmond.agent, hostmond.collectors or hostmond.ingest."""

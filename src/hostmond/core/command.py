@@ -1,0 +1,34 @@
+"""Running a parsed command: one error line on stderr and the documented exit status.
+
+Exit statuses of every ``hostmon`` command: 0 success, 1 a runtime error
+(``HostmonError``), 2 a config or usage error (``ConfigError``), 130 interrupted.
+A closed stdout (``hostmon ingest query ... | head -1``) ends the command quietly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from hostmond.core.errors import ConfigError, HostmonError
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run ``args.func(args)``; errors become one line on stderr and the documented exit status."""
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as e:
+        print(f"hostmon: config error: {e}", file=sys.stderr)
+        return 2
+    except HostmonError as e:
+        print(f"hostmon: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away: stop writing, and keep the interpreter's final flush from raising again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 0

@@ -236,3 +236,40 @@ def test_ingest_unit_runs_and_is_restarted_not_reloaded_to_apply_a_change(box: B
     tail = msgs[last_start:]
     assert any("Deactivated successfully" in s for s in tail), tail
     assert not [s for s in tail if "Traceback" in s or "SIGKILL" in s or "leaked" in s], tail
+
+
+def test_process_fds_drop_in_restores_other_users_fd_counts(box: Box) -> None:
+    """Without the drop-in, other users' fd counts are refused and counted; with its capability, none are."""
+    box.sh("systemctl restart hostmon", timeout=90)
+
+    def perm_errors() -> float:
+        (v,) = [v for n, _, v in box.metrics() if n == "hostmon_process_permission_errors_total"]
+        return v
+
+    assert wait_for("permission errors counted", lambda: perm_errors() > 0, timeout=60)
+    box.sh("mkdir -p /etc/systemd/system/hostmon.service.d && cp /usr/share/doc/hostmon/examples/process-fds.conf "
+           "/etc/systemd/system/hostmon.service.d/ && systemctl daemon-reload && systemctl restart hostmon", timeout=90)
+    try:
+        assert box.show("hostmon", "AmbientCapabilities")["AmbientCapabilities"] == "cap_dac_read_search"
+        wait_for("processes collected", lambda: any(n == "hostmon_process_permission_errors_total" for n, _, _ in box.metrics()))
+        time.sleep(1)
+        assert perm_errors() == 0
+    finally:
+        box.sh("rm -f /etc/systemd/system/hostmon.service.d/process-fds.conf && systemctl daemon-reload", timeout=60)
+
+
+def test_remove_stops_the_service_and_purge_removes_config_and_state(box: Box) -> None:
+    assert box.sh("systemctl is-active hostmon || true").stdout.strip() == "active"
+    box.sh("apt-get remove -y -q hostmon", timeout=120)
+    assert box.sh("systemctl is-active hostmon || true").stdout.strip() in ("inactive", "unknown")
+    assert box.sh("pgrep -f '^/opt/hostmon/bin/python /opt/hostmon/bin/hostmon run' || true").stdout.strip() == ""
+    gone = box.sh("for p in /opt/hostmon /usr/bin/hostmon /lib/systemd/system/hostmon.service; do "
+                  "[ -e $p ] && echo $p; done; true").stdout.split()
+    assert gone == []
+    box.sh("test -f /etc/hostmon/hostmon.toml")  # the conffile stays on remove
+    box.sh("apt-get purge -y -q hostmon", timeout=120)
+    left = box.sh("for p in /etc/hostmon/hostmon.toml /var/lib/hostmon /var/lib/hostmon-ingest; do "
+                  "[ -e $p ] && echo $p; done; true").stdout.split()
+    assert left == [], left
+    # files the operator put there stay (docs/deployment.md): the ingest's config and the agent's copy of its key
+    box.sh("test -f /etc/hostmon-ingest/ingest.toml && test -f /etc/hostmon/ingest.pub")

@@ -42,24 +42,6 @@ def package_installed() -> bool:
     return proc.returncode == 0 and proc.stdout.strip() not in ("", "not-installed")
 
 
-@pytest.fixture(scope="module")
-def deb(tmp_path_factory: pytest.TempPathFactory, require_tool: RequireTool) -> Path:
-    require_tool("dpkg-deb", "apt-get install dpkg")
-    if not Path("/usr/bin/python3.11").exists():
-        msg = "/usr/bin/python3.11 missing (apt-get install python3.11 python3.11-venv)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    out = tmp_path_factory.mktemp("deb")
-    proc = run([str(REPO / "packaging" / "deb" / "build.sh"), str(out)])
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    arch = run(["dpkg", "--print-architecture"]).stdout.strip()
-    path = Path(proc.stdout.strip().splitlines()[-1])
-    assert path == out / f"hostmon_{VERSION}_{arch}.deb"
-    assert path.is_file()
-    return path
-
-
 def test_deb_info_and_contents(deb: Path, tmp_path: Path) -> None:
     info = run(["dpkg-deb", "--info", str(deb)])
     assert info.returncode == 0, info.stderr

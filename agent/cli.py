@@ -1,6 +1,6 @@
 """The agent's commands of ``hostmon`` (the parser itself is :mod:`hostmond.cli`).
 
-    hostmon run [--config FILE] [--listen HOST:PORT]   run the daemon
+    hostmon run [--config FILE] [node_exporter flags]  run the daemon (see RUN_FLAGS)
     hostmon check-config FILE                          validate a config; non-zero exit with the reason
     hostmon collect --once [--format prom|json]        print one collection and exit
     hostmon config sample                              print the sample config (every key at its default)
@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
+import re
 import sys
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hostmond.agent import config as config_mod
@@ -32,20 +35,213 @@ def _config_path(arg: str | None) -> str | None:
     return arg or os.environ.get(DEFAULT_CONFIG_ENV) or None
 
 
-def _env(listen: str | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    if listen:
-        env["HOSTMON_LISTEN"] = listen
-    return env
-
-
-def _load_or_exit(path: str | None, listen: str | None = None) -> config_mod.Config:
-    env = _env(listen)
+def _load_or_exit(path: str | None, overrides: config_mod.Overrides | None = None) -> config_mod.Config:
     try:
-        return config_mod.load(path, env)
+        return config_mod.load(path, os.environ, overrides)
     except ConfigError as e:
         print(f"hostmon: config error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+# ---------------------------------------------------------------------------
+# hostmon run: node_exporter's flags
+#
+# Each flag sets one config key; flags win over HOSTMON_* variables, which win
+# over the TOML file, which wins over the defaults. A bad value is reported as
+# "command-line flag --FLAG: KEY: REASON".
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFlag:
+    flag: str
+    key: tuple[str, ...]
+    help: str
+    aliases: tuple[str, ...] = ()
+    negate: bool = False  # an include regex, given to a collector that only has an exclude key
+
+
+RUN_FLAGS: tuple[RunFlag, ...] = (
+    RunFlag(
+        "--web.listen-address",
+        ("http", "listen"),
+        "HOST:PORT for /metrics (http.listen); ':9100' listens on every IPv4 address like node_exporter",
+        ("--listen",),
+    ),
+    RunFlag("--web.telemetry-path", ("http", "telemetry_path"), "URL path of the metrics page (http.telemetry_path)"),
+    RunFlag("--path.procfs", ("paths", "proc_root"), "procfs mount point (paths.proc_root)"),
+    RunFlag("--path.sysfs", ("paths", "sys_root"), "sysfs mount point (paths.sys_root)"),
+    RunFlag("--path.rootfs", ("paths", "rootfs"), "root file system mount point (paths.rootfs)"),
+    RunFlag("--log.level", ("log_level",), "debug, info, warn(ing) or error (log_level)"),
+    RunFlag("--log.format", ("log_format",), "logfmt or json (log_format)"),
+    RunFlag("--collector.textfile.directory", ("collectors", "textfile", "directory"), "directory of *.prom files (collectors.textfile.directory)"),
+    RunFlag(
+        "--collector.filesystem.mount-points-exclude",
+        ("collectors", "disk", "mount_points_exclude"),
+        "regex of mount points to leave out (collectors.disk.mount_points_exclude)",
+        ("--collector.filesystem.ignored-mount-points",),
+    ),
+    RunFlag(
+        "--collector.filesystem.fs-types-exclude",
+        ("collectors", "disk", "fs_types_exclude"),
+        "regex of file system types to leave out (collectors.disk.fs_types_exclude)",
+        ("--collector.filesystem.ignored-fs-types",),
+    ),
+    RunFlag(
+        "--collector.diskstats.device-exclude",
+        ("collectors", "disk", "device_exclude"),
+        "regex of block devices to leave out (collectors.disk.device_exclude)",
+        ("--collector.diskstats.ignored-devices",),
+    ),
+    RunFlag("--collector.diskstats.device-include", ("collectors", "disk", "device_exclude"), "regex of the only block devices to keep", negate=True),
+    RunFlag(
+        "--collector.netdev.device-exclude",
+        ("collectors", "network", "device_exclude"),
+        "regex of interfaces to leave out (collectors.network.device_exclude)",
+        ("--collector.netdev.ignored-devices", "--collector.netclass.ignored-devices"),
+    ),
+    RunFlag("--collector.netdev.device-include", ("collectors", "network", "device_exclude"), "regex of the only interfaces to keep", negate=True),
+)
+
+# node_exporter collector names that one hostmon collector covers (with others): --collector.NAME turns the
+# hostmon collector on; --no-collector.NAME turns it off only when every name it covers is turned off.
+COLLECTOR_ALIASES: dict[str, str] = {
+    "loadavg": "cpu",
+    "stat": "cpu",
+    "meminfo": "memory",
+    "vmstat": "memory",
+    "filesystem": "disk",
+    "diskstats": "disk",
+    "netdev": "network",
+    "netclass": "network",
+    "tcpstat": "network",
+}
+
+_SWITCH = re.compile(r"--(no-)?collector\.([a-z0-9_]+)")
+
+
+def _split_switches(argv: Sequence[str]) -> tuple[list[tuple[str, bool]], list[str]]:
+    """Pull ``--collector.NAME`` / ``--no-collector.NAME`` out of argv (their names are only known at run time)."""
+    switches: list[tuple[str, bool]] = []
+    rest: list[str] = []
+    for i, a in enumerate(argv):
+        if a == "--":
+            rest.extend(argv[i:])
+            break
+        m = _SWITCH.fullmatch(a)
+        if m:
+            switches.append((m.group(2), m.group(1) is None))
+        else:
+            rest.append(a)
+    return switches, rest
+
+
+class _RunParser(argparse.ArgumentParser):
+    """The ``run`` subcommand's parser: also takes ``--collector.NAME`` and ``--no-collector.NAME``."""
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:  # type: ignore[override]
+        switches, rest = _split_switches(list(sys.argv[1:] if args is None else args))
+        ns, extras = super().parse_known_args(rest, namespace)
+        ns.collector_switches = [*getattr(ns, "collector_switches", []), *switches]
+        return ns, extras
+
+
+def _negate_include(regex: str) -> str:
+    """An include regex as an exclude regex: left out is what the include does not find (same search semantics)."""
+    return f"^(?!.*(?:{regex}))" if regex else ""
+
+
+def run_overrides(args: argparse.Namespace, classes: Mapping[str, type] | None = None) -> config_mod.Overrides:
+    """The config overrides that ``hostmon run``'s flags ask for. Raises ConfigError naming the flag."""
+    ov = config_mod.Overrides()
+    given: dict[tuple[str, ...], str] = {}
+    for rf in RUN_FLAGS:
+        values = getattr(args, _dest(rf.flag), None) or []
+        for flag, value in values:
+            if rf.key in given:
+                why = "given more than once; hostmon takes one value" if given[rf.key] == flag else f"also set by {given[rf.key]}; give one of them"
+                raise ConfigError(f"command-line flag {flag}", ".".join(rf.key), why)
+            given[rf.key] = flag
+            if rf.negate:
+                try:
+                    re.compile(value)
+                except re.error as e:
+                    raise ConfigError(f"command-line flag {flag}", ".".join(rf.key), f"{value!r} is not a valid regular expression: {e}") from None
+                value = _negate_include(value)
+            ov.set(rf.key, value, flag)
+    if getattr(args, "web_config_file", None):
+        ov.web_config_file = args.web_config_file
+    if getattr(args, "disable_defaults", False):
+        ov.set(("runtime", "disable_default_collectors"), "true", "--collector.disable-defaults")
+    switches = getattr(args, "collector_switches", [])
+    if switches:
+        if classes is None:
+            from hostmond.agent.registry import discover
+
+            classes, _ = discover()
+        _apply_switches(ov, switches, classes)
+    return ov
+
+
+def _apply_switches(ov: config_mod.Overrides, switches: list[tuple[str, bool]], classes: Mapping[str, type]) -> None:
+    state: dict[str, tuple[bool, str]] = {}
+    for name, on in switches:
+        flag = f"--{'' if on else 'no-'}collector.{name}"
+        target = name if name in classes else COLLECTOR_ALIASES.get(name)
+        if target is None or target not in classes:
+            if on:
+                known = ", ".join(sorted(set(classes) | set(COLLECTOR_ALIASES)))
+                raise ConfigError(f"command-line flag {flag}", f"collectors.{name}", f"no collector named {name!r} (known: {known})")
+            log.warning("no such collector; nothing to turn off", extra={"flag": flag})
+            continue
+        state[name] = (on, flag)
+    targets: dict[str, list[str]] = {}
+    for name in state:
+        targets.setdefault(name if name in classes else COLLECTOR_ALIASES[name], []).append(name)
+    for target, names in targets.items():
+        ons = [state[n][1] for n in names if state[n][0]]
+        if ons:
+            ov.set(("collectors", target, "enabled"), "true", ons[0])
+            continue
+        covered = {a for a, t in COLLECTOR_ALIASES.items() if t == target}
+        offs = {n for n in names if not state[n][0]}
+        if target in offs or covered <= offs:
+            ov.set(("collectors", target, "enabled"), "false", state[names[0]][1])
+        else:
+            log.warning(
+                "collector stays on: it also covers what was not turned off",
+                extra={"collector": target, "turned_off": sorted(offs), "covers": sorted(covered), "hint": f"--no-collector.{target}"},
+            )
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace(".", "_").replace("-", "_")
+
+
+class _Given(argparse.Action):
+    """Stores (flag as given, value) pairs, so errors name the flag the user typed."""
+
+    def __call__(self, parser: argparse.ArgumentParser, ns: argparse.Namespace, values: Any, option_string: str | None = None) -> None:
+        items = list(getattr(ns, self.dest, None) or [])
+        items.append((option_string or self.dest, values))
+        setattr(ns, self.dest, items)
+
+
+def add_run_arguments(r: argparse.ArgumentParser) -> None:
+    r.add_argument("--config", "-c", help=f"TOML config file (default: ${DEFAULT_CONFIG_ENV}, else built-in defaults)")
+    for rf in RUN_FLAGS:
+        r.add_argument(rf.flag, *rf.aliases, dest=_dest(rf.flag), action=_Given, metavar="VALUE", help=rf.help)
+    r.add_argument("--web.config.file", dest="web_config_file", metavar="FILE", help="exporter-toolkit web-config.yml; replaces the [web] section")
+    r.add_argument(
+        "--collector.disable-defaults",
+        dest="disable_defaults",
+        action="store_true",
+        help="run only the collectors turned on by --collector.NAME or enabled = true",
+    )
+    r.epilog = (
+        "--collector.NAME / --no-collector.NAME turn a collector on or off (hostmon's names, or node_exporter's: "
+        + ", ".join(f"{a}={t}" for a, t in COLLECTOR_ALIASES.items())
+        + "). Precedence: flags > HOSTMON_* environment > config file > defaults."
+    )
 
 
 def limit_malloc_arenas(n: int = 2) -> None:
@@ -68,13 +264,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     limit_malloc_arenas()
 
     path = _config_path(args.config)
-    cfg = _load_or_exit(path, args.listen)
-    logs.setup(cfg.log_level)
+    try:
+        overrides = run_overrides(args)
+    except ConfigError as e:
+        print(f"hostmon: config error: {e}", file=sys.stderr)
+        return 2
+    cfg = _load_or_exit(path, overrides)
+    logs.setup(cfg.log_level, fmt=cfg.log_format)
     log.info("starting", extra={"version": __version__, "config": cfg.source, "tenant_id": cfg.tenant_id})
 
     async def main() -> None:
         consumers: list[Any] = []
-        agent = Agent(cfg, path, consumers, environ=_env(args.listen))
+        agent = Agent(cfg, path, consumers, environ=dict(os.environ), overrides=overrides)
         agent.notifier = Notifier.from_env()
         shipper = await _make_shipper(cfg, agent, args.embedded)
         if shipper is not None:
@@ -139,7 +340,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from hostmond.agent.runtime import Agent
 
     cfg = _load_or_exit(_config_path(args.config))
-    logs.setup(cfg.log_level if args.verbose else "error")
+    logs.setup(cfg.log_level if args.verbose else "error", fmt=cfg.log_format)
     if not args.once:
         print("hostmon: collect needs --once", file=sys.stderr)
         return 2
@@ -160,7 +361,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         json.dump(out, sys.stdout, default=str)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write(agent.store.renderer.render(samples).decode())
+        sys.stdout.write(agent.collected_text.decode())
     return 0
 
 
@@ -172,16 +373,32 @@ def cmd_config_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def register_run(sub: Any) -> argparse.ArgumentParser:
+    """Add ``hostmon run`` (and node_exporter's flags) to a subparsers action."""
+    old = sub._parser_class  # noqa: SLF001 - the run parser takes --collector.NAME switches
+    sub._parser_class = _RunParser  # noqa: SLF001
+    try:
+        r = sub.add_parser(
+            "run",
+            help="run the agent daemon",
+            description="Run the agent. Takes node_exporter's flags; see docs/command-line.md.",
+            allow_abbrev=False,
+        )
+    finally:
+        sub._parser_class = old  # noqa: SLF001
+    add_run_arguments(r)
+    r.set_defaults(func=cmd_run)
+    return r
+
+
 def register(sub: Any, embedded: Any = None) -> None:
     """Add the agent's commands to the ``hostmon`` parser (:mod:`hostmond.cli`).
 
     ``embedded`` is the embedded ingest ``hostmon run`` ships to when no
     ``shipping.ingest_url`` is set (see :func:`hostmond.agent.shipping.runtime.make_shipper`).
     """
-    r = sub.add_parser("run", help="run the agent daemon")
-    r.add_argument("--config", "-c", help=f"TOML config file (default: ${DEFAULT_CONFIG_ENV}, else built-in defaults)")
-    r.add_argument("--listen", help="HOST:PORT for /metrics (overrides http.listen)")
-    r.set_defaults(func=cmd_run, embedded=embedded)
+    r = register_run(sub)
+    r.set_defaults(embedded=embedded)
 
     c = sub.add_parser("check-config", help="validate a config file")
     c.add_argument("file")

@@ -7,6 +7,12 @@ naming the file, the dotted key and the reason. :func:`sample_config` writes the
 sample config (every key at its default, a sentence on each) from the same
 dataclasses, so the sample can never drift from the code.
 
+Precedence, highest first: command-line flags (``hostmon run --web.listen-address``
+...; see :data:`hostmond.agent.cli.RUN_FLAGS`), then environment variables, then the
+TOML file, then the defaults. A value from a flag or a variable is an
+:class:`~hostmond.core.config.EnvValue` that remembers where it came from, so a bad
+one is blamed on its flag or variable, not on the file.
+
 Environment overrides, applied over the file:
 
 * ``HOSTMON_TENANT_ID`` -> ``tenant_id``, ``HOSTMON_LISTEN`` -> ``http.listen``,
@@ -39,9 +45,21 @@ from hostmond.core.validate import (
     parse_listen,
     validate_tenant_id,
 )
-from hostmond.web.config import WebConfig
+from hostmond.web.config import WebConfig, load_web_yaml
 
-__all__ = ["LOG_LEVELS", "Config", "ConfigError", "EnvValue", "collector_config", "load", "load_dataclass", "parse_listen", "sample_config"]
+__all__ = [
+    "LOG_FORMATS",
+    "LOG_LEVELS",
+    "Config",
+    "ConfigError",
+    "EnvValue",
+    "Overrides",
+    "collector_config",
+    "load",
+    "load_dataclass",
+    "parse_listen",
+    "sample_config",
+]
 
 ENV_PREFIX = "HOSTMON_"
 _ENV_ALIASES = {
@@ -52,6 +70,23 @@ _ENV_ALIASES = {
 }
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+LOG_LEVEL_ALIASES = {"warn": "warning"}  # node_exporter's --log.level spelling
+LOG_FORMATS = ("json", "logfmt")
+
+
+def _check_level(v: str) -> None:
+    if v.lower() not in LOG_LEVEL_ALIASES:
+        check_log_level(v)
+
+
+def _check_log_format(v: str) -> None:
+    if v not in LOG_FORMATS:
+        raise ValueError(f"must be one of {', '.join(LOG_FORMATS)}")
+
+
+def _check_url_path(v: str) -> None:
+    if not v.startswith("/") or any(c in v for c in "?#\n \"'<>") or v in ("/healthz", "/readyz", "/"):
+        raise ValueError("must be an absolute URL path such as /metrics (not /, /healthz or /readyz), without query or spaces")
 
 
 def _default_state_dir() -> str:
@@ -76,9 +111,14 @@ def _check_tags(v: dict[str, str]) -> None:
 @dataclasses.dataclass
 class HttpConfig:
     listen: str = field(
-        "127.0.0.1:9435",
-        "Address of the /metrics, /healthz and /readyz server; loopback by default, 0.0.0.0:9435 to let other hosts scrape.",
+        "127.0.0.1:19435",
+        "Address of the /metrics, /healthz and /readyz server; loopback by default, 0.0.0.0:19435 to let other hosts scrape.",
         check=check_listen,
+    )
+    telemetry_path: str = field("/metrics", "URL path of the metrics page (node_exporter's --web.telemetry-path).", check=_check_url_path)
+    host_label: bool = field(
+        False,
+        "Also put the 'host' tag on /metrics; off by default because Prometheus' own 'instance' label names the target (shipped batches always carry 'host').",
     )
 
 
@@ -87,6 +127,10 @@ class RuntimeConfig:
     interval: float = field(15.0, "Default seconds between two collections of one collector.", check=check_positive)
     timeout: float = field(5.0, "Default seconds a collection may run before it is abandoned and counted as a timeout.", check=check_positive)
     jitter: float = field(0.1, "Random spread of each collector's schedule, as a fraction of its interval (0 to 0.5).", check=check_fraction)
+    disable_default_collectors: bool = field(
+        False,
+        "Run only the collectors whose section says enabled = true (node_exporter's --collector.disable-defaults).",
+    )
 
 
 @dataclasses.dataclass
@@ -103,7 +147,8 @@ class Config:
         "",
         "Directory for persisted state (log positions, keys, spool); empty means $STATE_DIRECTORY, /var/lib/hostmon as root, else ~/.local/state/hostmon.",
     )
-    log_level: str = field("info", "Least severe log level written to stderr: debug, info, warning or error.", check=check_log_level)
+    log_level: str = field("info", "Least severe log level written to stderr: debug, info, warning or error.", check=_check_level)
+    log_format: str = field("json", "Log line format on stderr: json (one object per line) or logfmt (node_exporter's).", check=_check_log_format)
     tags: dict[str, str] = field({}, "Static labels added to every sample and event; 'host' defaults to this machine's host name.", check=_check_tags)
     http: HttpConfig = dataclasses.field(default_factory=HttpConfig)
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
@@ -156,14 +201,30 @@ def env_overrides(environ: Mapping[str, str]) -> list[tuple[tuple[str, ...], Env
             path = tuple(p.lower() for p in parts)
         else:
             continue  # e.g. HOSTMON_CONFIG handled by the CLI
-        v = EnvValue(raw)
-        v.source = f"environment variable {name}"
-        out.append((path, v))
+        out.append((path, EnvValue.make(raw, f"environment variable {name}")))
     return out
 
 
-def load(path: str | None, environ: Mapping[str, str] | None = None) -> Config:
-    """Read, override and validate the agent config. ``path=None`` means defaults + environment."""
+@dataclasses.dataclass
+class Overrides:
+    """What the command line sets over the file and the environment.
+
+    ``values``: (config path, value, flag) triples; ``web_config_file``:
+    exporter-toolkit YAML that replaces the whole ``[web]`` section.
+    """
+
+    values: list[tuple[tuple[str, ...], str, str]] = dataclasses.field(default_factory=list)
+    web_config_file: str | None = None
+
+    def set(self, path: tuple[str, ...], value: str, flag: str) -> None:
+        self.values.append((path, value, flag))
+
+
+def load(path: str | None, environ: Mapping[str, str] | None = None, overrides: Overrides | None = None) -> Config:
+    """Read, override and validate the agent config. ``path=None`` means defaults + environment.
+
+    Precedence: ``overrides`` (command-line flags) > ``environ`` (HOSTMON_*) > the file > defaults.
+    """
     environ = os.environ if environ is None else environ
     file = path or "<defaults>"
     data: dict[str, Any] = {}
@@ -171,9 +232,19 @@ def load(path: str | None, environ: Mapping[str, str] | None = None) -> Config:
         data = read_toml(path)
     for p, v in env_overrides(environ):
         if p[0] == "tags" and len(p) == 2:
-            v = EnvValue(str(v))  # tag values stay strings
+            v = EnvValue.make(str(v), v.source)  # tag values stay strings
         _set_path(data, p, v)
+    web = None
+    if overrides is not None:
+        for p, value, flag in overrides.values:
+            _set_path(data, p, EnvValue.make(value, f"command-line flag {flag}"))
+        if overrides.web_config_file:
+            web = load_web_yaml(overrides.web_config_file)
+            data.pop("web", None)  # the YAML replaces [web] whole, as node_exporter's file is its whole web config
     cfg = load_dataclass(data, Config, file)
+    if web is not None:
+        cfg.web = web
+    cfg.log_level = LOG_LEVEL_ALIASES.get(cfg.log_level.lower(), cfg.log_level)
     cfg.collectors = {str(k): _plain(v, file, f"collectors.{k}") for k, v in cfg.collectors.items()}
     cfg.source = file
     return cfg

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from hostmond.core import selfmetrics
-from hostmond.core.model import COUNTER, MetricSpec, Sample
+from hostmond.core.model import COUNTER, UNTYPED, MetricSpec, Sample
 from hostmond.web.security import apply_web_security
 
 log = logging.getLogger("hostmon.http")
@@ -50,11 +50,30 @@ def fmt_value(v: float) -> str:
 
 
 class Renderer:
-    """Turns samples into exposition text. Label strings are cached across renders."""
+    """Turns samples into exposition text. Label strings are cached across renders.
 
-    def __init__(self, specs: Mapping[str, MetricSpec]) -> None:
+    ``hidden_labels`` are label names left out of the text (the ``host`` tag by
+    default, see ``http.host_label``): the samples keep them, so shipped batches
+    still carry them.
+    """
+
+    def __init__(self, specs: Mapping[str, MetricSpec], hidden_labels: Iterable[str] = ()) -> None:
         self.specs = dict(specs)
         self._label_cache: dict[tuple[tuple[str, str], ...], str] = {}
+        self.hidden_labels: frozenset[str] = frozenset(hidden_labels)
+        # run-time families (Collector.family): their specs, and sample name -> family name
+        self.dynamic: dict[str, MetricSpec] = {}
+        self.family_of: dict[str, str] = {}
+
+    def set_dynamic(self, families: Iterable[MetricSpec]) -> None:
+        self.dynamic = {f.name: f for f in families}
+        self.family_of = {sn: f.name for f in self.dynamic.values() for sn in f.sample_names() if sn != f.name}
+
+    def set_hidden_labels(self, names: Iterable[str]) -> None:
+        names = frozenset(names)
+        if names != self.hidden_labels:
+            self.hidden_labels = names
+            self._label_cache.clear()
 
     def _labels(self, labels: dict[str, str]) -> str:
         if not labels:
@@ -64,16 +83,20 @@ class Renderer:
         if s is None:
             if len(self._label_cache) > 50_000:  # series churn: start over rather than grow
                 self._label_cache.clear()
-            s = "{" + ",".join(f'{k}="{_esc(str(v))}"' for k, v in key) + "}"
+            hidden = self.hidden_labels
+            shown = [(k, v) for k, v in key if k not in hidden] if hidden else key
+            s = "{" + ",".join(f'{k}="{_esc(str(v))}"' for k, v in shown) + "}" if shown else ""
             self._label_cache[key] = s
         return s
 
     def group(self, samples: Iterable[Sample]) -> dict[str, list[Sample]]:
         fam: dict[str, list[Sample]] = {}
+        family_of = self.family_of
         for s in samples:
-            lst = fam.get(s.name)
+            key = family_of.get(s.name, s.name) if family_of else s.name
+            lst = fam.get(key)
             if lst is None:
-                fam[s.name] = [s]
+                fam[key] = [s]
             else:
                 lst.append(s)
         return fam
@@ -83,7 +106,7 @@ class Renderer:
         out: list[str] = []
         lab = self._labels
         for name, lst in fam.items():
-            spec = self.specs.get(name)
+            spec = self.specs.get(name) or self.dynamic.get(name)
             if spec is None:
                 # a self-metric whose module loaded after this store was built (the shipper)
                 spec = selfmetrics.find(name)
@@ -95,16 +118,17 @@ class Renderer:
             if openmetrics:
                 if typ == COUNTER and name.endswith("_total"):
                     fname = name[:-6]
-                elif typ == COUNTER:
+                elif typ in (COUNTER, UNTYPED):
                     typ = "unknown"
             out.append(f"# HELP {fname} {_esc_help(help_)}\n# TYPE {fname} {typ}\n")
             for s in lst:
+                sname = s.name
                 if s.timestamp is None:
-                    out.append(f"{name}{lab(s.labels)} {fmt_value(s.value)}\n")
+                    out.append(f"{sname}{lab(s.labels)} {fmt_value(s.value)}\n")
                 elif openmetrics:
-                    out.append(f"{name}{lab(s.labels)} {fmt_value(s.value)} {s.timestamp:.3f}\n")
+                    out.append(f"{sname}{lab(s.labels)} {fmt_value(s.value)} {s.timestamp:.3f}\n")
                 else:
-                    out.append(f"{name}{lab(s.labels)} {fmt_value(s.value)} {int(s.timestamp * 1000)}\n")
+                    out.append(f"{sname}{lab(s.labels)} {fmt_value(s.value)} {int(s.timestamp * 1000)}\n")
         if openmetrics:
             out.append("# EOF\n")
         return "".join(out).encode("utf-8")
@@ -121,6 +145,7 @@ class MetricStore:
     def __init__(self, specs: Mapping[str, MetricSpec], min_render_interval: float = 0.5) -> None:
         self.renderer = Renderer(specs)
         self._sources: dict[str, list[Sample]] = {}
+        self._families: dict[str, dict[str, MetricSpec]] = {}
         self._providers: list[Callable[[], Iterable[Sample]]] = []
         self.min_render_interval = min_render_interval
         self._bodies: dict[tuple[bool, bool], bytes] = {}
@@ -138,13 +163,34 @@ class MetricStore:
         """A callable giving in-memory self-metrics (no I/O) gathered at each render."""
         self._providers.append(fn)
 
-    def update(self, source: str, samples: list[Sample]) -> None:
+    def update(self, source: str, samples: list[Sample], families: Mapping[str, MetricSpec] | None = None) -> None:
+        """Replace ``source``'s samples; ``families`` are its run-time families (see ``Collector.family``)."""
         self._sources[source] = samples
+        old = self._families.get(source)
+        if families:
+            if old != families:
+                self._families[source] = dict(families)
+                self._dynamic_changed()
+        elif old is not None:
+            del self._families[source]
+            self._dynamic_changed()
         self._schedule()
 
     def remove(self, source: str) -> None:
         self._sources.pop(source, None)
+        if self._families.pop(source, None) is not None:
+            self._dynamic_changed()
         self._schedule()
+
+    def family_owner(self, name: str) -> str | None:
+        """The source whose run-time family ``name`` is (None when no source has it)."""
+        for src, fams in self._families.items():
+            if name in fams:
+                return src
+        return None
+
+    def _dynamic_changed(self) -> None:
+        self.renderer.set_dynamic(f for fams in self._families.values() for f in fams.values())
 
     def _schedule(self) -> None:
         try:
@@ -227,15 +273,24 @@ def wants_gzip(accept_encoding: str) -> bool:
 class MetricsServer:
     """aiohttp server for /metrics, /healthz, /readyz."""
 
-    def __init__(self, store: MetricStore, host: str, port: int, is_ready: Callable[[], bool], web_config: Any = None) -> None:
+    def __init__(
+        self,
+        store: MetricStore,
+        host: str,
+        port: int,
+        is_ready: Callable[[], bool],
+        web_config: Any = None,
+        telemetry_path: str = "/metrics",
+    ) -> None:
         self.store = store
+        self.telemetry_path = telemetry_path
         self.host = host
         self.port = port
         self.is_ready = is_ready
         self.web_config = web_config
         self._runner: web.AppRunner | None = None
         self.app = web.Application()
-        self.app.router.add_get("/metrics", self.metrics)
+        self.app.router.add_get(telemetry_path, self.metrics)
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/readyz", self.readyz)
         self.app.router.add_get("/", self.index)
@@ -264,7 +319,7 @@ class MetricsServer:
     async def index(self, request: web.Request) -> web.Response:
         return web.Response(
             text="<html><head><title>hostmon</title></head><body><h1>hostmon</h1>"
-            '<p><a href="/metrics">/metrics</a> <a href="/healthz">/healthz</a> <a href="/readyz">/readyz</a></p>'
+            f'<p><a href="{self.telemetry_path}">{self.telemetry_path}</a> <a href="/healthz">/healthz</a> <a href="/readyz">/readyz</a></p>'
             "</body></html>",
             content_type="text/html",
         )

@@ -175,15 +175,38 @@ class ProcessStats:
         return out
 
 
+def _all_self_specs() -> list[MetricSpec]:
+    return [s for _, s in selfmetrics.declared()]
+
+
+def exposition_hidden_labels(cfg: config_mod.Config) -> tuple[str, ...]:
+    """Labels the samples carry but /metrics leaves out: ``host`` unless ``http.host_label`` asks for it.
+
+    On a scrape target ``host`` duplicates Prometheus' ``instance`` target label; shipped
+    batches have no ``instance``, so they keep ``host``.
+    """
+    return () if cfg.http.host_label else ("host",)
+
+
 def build_collectors(
     cfg: config_mod.Config,
     classes: dict[str, type[Collector]],
     *,
     persist_state: bool = True,
     only: Iterable[str] | None = None,
+    declared: Iterable[str] | None = None,
 ) -> tuple[list[CollectorRunner], list[PluginError]]:
-    """Instantiate the enabled collectors. A bad section is reported and that collector skipped."""
+    """Instantiate the enabled collectors. A bad section is reported and that collector skipped.
+
+    ``declared``: every sample name the exposition already declares (default: the
+    collectors' ``metrics`` and the agent's self-metrics), for dynamic collectors.
+    """
     errors: list[PluginError] = []
+    if declared is None:
+        declared = [n for spec in _all_self_specs() for n in spec.sample_names()] + [
+            n for c in classes.values() for m in c.metrics for n in m.sample_names()
+        ]
+    declared_set = frozenset(declared)
     runners: list[CollectorRunner] = []
     state_dir = cfg.resolved_state_dir()
     tags = cfg.resolved_tags()
@@ -202,7 +225,8 @@ def build_collectors(
         except ConfigError as e:
             errors.append(PluginError(f"collectors.{name}", str(e)))
             continue
-        enabled = cls.default_enabled if ccfg.enabled is None else ccfg.enabled
+        default = cls.default_enabled and not cfg.runtime.disable_default_collectors
+        enabled = default if ccfg.enabled is None else ccfg.enabled
         if only_set is not None:
             enabled = name in only_set
         if not enabled:
@@ -216,6 +240,7 @@ def build_collectors(
             state_dir=state_dir if persist_state else None,
             tags=dict(tags),
             tenancy=tenancy,
+            declared_metrics=declared_set,
             logger=logging.getLogger(f"hostmon.collector.{name}"),
         )
         try:
@@ -250,9 +275,11 @@ class Agent:
         classes: dict[str, type[Collector]] | None = None,
         plugin_errors: list[PluginError] | None = None,
         environ: dict[str, str] | None = None,
+        overrides: config_mod.Overrides | None = None,
     ) -> None:
         self.cfg = cfg
-        self.environ = environ  # environment used for reloads (carries CLI overrides such as --listen)
+        self.environ = environ  # environment used for reloads
+        self.overrides = overrides  # command-line flags, applied again on reload
         self.config_path = config_path
         self.consumers: list[Consumer] = list(consumers or [])
         if classes is None:
@@ -261,6 +288,8 @@ class Agent:
         self.discover_errors = list(plugin_errors or [])
         self.plugin_errors: list[PluginError] = []
         self.store = MetricStore({s.name: s for _, s in selfmetrics.declared()})
+        self.store.renderer.set_hidden_labels(exposition_hidden_labels(cfg))
+        self.collected_text = b""  # hostmon collect --once: see collect_once
         for cls in classes.values():
             self.store.add_specs(cls.metrics)
         self.runners: list[CollectorRunner] = []
@@ -379,8 +408,9 @@ class Agent:
             r.last_success = time.time()
             self.log_once.ok(r.name, "collector recovered", collector=r.name)
             samples, events = apply_tags(items, self.tags)
+            families = self._accept_families(r, samples) if r.cls.dynamic_families else None
             r.n_samples = len(samples)
-            self.store.update(r.name, samples)
+            self.store.update(r.name, samples, families)
             if self.consumers and (samples or events):
                 col = Collection(r.name, time.time(), samples, events)
                 for c in self.consumers:
@@ -392,6 +422,30 @@ class Agent:
             r.partial[reason] = r.partial.get(reason, 0) + n
         r.done_first = True
         self._check_ready()
+
+    def _accept_families(self, r: CollectorRunner, samples: list[Sample]) -> dict[str, MetricSpec]:
+        """A dynamic collector's run-time families, less those that clash (their samples removed in place)."""
+        families = r.c.take_families()
+        static = self.store.renderer.specs
+        static_names = {n for spec in static.values() for n in spec.sample_names()}
+        static_names.update(n for spec in _all_self_specs() for n in spec.sample_names())
+        refused: set[str] = set()
+        for name, spec in families.items():
+            owner = self.store.family_owner(name)
+            if any(sn in static_names for sn in spec.sample_names()) or (owner is not None and owner != r.name):
+                refused.update(spec.sample_names())
+        if refused:
+            for name in sorted(refused & set(families)):
+                del families[name]
+            kept = [s for s in samples if s.name not in refused]
+            r.c.partial_error("family_clash", len(samples) - len(kept))
+            samples[:] = kept
+        known = {sn for spec in families.values() for sn in spec.sample_names()}
+        undescribed = [s for s in samples if s.name not in known and s.name not in static_names]
+        if undescribed:
+            r.c.partial_error("family_undescribed", len(undescribed))
+            samples[:] = [s for s in samples if s.name in known or s.name in static_names]
+        return families
 
     def _check_ready(self) -> None:
         if not self.ready and all(r.done_first for r in self.runners):
@@ -442,7 +496,9 @@ class Agent:
         return all(not t.done() or r.unavailable for r, t in zip(self.runners, self.tasks))
 
     async def start_collectors(self) -> None:
-        self.runners, errs = build_collectors(self.cfg, self.classes)
+        declared = {n for spec in self.store.renderer.specs.values() for n in spec.sample_names()}
+        declared.update(n for spec in _all_self_specs() for n in spec.sample_names())
+        self.runners, errs = build_collectors(self.cfg, self.classes, declared=declared)
         self.plugin_errors = self.discover_errors + errs
         for e in self.plugin_errors:
             log.error("plugin skipped", extra={"where": e.where, "reason": e.reason})
@@ -457,7 +513,9 @@ class Agent:
         """One collection by every enabled collector (or only those named), for ``hostmon collect --once``.
 
         Returns every sample the store holds afterwards (collectors and self-metrics) and the
-        events the collectors emitted; state is not persisted.
+        events the collectors emitted; state is not persisted. The text exposition of those
+        samples is kept in ``collected_text``, rendered before the collectors stop so that
+        run-time families (``Collector.family``) keep their HELP and TYPE.
         """
         self.runners, errs = build_collectors(self.cfg, self.classes, persist_state=False, only=only)
         self.plugin_errors = self.discover_errors + errs
@@ -469,6 +527,7 @@ class Agent:
             await asyncio.gather(*(self.run_once(r) for r in self.runners))
             self.proc.refresh()
             samples = self.store.all_samples()
+            self.collected_text = self.store.renderer.render(samples)
         finally:
             self.consumers.remove(sink)
             await self.stop_collectors()
@@ -502,7 +561,7 @@ class Agent:
     async def reload(self) -> bool:
         """SIGHUP: load the config again; a bad one is rejected and the old one keeps running."""
         try:
-            new = config_mod.load(self.config_path, self.environ)
+            new = config_mod.load(self.config_path, self.environ, self.overrides)
             _, errs = build_collectors(new, self.classes, persist_state=False)
             bad = [e for e in errs if "no collector named" not in e.reason]
             if bad:
@@ -511,15 +570,16 @@ class Agent:
             self.reloads["failure"] += 1
             log.error("config reload rejected; the running config stays in force", extra={"error": str(e)})
             return False
-        old_listen = self.cfg.http.listen
+        old_listen = (self.cfg.http.listen, self.cfg.http.telemetry_path)
         if self.notifier is not None:
             self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
         await self.stop_collectors()
         self.cfg = new
         self.tags = new.resolved_tags()
+        self.store.renderer.set_hidden_labels(exposition_hidden_labels(new))
         logging.getLogger().setLevel(new.log_level.upper())
         await self.start_collectors()
-        if new.http.listen != old_listen and self.server is not None:
+        if (new.http.listen, new.http.telemetry_path) != old_listen and self.server is not None:
             await self.server.stop()
             await self._start_server()
         self.reloads["success"] += 1
@@ -528,7 +588,7 @@ class Agent:
 
     async def _start_server(self) -> None:
         host, port = config_mod.parse_listen(self.cfg.http.listen)
-        self.server = MetricsServer(self.store, host, port, lambda: self.ready, self.cfg.web)
+        self.server = MetricsServer(self.store, host, port, lambda: self.ready, self.cfg.web, self.cfg.http.telemetry_path)
         await self.server.start()
 
     def add_task(self, coro: Any, name: str) -> None:

@@ -2,7 +2,7 @@
 
 Example::
 
-    listen = "127.0.0.1:9436"
+    listen = "127.0.0.1:19436"
     private_keys = ["/etc/hostmon/ingest.key", "/etc/hostmon/ingest-2025.key"]
 
     [[agents]]
@@ -56,7 +56,7 @@ from hostmond.core.validate import (
 )
 from hostmond.web.config import WebConfig
 
-DEFAULT_LISTEN = "127.0.0.1:9436"
+DEFAULT_LISTEN = "127.0.0.1:19436"
 
 
 def _check_listen(v: str) -> None:
@@ -120,7 +120,7 @@ class RemoteWriteConfig:
 
 @dataclasses.dataclass
 class IngestConfig:
-    listen: str = field(DEFAULT_LISTEN, "Address the ingest listens on; loopback by default, 0.0.0.0:9436 to accept agents from other hosts.", check=_check_listen)
+    listen: str = field(DEFAULT_LISTEN, "Address the ingest listens on; loopback by default, 0.0.0.0:19436 to accept agents from other hosts.", check=_check_listen)
     private_keys: list[str] = field([], "Ingest private key files (one per key id, several during a rotation); each must be chmod 600.")
     decode_workers: int = field(-1, "Worker processes that verify and decrypt batches: -1 one per CPU, 0 none (threads of the ingest process).", check=_check_workers)
     agents: list[AgentEntry] = field([], "Enrolled agents: each public key with the tenants it may write.")

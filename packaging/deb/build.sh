@@ -61,6 +61,17 @@ s|^# key_file =$|# key_file = "/etc/hostmon/tls/tls.key"   # owned by hostmon, m
 }' "$ROOT/etc/hostmon/hostmon.toml"
 [ "$(grep -c '^# \(cert\|key\)_file = "/etc/hostmon/tls/' "$ROOT/etc/hostmon/hostmon.toml")" = 2 ] || {
     echo "build.sh: [web.tls_server_config] in 'hostmon config sample' changed; fix the sed above" >&2; exit 1; }
+# Say plainly, at the top, what a host without ingest_url keeps on its disk and how to stop it.
+{ cat <<'HEAD'
+# LOCAL HISTORY. With no [shipping] ingest_url (the default), this agent runs an embedded
+# ingest and keeps its own history in /var/lib/hostmon/ingest/ingest.db: at most
+# shipping.local_history_max_bytes (256 MiB: about a day and a half at the defaults, about
+# 70 bytes per sample) and at most shipping.local_history_days (30), the oldest deleted
+# first. Set ingest_url and ingest_public_key to ship to your central ingest instead, or
+# shipping.enabled = false for no shipping and no local history.
+
+HEAD
+cat "$ROOT/etc/hostmon/hostmon.toml"; } > "$STAGE/hostmon.toml" && mv "$STAGE/hostmon.toml" "$ROOT/etc/hostmon/hostmon.toml"
 chmod 0644 "$ROOT/etc/hostmon/hostmon.toml"
 install -m 0644 "$REPO/docs/deployment.md" "$ROOT/usr/share/doc/$PKG/deployment.md"
 install -m 0644 "$REPO/packaging/deb/copyright" "$ROOT/usr/share/doc/$PKG/copyright"

@@ -4,8 +4,9 @@
     python packaging/grafana/generate.py --check    # exit 1 if they are stale
 
 Each dashboard takes a Prometheus data source (``datasource`` variable) and
-filters on ``tenant_id`` and ``host``, the labels the agent puts on every
-sample. Panels are declared once here so queries, units and layout stay
+filters on ``tenant_id`` (a label the agent puts on every sample) and
+``instance`` (Prometheus' own target label: /metrics leaves the agent's ``host``
+tag out unless ``http.host_label`` is set, since it would duplicate ``instance``). Panels are declared once here so queries, units and layout stay
 consistent; tests/packaging/test_grafana.py runs every query against a real
 Prometheus scraping a real agent.
 """
@@ -20,7 +21,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 DS = {"type": "prometheus", "uid": "${datasource}"}
-SEL = 'tenant_id=~"$tenant_id", host=~"$host"'
+SEL = 'tenant_id=~"$tenant_id", instance=~"$instance"'
 RI = "$__rate_interval"
 
 
@@ -64,14 +65,14 @@ def variables(with_host: bool = True) -> list[dict[str, Any]]:
         },
     ]
     if with_host:
-        q = 'label_values(hostmon_build_info{tenant_id=~"$tenant_id"}, host)'
+        q = 'label_values(hostmon_build_info{tenant_id=~"$tenant_id"}, instance)'
         out.append(
             {
-                "name": "host",
-                "label": "Host",
+                "name": "instance",
+                "label": "Instance",
                 "type": "query",
                 "datasource": DS,
-                "query": {"query": q, "refId": "host"},
+                "query": {"query": q, "refId": "instance"},
                 "definition": q,
                 "refresh": 2,
                 "includeAll": True,
@@ -168,7 +169,7 @@ def host_overview() -> dict[str, Any]:
                 [
                     Panel(
                         "CPU busy",
-                        [(f'1 - avg by (host) (rate(node_cpu_seconds_total{{mode="idle", {SEL}}}[{RI}]))', "{{host}}")],
+                        [(f'1 - avg by (instance) (rate(node_cpu_seconds_total{{mode="idle", {SEL}}}[{RI}]))', "{{instance}}")],
                         unit="percentunit",
                         max=1,
                         width=8,
@@ -183,9 +184,9 @@ def host_overview() -> dict[str, Any]:
                     Panel(
                         "Load average",
                         [
-                            (f"node_load1{{{SEL}}}", "{{host}} 1m"),
-                            (f"node_load5{{{SEL}}}", "{{host}} 5m"),
-                            (f"node_load15{{{SEL}}}", "{{host}} 15m"),
+                            (f"node_load1{{{SEL}}}", "{{instance}} 1m"),
+                            (f"node_load5{{{SEL}}}", "{{instance}} 5m"),
+                            (f"node_load15{{{SEL}}}", "{{instance}} 15m"),
                         ],
                         width=8,
                     ),
@@ -197,22 +198,22 @@ def host_overview() -> dict[str, Any]:
                     Panel(
                         "Memory used",
                         [
-                            (f"node_memory_MemTotal_bytes{{{SEL}}} - node_memory_MemAvailable_bytes{{{SEL}}}", "{{host}} used"),
-                            (f"node_memory_MemTotal_bytes{{{SEL}}}", "{{host}} total"),
+                            (f"node_memory_MemTotal_bytes{{{SEL}}} - node_memory_MemAvailable_bytes{{{SEL}}}", "{{instance}} used"),
+                            (f"node_memory_MemTotal_bytes{{{SEL}}}", "{{instance}} total"),
                         ],
                         unit="bytes",
                         width=8,
                     ),
                     Panel(
                         "Memory pressure (waiting)",
-                        [(f"rate(node_pressure_memory_waiting_seconds_total{{{SEL}}}[{RI}])", "{{host}}")],
+                        [(f"rate(node_pressure_memory_waiting_seconds_total{{{SEL}}}[{RI}])", "{{instance}}")],
                         unit="percentunit",
                         width=8,
                         description="Share of time some task waited for memory (PSI 'some'); the HostMemoryPressureHigh alert fires above 20%.",
                     ),
                     Panel(
                         "Swap used",
-                        [(f"node_memory_SwapTotal_bytes{{{SEL}}} - node_memory_SwapFree_bytes{{{SEL}}}", "{{host}}")],
+                        [(f"node_memory_SwapTotal_bytes{{{SEL}}} - node_memory_SwapFree_bytes{{{SEL}}}", "{{instance}}")],
                         unit="bytes",
                         width=8,
                     ),
@@ -223,7 +224,7 @@ def host_overview() -> dict[str, Any]:
                 [
                     Panel(
                         "Filesystem space available",
-                        [(f"node_filesystem_avail_bytes{{{FS}, {SEL}}} / node_filesystem_size_bytes{{{FS}, {SEL}}}", "{{host}} {{mountpoint}}")],
+                        [(f"node_filesystem_avail_bytes{{{FS}, {SEL}}} / node_filesystem_size_bytes{{{FS}, {SEL}}}", "{{instance}} {{mountpoint}}")],
                         unit="percentunit",
                         max=1,
                         width=8,
@@ -231,15 +232,15 @@ def host_overview() -> dict[str, Any]:
                     Panel(
                         "Disk throughput",
                         [
-                            (f"sum by (host, device) (rate(node_disk_read_bytes_total{{{SEL}}}[{RI}]))", "{{host}} {{device}} read"),
-                            (f"sum by (host, device) (rate(node_disk_written_bytes_total{{{SEL}}}[{RI}]))", "{{host}} {{device}} written"),
+                            (f"sum by (instance, device) (rate(node_disk_read_bytes_total{{{SEL}}}[{RI}]))", "{{instance}} {{device}} read"),
+                            (f"sum by (instance, device) (rate(node_disk_written_bytes_total{{{SEL}}}[{RI}]))", "{{instance}} {{device}} written"),
                         ],
                         unit="Bps",
                         width=8,
                     ),
                     Panel(
                         "Disk busy",
-                        [(f"rate(node_disk_io_time_seconds_total{{{SEL}}}[{RI}])", "{{host}} {{device}}")],
+                        [(f"rate(node_disk_io_time_seconds_total{{{SEL}}}[{RI}])", "{{instance}} {{device}}")],
                         unit="percentunit",
                         width=8,
                     ),
@@ -251,8 +252,8 @@ def host_overview() -> dict[str, Any]:
                     Panel(
                         "Network traffic",
                         [
-                            (f'sum by (host) (rate(node_network_receive_bytes_total{{device!="lo", {SEL}}}[{RI}]))', "{{host}} in"),
-                            (f'sum by (host) (rate(node_network_transmit_bytes_total{{device!="lo", {SEL}}}[{RI}]))', "{{host}} out"),
+                            (f'sum by (instance) (rate(node_network_receive_bytes_total{{device!="lo", {SEL}}}[{RI}]))', "{{instance}} in"),
+                            (f'sum by (instance) (rate(node_network_transmit_bytes_total{{device!="lo", {SEL}}}[{RI}]))', "{{instance}} out"),
                         ],
                         unit="Bps",
                         width=8,
@@ -260,14 +261,14 @@ def host_overview() -> dict[str, Any]:
                     Panel(
                         "Processes",
                         [
-                            (f"node_procs_running{{{SEL}}}", "{{host}} running"),
-                            (f"node_procs_blocked{{{SEL}}}", "{{host}} blocked"),
+                            (f"node_procs_running{{{SEL}}}", "{{instance}} running"),
+                            (f"node_procs_blocked{{{SEL}}}", "{{instance}} blocked"),
                         ],
                         width=8,
                     ),
                     Panel(
                         "Top process groups by CPU",
-                        [(f"topk(10, rate(hostmon_process_group_cpu_seconds_total{{{SEL}}}[{RI}]))", "{{host}} {{groupname}}")],
+                        [(f"topk(10, rate(hostmon_process_group_cpu_seconds_total{{{SEL}}}[{RI}]))", "{{instance}} {{groupname}}")],
                         unit="short",
                         width=8,
                         description="CPU seconds per second of the ten busiest process groups (names capped by the agent; the rest fold into 'other').",
@@ -289,21 +290,21 @@ def security() -> dict[str, Any]:
                 [
                     Panel(
                         "Brute-force sources",
-                        [(f"sum by (host) (hostmon_auth_bruteforce_sources{{{SEL}}})", "{{host}}")],
+                        [(f"sum by (instance) (hostmon_auth_bruteforce_sources{{{SEL}}})", "{{instance}}")],
                         kind="stat",
                         width=6,
                         description="Client addresses at or over the brute-force threshold; the HostmonBruteForceLogin alert (P1) fires on any.",
                     ),
                     Panel(
                         "Failing sources",
-                        [(f"sum by (host) (hostmon_auth_failing_sources{{{SEL}}})", "{{host}}")],
+                        [(f"sum by (instance) (hostmon_auth_failing_sources{{{SEL}}})", "{{instance}}")],
                         kind="stat",
                         width=6,
                         description="Distinct client addresses with at least one failure in the sliding window.",
                     ),
                     Panel(
                         "Auth sources readable",
-                        [(f"hostmon_auth_source_up{{{SEL}}}", "{{host}} {{source}}")],
+                        [(f"hostmon_auth_source_up{{{SEL}}}", "{{instance}} {{source}}")],
                         kind="stat",
                         width=12,
                         description="1 when the agent could read the log source (needs the adm, systemd-journal and utmp groups).",
@@ -328,20 +329,20 @@ def security() -> dict[str, Any]:
                     ),
                     Panel(
                         "Top sources in the window",
-                        [(f"topk(10, hostmon_auth_window_failures_by_source{{{SEL}}})", "{{host}} {{source}}")],
+                        [(f"topk(10, hostmon_auth_window_failures_by_source{{{SEL}}})", "{{instance}} {{source}}")],
                         kind="table",
                         width=12,
                         description="Failures per client address in the sliding window (top K per host; the rest summed as 'other').",
                     ),
                     Panel(
                         "Top users in the window",
-                        [(f"topk(10, hostmon_auth_window_failures_by_user{{{SEL}}})", "{{host}} {{user}}")],
+                        [(f"topk(10, hostmon_auth_window_failures_by_user{{{SEL}}})", "{{instance}} {{user}}")],
                         kind="table",
                         width=12,
                     ),
                     Panel(
                         "Brute-force detections",
-                        [(f"sum by (host) (increase(hostmon_auth_bruteforce_detections_total{{{SEL}}}[1h]))", "{{host}}")],
+                        [(f"sum by (instance) (increase(hostmon_auth_bruteforce_detections_total{{{SEL}}}[1h]))", "{{instance}}")],
                         width=24,
                         description="Sources newly crossing the threshold, per hour.",
                     ),
@@ -368,9 +369,9 @@ def agent_health() -> dict[str, Any]:
                         kind="table",
                         width=8,
                     ),
-                    Panel("Agent restarts (1h)", [(f"changes(hostmon_start_time_seconds{{{SEL}}}[1h])", "{{host}}")], kind="stat", width=8),
-                    Panel("Agent memory (RSS)", [(f"process_resident_memory_bytes{{{SEL}}}", "{{host}}")], unit="bytes", width=12),
-                    Panel("Agent CPU", [(f"rate(process_cpu_seconds_total{{{SEL}}}[{RI}])", "{{host}}")], unit="short", width=12),
+                    Panel("Agent restarts (1h)", [(f"changes(hostmon_start_time_seconds{{{SEL}}}[1h])", "{{instance}}")], kind="stat", width=8),
+                    Panel("Agent memory (RSS)", [(f"process_resident_memory_bytes{{{SEL}}}", "{{instance}}")], unit="bytes", width=12),
+                    Panel("Agent CPU", [(f"rate(process_cpu_seconds_total{{{SEL}}}[{RI}])", "{{instance}}")], unit="short", width=12),
                 ],
             ),
             (
@@ -410,7 +411,7 @@ def agent_health() -> dict[str, Any]:
                 [
                     Panel(
                         "Spool fill",
-                        [(f"hostmon_spool_bytes{{{SEL}}} / hostmon_spool_limit_bytes{{{SEL}}}", "{{host}}")],
+                        [(f"hostmon_spool_bytes{{{SEL}}} / hostmon_spool_limit_bytes{{{SEL}}}", "{{instance}}")],
                         unit="percentunit",
                         max=1,
                         width=8,
@@ -418,14 +419,14 @@ def agent_health() -> dict[str, Any]:
                     ),
                     Panel(
                         "Buffer fill",
-                        [(f"hostmon_shipper_buffer_records{{{SEL}}} / hostmon_shipper_buffer_limit_records{{{SEL}}}", "{{host}}")],
+                        [(f"hostmon_shipper_buffer_records{{{SEL}}} / hostmon_shipper_buffer_limit_records{{{SEL}}}", "{{instance}}")],
                         unit="percentunit",
                         max=1,
                         width=8,
                     ),
                     Panel(
                         "Batches sent",
-                        [(f"sum by (host) (rate(hostmon_ship_sent_batches_total{{{SEL}}}[{RI}]))", "{{host}}")],
+                        [(f"sum by (instance) (rate(hostmon_ship_sent_batches_total{{{SEL}}}[{RI}]))", "{{instance}}")],
                         width=8,
                     ),
                     Panel(
@@ -436,9 +437,9 @@ def agent_health() -> dict[str, Any]:
                     Panel(
                         "Data lost",
                         [
-                            (f"sum by (host) (increase(hostmon_spool_dropped_batches_total{{{SEL}}}[1h]))", "{{host}} spool dropped"),
-                            (f"sum by (host) (increase(hostmon_ship_rejected_total{{{SEL}}}[1h]))", "{{host}} rejected"),
-                            (f"sum by (host) (increase(hostmon_shipper_buffer_dropped_total{{{SEL}}}[1h]))", "{{host}} buffer dropped"),
+                            (f"sum by (instance) (increase(hostmon_spool_dropped_batches_total{{{SEL}}}[1h]))", "{{instance}} spool dropped"),
+                            (f"sum by (instance) (increase(hostmon_ship_rejected_total{{{SEL}}}[1h]))", "{{instance}} rejected"),
+                            (f"sum by (instance) (increase(hostmon_shipper_buffer_dropped_total{{{SEL}}}[1h]))", "{{instance}} buffer dropped"),
                         ],
                         width=12,
                         description="Batches or records lost per hour; HostmonShippingDroppedBatches (P2) fires on any.",

@@ -35,13 +35,28 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from hostmond.core.config import field
 from hostmond.core.errors import ConfigError, HostmonError, KeyFileError, PluginError
-from hostmond.core.model import COUNTER, GAUGE, METRIC_TYPES, Event, MetricSpec, Sample
+from hostmond.core.model import (
+    COUNTER,
+    FAMILY_TYPES,
+    GAUGE,
+    HISTOGRAM,
+    METRIC_TYPES,
+    SUMMARY,
+    UNTYPED,
+    Event,
+    MetricSpec,
+    Sample,
+)
 from hostmond.core.validate import check_not_negative, check_positive, check_regex
 
 __all__ = [
     "COUNTER",
+    "FAMILY_TYPES",
     "GAUGE",
+    "HISTOGRAM",
     "METRIC_TYPES",
+    "SUMMARY",
+    "UNTYPED",
     "Collector",
     "CollectorConfig",
     "CollectorContext",
@@ -134,6 +149,8 @@ class CollectorContext:
     in a container). ``tags`` holds ``tenant_id`` and the static tags that the
     agent adds to every sample; collectors need not add them. ``tenancy`` maps a
     process (uid, cgroup text) to a tenant id (see ``hostmond.agent.tenancy``).
+    ``declared_metrics`` holds every sample name the agent's collectors and
+    self-metrics declare: a collector with run-time families must not emit those.
     """
 
     proc_root: str = "/proc"
@@ -143,6 +160,7 @@ class CollectorContext:
     state_dir: str | None = None
     tags: dict[str, str] = dataclasses.field(default_factory=dict)
     tenancy: Any = None
+    declared_metrics: frozenset[str] = frozenset()
     logger: logging.Logger = dataclasses.field(default_factory=lambda: logging.getLogger("hostmon.collector"))
 
     @property
@@ -158,12 +176,27 @@ class Collector(Generic[ConfigT]):
 
     Generic over its config class: ``class QueueCollector(Collector[QueueConfig])`` with
     ``config_class = QueueConfig`` gives ``self.config`` the type ``QueueConfig``.
+
+    Families learned at run time: a collector that cannot declare every family in
+    ``metrics`` (the textfile collector: its families come from files) sets
+    ``dynamic_families = True`` and, in each ``collect()``, describes every family
+    it emits with :meth:`family` before emitting its samples. The agent renders
+    them with that HELP and TYPE, for that run only. The agent refuses (drops,
+    counts as partial error ``family_clash``) a run-time family whose name is
+    declared elsewhere or emitted by another collector, and samples of no described
+    family (``family_undescribed``), so the collector should check
+    ``ctx.declared_metrics`` itself and report a clash in its own words. A dynamic
+    collector bounds what it emits (files, bytes, series) itself. Each
+    ``Sample.type`` stays counter or gauge (what shipped batches carry): a
+    histogram's buckets, sums and counts are counters, a summary's quantiles and
+    untyped values gauges.
     """
 
     name: ClassVar[str] = ""
     default_enabled: ClassVar[bool] = True
     config_class: ClassVar[type[CollectorConfig]] = CollectorConfig
     metrics: ClassVar[tuple[MetricSpec, ...]] = ()
+    dynamic_families: ClassVar[bool] = False
 
     def __init__(self, config: ConfigT, ctx: CollectorContext) -> None:
         self.config = config
@@ -171,6 +204,7 @@ class Collector(Generic[ConfigT]):
         self.log = ctx.logger
         self._specs = {m.name: m for m in self.metrics}
         self._partial_errors: dict[str, int] = {}
+        self._families: dict[str, MetricSpec] = {}
 
     # -- life cycle (run in a worker thread) ---------------------------------
     def start(self) -> None:
@@ -197,6 +231,19 @@ class Collector(Generic[ConfigT]):
         ``hostmon_collector_partial_errors_total``.
         """
         self._partial_errors[reason] = self._partial_errors.get(reason, 0) + n
+
+    def family(self, name: str, type: str, help: str) -> MetricSpec:
+        """Describe a family learned at run time (``dynamic_families`` collectors only), for this run."""
+        if not self.dynamic_families:
+            raise TypeError(f"collector {self.name}: set dynamic_families = True to describe families at run time")
+        spec = MetricSpec(name, type, help)
+        self._families[name] = spec
+        return spec
+
+    def take_families(self) -> dict[str, MetricSpec]:
+        """The run-time families described since the last call (the runtime calls it after each run)."""
+        out, self._families = self._families, {}
+        return out
 
     def take_partial_errors(self) -> dict[str, int]:
         out, self._partial_errors = self._partial_errors, {}

@@ -1,6 +1,6 @@
 """The ``hostmon`` command: the agent's commands, the keys, and the reference ingest.
 
-    hostmon run [--config FILE] [--listen HOST:PORT]   run the agent daemon
+    hostmon run [--config FILE] [node_exporter flags]  run the agent daemon (docs/command-line.md)
     hostmon check-config FILE                          validate a config; non-zero exit with the reason
     hostmon collect --once [--format prom|json]        print one collection and exit
     hostmon config sample                              print the sample config (every key at its default)

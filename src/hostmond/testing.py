@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from hostmond.api import Collector, CollectorContext, Event, Sample, StateStore
+from hostmond.api import Collector, CollectorContext, Event, MetricSpec, Sample, StateStore
 from hostmond.core.config import load_dataclass
 
 AGENT_LABELS = frozenset({"tenant_id", "host"})
@@ -34,8 +34,16 @@ AGENT_LABELS = frozenset({"tenant_id", "host"})
 class Emitted:
     """What one or more collections emitted, with assertions."""
 
-    def __init__(self, cls: type[Collector], samples: list[Sample], events: list[Event], partial_errors: dict[str, int]) -> None:
+    def __init__(
+        self,
+        cls: type[Collector],
+        samples: list[Sample],
+        events: list[Event],
+        partial_errors: dict[str, int],
+        families: Mapping[str, MetricSpec] | None = None,
+    ) -> None:
         self.cls = cls
+        self.families = dict(families or {})  # run-time families of the last cycle (Collector.family)
         self.samples = samples
         self.events = events
         self.partial_errors = partial_errors
@@ -94,9 +102,12 @@ class Emitted:
         """Every emitted metric is declared in the collector's ``metrics`` with a help text,
         its declared type, and only its declared labels."""
         specs = {m.name: m for m in self.cls.metrics}
+        described = {sn for f in self.families.values() for sn in f.sample_names()}
         problems = []
         for s in self.samples:
             spec = specs.get(s.name)
+            if spec is None and s.name in described:
+                continue  # a run-time family, described by the collector in this run
             if spec is None:
                 problems.append(f"{s.name}: not declared in {self.cls.__name__}.metrics")
                 continue
@@ -135,6 +146,7 @@ class CollectorHarness:
         tags: Mapping[str, str] | None = None,
         tenancy: Any = None,
         name: str = "collector",
+        declared_metrics: frozenset[str] = frozenset(),
     ) -> CollectorContext:
         state_dir = state_dir or os.fspath(self.tmp_path / "state")
         return CollectorContext(
@@ -145,6 +157,7 @@ class CollectorHarness:
             state_dir=state_dir,
             tags=dict(tags or {"tenant_id": "test", "host": "testhost"}),
             tenancy=tenancy,
+            declared_metrics=declared_metrics,
         )
 
     def make(self, cls: type[Collector], config: Mapping[str, Any] | None = None, **ctx: Any) -> Collector:
@@ -158,16 +171,18 @@ class CollectorHarness:
     def run_instance(self, c: Collector, cycles: int = 1) -> Emitted:
         samples: list[Sample] = []
         events: list[Event] = []
+        families: dict[str, MetricSpec] = {}
         c.start()
         try:
             for i in range(cycles):
                 items = list(c.collect())
+                families = c.take_families()
                 if i == cycles - 1:
                     samples = [x for x in items if isinstance(x, Sample)]
                 events.extend(x for x in items if isinstance(x, Event))
         finally:
             c.stop()
-        return Emitted(type(c), samples, events, c.take_partial_errors())
+        return Emitted(type(c), samples, events, c.take_partial_errors(), families)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ def write(tmp_path: Path, text: str) -> str:
 def test_defaults_without_a_file() -> None:
     cfg = config_mod.load(None, {})
     assert cfg.tenant_id == "default"
-    assert cfg.http.listen == "127.0.0.1:9435"
+    assert cfg.http.listen == "127.0.0.1:19435"
     assert cfg.runtime.interval == 15.0 and cfg.runtime.timeout == 5.0
     assert cfg.paths.proc_root == "/proc"
     tags = cfg.resolved_tags()

@@ -28,6 +28,7 @@ from hostmond.api import (
     CollectorUnavailable,
     Event,
     MetricSpec,
+    Sample,
 )
 
 RELEASE = threading.Event()
@@ -117,7 +118,7 @@ async def test_a_failing_or_hanging_collector_never_stops_the_others() -> None:
         RELEASE.set()
         await agent.stop()
     text = agent.store.body(False, False).decode()
-    assert 'hostmon_collector_errors_total{collector="boom",host="h1",tenant_id="acme"}' in text
+    assert 'hostmon_collector_errors_total{collector="boom",tenant_id="acme"}' in text
     assert "absent" not in text, "a collector with no data here is not reported as failing"
 
 
@@ -137,6 +138,24 @@ async def test_samples_and_events_are_tagged_and_handed_off() -> None:
     assert by_name["t_owned"].labels["host"] == "h1"
     (ev,) = col.events
     assert ev.kind == "thing" and ev.labels == {"host": "h1", "tenant_id": "acme"}
+
+
+async def test_metrics_leave_out_host_unless_asked_while_handed_off_samples_keep_it() -> None:
+    for env, want_host in (({}, False), ({"HOSTMON_HTTP__HOST_LABEL": "true"}, True)):
+        keep = Keep()
+        agent = make_agent([Good], {"HOSTMON_RUNTIME__INTERVAL": "60", "HOSTMON_TAGS__RACK": "r7", **env}, [keep])
+        await agent.start()
+        try:
+            await asyncio.wait_for(agent.ready_event.wait(), 5)
+            agent.store.render()
+            text = agent.store.body(False, False).decode()
+            om = agent.store.body(True, False).decode()
+        finally:
+            await agent.stop()
+        shown = 't_good{k="v",host="h1",rack="r7",tenant_id="acme"} 1' if want_host else 't_good{k="v",rack="r7",tenant_id="acme"} 1'
+        assert shown in text and shown in om
+        assert ('host="h1"' in text) is want_host
+        assert keep.got[0].samples[0].labels["host"] == "h1", "shipped batches keep host"
 
 
 async def test_readyz_waits_for_the_first_collection() -> None:
@@ -194,3 +213,65 @@ def test_sigterm_stops_within_5s_and_sighup_reloads(tmp_path: Path) -> None:
     assert "runtime.interval" in rejected["error"] and str(conf) in rejected["error"]
     assert "stopped" in msgs
     assert all(x["level"] in ("debug", "info", "warning", "error") for x in lines)
+
+
+class Dyn(Collector):
+    """Families learned at run time: a histogram, an untyped family, and one that clashes with Good's."""
+
+    name = "dyn"
+    dynamic_families = True
+
+    def collect(self):
+        self.family("rt_latency_seconds", "histogram", "Latency learned at run time.")
+        self.family("rt_loose", "untyped", "Untyped value.")
+        self.family("t_good", "gauge", "Steals a declared family.")
+        yield Sample("rt_latency_seconds_bucket", COUNTER, 1, {"le": "0.5"})
+        yield Sample("rt_latency_seconds_bucket", COUNTER, 2, {"le": "+Inf"})
+        yield Sample("rt_latency_seconds_sum", COUNTER, 0.7)
+        yield Sample("rt_latency_seconds_count", COUNTER, 2)
+        yield Sample("rt_loose", GAUGE, 3)
+        yield Sample("t_good", GAUGE, 99, {"k": "stolen"})
+        yield Sample("rt_not_described", GAUGE, 1)
+
+
+class Dyn2(Dyn):
+    name = "dyn2"
+
+    def collect(self):
+        self.family("rt_loose", "gauge", "Another collector's run-time family.")
+        yield Sample("rt_loose", GAUGE, 4, {"from": "dyn2"})
+
+
+async def test_run_time_families_are_rendered_with_their_help_and_type_and_clashes_are_refused(tmp_path: Path) -> None:
+    from helpers import require_tool
+
+    agent = make_agent([Good, Dyn], {"HOSTMON_RUNTIME__INTERVAL": "60"})
+    await agent.start()
+    try:
+        await asyncio.wait_for(agent.ready_event.wait(), 5)
+        # a second dynamic collector claiming rt_loose is refused while dyn has it
+        agent.classes["dyn2"] = Dyn2
+        from hostmond.agent.runtime import CollectorRunner
+
+        r2 = CollectorRunner(Dyn2, Dyn2(Dyn2.config_class(), agent.runners[0].c.ctx), 60, 5)
+        agent.runners.append(r2)
+        await agent.run_once(r2)
+        agent.store.render()
+        text = agent.store.body(False, False).decode()
+        om = agent.store.body(True, False).decode()
+        dyn = runner(agent, "dyn")
+    finally:
+        await agent.stop()
+    assert "# HELP rt_latency_seconds Latency learned at run time.\n# TYPE rt_latency_seconds histogram\n" in text
+    block = text.split("# TYPE rt_latency_seconds histogram\n")[1].split("# HELP")[0]
+    assert [ln.split("{")[0] for ln in block.splitlines()] == ["rt_latency_seconds_bucket"] * 2 + ["rt_latency_seconds_sum", "rt_latency_seconds_count"]
+    assert "# TYPE rt_loose untyped\n" in text and "# TYPE rt_loose unknown\n" in om
+    assert 'k="stolen"' not in text and "rt_not_described" not in text
+    assert dyn.partial == {"family_clash": 1, "family_undescribed": 1}
+    assert r2.partial == {"family_clash": 1} and 'from="dyn2"' not in text
+    assert text.count("# TYPE rt_loose") == 1
+    promtool = require_tool("promtool")
+    import subprocess
+
+    r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    assert r.returncode in (0, 3), r.stdout + r.stderr  # 3: lint advice only (names, help), no parse error

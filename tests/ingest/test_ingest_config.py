@@ -29,7 +29,7 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
     k = make_keys(tmp_path / "keys")
     p = _cfg(tmp_path, 'private_keys = ["keys/ingest-x25519.key"]\n[[agents]]\npublic_key = "keys/agent.pub"\ntenants = ["acme"]\n')
     cfg = cfgmod.load(str(p))
-    assert cfg.listen == "127.0.0.1:9436"  # loopback unless configured
+    assert cfg.listen == "127.0.0.1:19436"  # loopback unless configured
     assert cfg.private_keys == [str(tmp_path / "keys/ingest-x25519.key")]
     assert cfg.sqlite.path == str(tmp_path / "ingest.db")
     assert cfg.sqlite.synchronous == "full"

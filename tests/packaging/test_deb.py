@@ -142,6 +142,10 @@ def check_tls_directory_and_settings(user: pwd.struct_passwd) -> None:
     st = tls_dir.stat()
     assert (st.st_uid, grp.getgrgid(st.st_gid).gr_name, stat.S_IMODE(st.st_mode)) == (0, "hostmon", 0o750)
     text = Path("/etc/hostmon/hostmon.toml").read_text()
+    # the default config says, first, what a host without ingest_url keeps locally and how to stop it
+    head = text.split("\n\n", 1)[0]
+    assert head.startswith("# LOCAL HISTORY.") and "local_history_max_bytes (256 MiB" in head and "shipping.enabled = false" in head
+    assert "local_history_max_bytes = 268435456" in text
     named = dict(re.findall(r'^# (cert_file|key_file) = "([^"]+)"', text, re.MULTILINE))
     assert named == {"cert_file": str(tls_dir / "tls.crt"), "key_file": str(tls_dir / "tls.key")}
     files = write_tls_files(tls_dir, 0o644)

@@ -226,15 +226,17 @@ def test_template_variable_queries_return_the_agent(stack: Stack) -> None:
     assert status == 200 and TENANT in json.loads(body)["data"]
     status, body = get(
         stack.prom_url
-        + "/api/v1/label/host/values?"
+        + "/api/v1/label/instance/values?"
         + urllib.parse.urlencode({"match[]": f'hostmon_build_info{{tenant_id=~"{TENANT}"}}'})
     )
-    assert status == 200 and json.loads(body)["data"] == [socket.gethostname()]
+    assert status == 200 and json.loads(body)["data"] == [stack.agent_url.split("//")[1].split("/")[0]]
+    status, body = get(stack.prom_url + "/api/v1/label/host/values?" + urllib.parse.urlencode({"match[]": "hostmon_build_info"}))
+    assert status == 200 and json.loads(body)["data"] == [], "the scrape carries instance, not the agent's host tag"
 
 
 @pytest.mark.slow
 def test_every_panel_query_runs_and_core_panels_have_data(stack: Stack) -> None:
-    variables = {"tenant_id": TENANT, "host": ".*", "datasource": "prometheus"}
+    variables = {"tenant_id": TENANT, "instance": ".*", "datasource": "prometheus"}
     errors: list[str] = []
     empty: list[str] = []
     seen: set[tuple[str, str]] = set()

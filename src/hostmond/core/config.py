@@ -34,9 +34,19 @@ def field(default: Any, help: str, **kw: Any) -> Any:
 
 
 class EnvValue(str):
-    """A value that came from an environment variable: parsed by the field's type."""
+    """A value that came from an environment variable or a command-line flag: parsed by the field's type.
+
+    ``source`` says where it came from ("environment variable HOSTMON_LISTEN",
+    "command-line flag --web.listen-address"); errors name it instead of the file.
+    """
 
     source: str = ""
+
+    @classmethod
+    def make(cls, value: str, source: str) -> EnvValue:
+        v = cls(value)
+        v.source = source
+        return v
 
 
 # ---------------------------------------------------------------------------

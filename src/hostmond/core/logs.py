@@ -1,4 +1,7 @@
-"""Structured logging: one JSON object per line on stderr.
+"""Structured logging on stderr: one JSON object per line, or logfmt (``log_format``).
+
+logfmt is node_exporter's format (``ts=... level=info msg="..." key=value``),
+for a drop-in whose log pipeline already parses it.
 
 Call sites pass context with ``extra={...}``; the formatter writes every extra
 attribute as a field. Nothing in hostmon logs per sample or per process: loops
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Hashable
@@ -33,13 +37,40 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, ensure_ascii=False)
 
 
-def setup(level: str = "info", stream=None) -> None:  # type: ignore[no-untyped-def]
+def _logfmt_value(v: object) -> str:
+    s = v if isinstance(v, str) else json.dumps(v, default=str, ensure_ascii=False) if not isinstance(v, (int, float)) else str(v)
+    if s == "" or any(c in s for c in ' ="\\') or any(ord(c) < 32 for c in s):
+        return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
+    return s
+
+
+_KEY_BAD = re.compile(r"[^A-Za-z0-9_.:-]")
+
+
+class LogfmtFormatter(logging.Formatter):
+    """``ts=2026-01-01T00:00:00.000Z level=info logger=hostmon.runtime msg="..." k=v``, one record per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+        parts = [f"ts={ts}", f"level={record.levelname.lower()}", f"logger={_logfmt_value(record.name)}", f"msg={_logfmt_value(record.getMessage())}"]
+        for k, v in record.__dict__.items():
+            if k not in _STANDARD and not k.startswith("_"):
+                parts.append(f"{_KEY_BAD.sub('_', k) or '_'}={_logfmt_value(v)}")
+        if record.exc_info:
+            parts.append(f"exc={_logfmt_value(self.formatException(record.exc_info))}")
+        return " ".join(parts)
+
+
+FORMATTERS: dict[str, type[logging.Formatter]] = {"json": JsonFormatter, "logfmt": LogfmtFormatter}
+
+
+def setup(level: str = "info", stream=None, fmt: str = "json") -> None:  # type: ignore[no-untyped-def]
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "_hostmon", False):
             root.removeHandler(h)
     h = logging.StreamHandler(stream or sys.stderr)
-    h.setFormatter(JsonFormatter())
+    h.setFormatter(FORMATTERS[fmt]())
     h._hostmon = True  # type: ignore[attr-defined]
     root.addHandler(h)
     root.setLevel(level.upper())

@@ -13,9 +13,14 @@ from typing import Any
 COUNTER = "counter"
 GAUGE = "gauge"
 METRIC_TYPES = (COUNTER, GAUGE)
-# Only the ingest's own prometheus_client metrics use this (its store latency); collectors
-# and the agent's /metrics carry counters and gauges.
+# The ingest's own prometheus_client metrics use HISTOGRAM (its store latency); declared collector
+# families are counters and gauges. Families learned at run time (Collector.family: the textfile
+# collector) may also be untyped, summaries or histograms; their samples keep counter or gauge as
+# type (what the wire carries).
 HISTOGRAM = "histogram"
+UNTYPED = "untyped"
+SUMMARY = "summary"
+FAMILY_TYPES = (COUNTER, GAUGE, UNTYPED, SUMMARY, HISTOGRAM)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -33,8 +38,16 @@ class MetricSpec:
     unit: str = ""
 
     def __post_init__(self) -> None:
-        if self.type not in (*METRIC_TYPES, HISTOGRAM):
+        if self.type not in FAMILY_TYPES:
             raise ValueError(f"metric {self.name}: type must be one of {METRIC_TYPES}, not {self.type!r}")
+
+    def sample_names(self) -> tuple[str, ...]:
+        """The sample names of this family: ``NAME_bucket``/``_sum``/``_count`` for a histogram, and so on."""
+        if self.type == HISTOGRAM:
+            return (f"{self.name}_bucket", f"{self.name}_sum", f"{self.name}_count")
+        if self.type == SUMMARY:
+            return (self.name, f"{self.name}_sum", f"{self.name}_count")
+        return (self.name,)
 
 
 class Sample:

@@ -52,7 +52,7 @@ def check_url(v: str) -> None:
         return
     parts = urlsplit(v)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an http:// or https:// URL with a host, e.g. https://ingest.example.com:9436")
+        raise ValueError("must be an http:// or https:// URL with a host, e.g. https://ingest.example.com:19436")
     if parts.query or parts.fragment:
         raise ValueError("must not carry a query or fragment")
     try:

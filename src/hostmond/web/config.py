@@ -44,7 +44,8 @@ import re
 import ssl
 import stat
 
-from hostmond.core.config import field
+from hostmond.core.config import field, load_dataclass
+from hostmond.core.errors import ConfigError
 from hostmond.core.validate import check_not_negative, check_positive
 
 CLIENT_AUTH_TYPES = (
@@ -293,3 +294,112 @@ class WebConfig:
     @property
     def auth_enabled(self) -> bool:
         return bool(self.basic_auth_users or self.bearer_token_files)
+
+
+# ---------------------------------------------------------------------------
+# exporter-toolkit's web-config.yml, read as is (hostmon run --web.config.file)
+
+_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_go_duration(text: str) -> float:
+    """Go's ``time.ParseDuration`` (``1s``, ``250ms``, ``1m30s``) in seconds; raises ValueError."""
+    s = str(text).strip()
+    pos, total = 0, 0.0
+    for m in _GO_DURATION.finditer(s):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _GO_UNITS[m.group(2)]
+        pos = m.end()
+    if not s or pos != len(s):
+        raise ValueError(f"{text!r} is not a duration such as 1s, 250ms or 1m30s")
+    return total
+
+
+_FILE_KEYS = ("cert_file", "key_file", "client_ca_file")
+
+
+def web_yaml_to_table(doc: object, base_dir: str) -> dict[str, object]:
+    """Map an exporter-toolkit ``web-config.yml`` document onto the ``[web]`` table.
+
+    Same keys, with these translations: relative file names are taken from the
+    YAML file's directory (as exporter-toolkit does); ``rate_limit.interval`` (a Go
+    duration between two requests) becomes ``requests_per_second``;
+    ``http_server_config.http2`` is accepted and has no effect (the server speaks
+    HTTP/1.1). Refused with a reason: inline ``cert``/``key``/``client_ca``
+    PEM text, ``curve_preferences`` and ``http_server_config.headers``.
+    Raises ValueError(key, reason) pairs as ``(key, reason)`` tuples in args.
+    """
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ValueError("", "the file must hold a YAML mapping (tls_server_config, basic_auth_users, ...)")
+    table: dict[str, object] = dict(doc)
+    tls = table.get("tls_server_config")
+    if tls is not None:
+        if not isinstance(tls, dict):
+            raise ValueError("tls_server_config", "expected a mapping")
+        tls = dict(tls)
+        for inline in ("cert", "key", "client_ca"):
+            if tls.get(inline):
+                raise ValueError(
+                    f"tls_server_config.{inline}",
+                    f"inline PEM text is not accepted; put it in a file (chmod 600 for a key) and name it with {inline}_file",
+                )
+            tls.pop(inline, None)
+        if tls.get("curve_preferences"):
+            raise ValueError("tls_server_config.curve_preferences", "not supported (OpenSSL's default curves are used); remove it")
+        tls.pop("curve_preferences", None)
+        for k in _FILE_KEYS:
+            v = tls.get(k)
+            if isinstance(v, str) and v and not os.path.isabs(v):
+                tls[k] = os.path.join(base_dir, v)
+        table["tls_server_config"] = tls
+    http = table.pop("http_server_config", None)
+    if http is not None:
+        if not isinstance(http, dict):
+            raise ValueError("http_server_config", "expected a mapping")
+        unknown = set(http) - {"http2", "headers"}
+        if unknown:
+            raise ValueError(f"http_server_config.{sorted(unknown)[0]}", "unknown key (valid keys here: headers, http2)")
+        if http.get("headers"):
+            raise ValueError("http_server_config.headers", "custom response headers are not supported; remove them")
+    rl = table.get("rate_limit")
+    if isinstance(rl, dict) and "interval" in rl:
+        rl = dict(rl)
+        try:
+            interval = parse_go_duration(rl.pop("interval"))
+        except ValueError as e:
+            raise ValueError("rate_limit.interval", str(e)) from None
+        rl["requests_per_second"] = 0.0 if interval == 0 else 1.0 / interval
+        table["rate_limit"] = rl
+    files = table.get("bearer_token_files")
+    if isinstance(files, list):
+        table["bearer_token_files"] = [os.path.join(base_dir, f) if isinstance(f, str) and not os.path.isabs(f) else f for f in files]
+    return table
+
+
+def load_web_yaml(path: str) -> WebConfig:
+    """Read exporter-toolkit's ``web-config.yml`` (``--web.config.file``) into a :class:`WebConfig`.
+
+    Errors are :class:`hostmond.core.errors.ConfigError` naming the YAML file, the key and the reason.
+    """
+    import yaml  # a dependency; imported here so that an agent without --web.config.file never loads it
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(path, "", "file not found") from None
+    except PermissionError:
+        raise ConfigError(path, "", "permission denied") from None
+    except IsADirectoryError:
+        raise ConfigError(path, "", "is a directory, not a YAML file") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(path, "", f"not valid YAML: {e}") from None
+    try:
+        table = web_yaml_to_table(doc, os.path.dirname(os.path.abspath(path)))
+    except ValueError as e:
+        key, reason = e.args if len(e.args) == 2 else ("", str(e))
+        raise ConfigError(path, key, reason) from None
+    return load_dataclass(table, WebConfig, path)

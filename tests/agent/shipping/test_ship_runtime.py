@@ -55,16 +55,16 @@ def test_check_shipping_reports_key_problems(tmp_path) -> None:
     kd = tmp_path / "k"
     a = keys.generate_agent_identity(kd)
     i = keys.generate_ingest_keypair(kd)
-    ok = load_cfg(tmp_path, f'ingest_url = "https://ingest:9436"\ningest_public_key = "{i.public_path}"\nagent_key = "{a.private_path}"\n')
+    ok = load_cfg(tmp_path, f'ingest_url = "https://ingest:19436"\ningest_public_key = "{i.public_path}"\nagent_key = "{a.private_path}"\n')
     check_shipping(ok)
     os.chmod(a.private_path, 0o644)
     with pytest.raises(KeyFileError, match="too open"):
         check_shipping(ok)
     os.chmod(a.private_path, 0o600)
-    wrong_suite = load_cfg(tmp_path, f'ingest_url = "https://ingest:9436"\ningest_public_key = "{i.public_path}"\nsuite = "mlkem768-x25519"\n')
+    wrong_suite = load_cfg(tmp_path, f'ingest_url = "https://ingest:19436"\ningest_public_key = "{i.public_path}"\nsuite = "mlkem768-x25519"\n')
     with pytest.raises(ConfigError, match="shipping.suite"):
         check_shipping(wrong_suite)
-    missing = load_cfg(tmp_path, f'ingest_url = "https://ingest:9436"\ningest_public_key = "{kd / "nope.pub"}"\n')
+    missing = load_cfg(tmp_path, f'ingest_url = "https://ingest:19436"\ningest_public_key = "{kd / "nope.pub"}"\n')
     with pytest.raises(KeyFileError, match="not found"):
         check_shipping(missing)
 
@@ -74,10 +74,10 @@ async def test_with_an_ingest_url_no_embedded_ingest_starts(tmp_path) -> None:
 
     kd = tmp_path / "k"
     i = keys.generate_ingest_keypair(kd)
-    cfg = load_cfg(tmp_path, f'ingest_url = "https://ingest.example.com:9436"\ningest_public_key = "{i.public_path}"\n')
+    cfg = load_cfg(tmp_path, f'ingest_url = "https://ingest.example.com:19436"\ningest_public_key = "{i.public_path}"\n')
     shipper = await make_shipper(cfg, None, EmbeddedIngest())
     assert not isinstance(shipper, EmbeddedShipper)
-    assert shipper.ingest_url == "https://ingest.example.com:9436"
+    assert shipper.ingest_url == "https://ingest.example.com:19436"
     assert shipper.ingest_public_key_path == i.public_path
     assert not (tmp_path / "state" / "ingest").exists()  # no local ingest, no local database
     assert (tmp_path / "state" / "keys" / "agent.key").exists()  # the identity to enroll is created

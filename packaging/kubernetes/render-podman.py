@@ -19,8 +19,8 @@ named here:
 - ``$(VAR)`` references in env values are expanded (the kubelet does that).
 - The downward API: ``status.podIP`` is 127.0.0.1 (the agent listens on the
   machine's loopback only), ``spec.nodeName`` the machine's host name.
-- Ports: the agent's becomes ``--agent-port`` (9435 may be taken on a shared
-  machine), and its ``ports:`` list goes (podman refuses port mappings on the
+- Ports: the agent's becomes ``--agent-port`` (its default may be taken on a
+  shared machine), and its ``ports:`` list goes (podman refuses port mappings on the
   host's network); the ingest's is published on 127.0.0.1:``--ingest-port`` and the
   agent ships there (no cluster DNS for hostmon-ingest.hostmon.svc).
 - emptyDir volumes become hostPath directories under ``--out`` with the
@@ -191,16 +191,17 @@ def render(args: argparse.Namespace) -> None:
     agent = pod_of(ds["spec"]["template"], f"{args.name}-agent")
     fix_pod_spec(agent["spec"], "agent")
     (ac,) = [c for c in agent["spec"]["containers"] if c["name"] == "agent"]
+    (metrics_port,) = [p["containerPort"] for p in ac["ports"] if p["name"] == "metrics"]
     for e in ac["env"]:
         if e["name"] == "HOSTMON_LISTEN":
-            e["value"] = e["value"].replace(":9435", f":{args.agent_port}")
+            e["value"] = e["value"].replace(f":{metrics_port}", f":{args.agent_port}")
     ac["env"].append({"name": "HOSTMON_SHIPPING__INGEST_URL", "value": f"http://127.0.0.1:{args.ingest_port}"})
     # hostNetwork: podman (4.3) refuses port mappings with the host's network
     # (the kubelet takes them as documentation); probes name the port by number.
     ports = {p["name"]: p["containerPort"] for p in ac.pop("ports")}
     for probe in ("livenessProbe", "readinessProbe"):
         get = ac[probe]["httpGet"]
-        if ports.get(get["port"]) == 9435 or get["port"] == 9435:
+        if ports.get(get["port"]) == metrics_port or get["port"] == metrics_port:
             get["port"] = args.agent_port
     (out / "host-state").mkdir(exist_ok=True)
     (out / "agent-pod.yaml").write_text(yaml.safe_dump(agent, sort_keys=False))
@@ -219,7 +220,7 @@ def render(args: argparse.Namespace) -> None:
         if vol.get("persistentVolumeClaim", {}).get("claimName") == claim:
             vol["persistentVolumeClaim"]["claimName"] = pvc["metadata"]["name"]
     for p in ic["ports"]:
-        if p["containerPort"] == 9436:
+        if p["name"] == "ingest":
             p["hostPort"] = args.ingest_port
             p["hostIP"] = "127.0.0.1"
     (out / "ingest.yaml").write_text(yaml.safe_dump_all([pvc, ingest], sort_keys=False))
@@ -232,8 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--tenant", default="default")
     ap.add_argument("--name", default="hostmon", help="pods NAME-agent, NAME-ingest; volume NAME-ingest-data")
-    ap.add_argument("--agent-port", type=int, default=9435)
-    ap.add_argument("--ingest-port", type=int, default=9436)
+    ap.add_argument("--agent-port", type=int, default=19435)
+    ap.add_argument("--ingest-port", type=int, default=19436)
     render(ap.parse_args(argv))
     return 0
 

@@ -24,8 +24,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 NAME=hostmon
 IMAGE=""
-AGENT_PORT=9435
-INGEST_PORT=9436
+AGENT_PORT=19435
+INGEST_PORT=19436
 DOWN=0
 WAIT=${HOSTMON_TRY_WAIT:-120}
 

@@ -56,7 +56,7 @@ class Box:
 
     def metrics(self) -> list[tuple[str, dict[str, str], float]]:
         out = []
-        for line in self.get("http://127.0.0.1:9435/metrics").splitlines():
+        for line in self.get("http://127.0.0.1:19435/metrics").splitlines():
             m = SAMPLE.match(line)
             if m and not line.startswith("#"):
                 out.append((m.group(1), dict(LABEL.findall(m.group(2) or "")), float(m.group(3))))
@@ -190,7 +190,7 @@ def test_ingest_unit_runs_and_is_restarted_not_reloaded_to_apply_a_change(box: B
     box.sh(
         "runuser -u hostmon-ingest -- hostmon keys ingest --dir /var/lib/hostmon-ingest/keys >/dev/null\n"
         "cat > /etc/hostmon-ingest/ingest.toml <<EOF\n"
-        'listen = "127.0.0.1:9436"\n'
+        'listen = "127.0.0.1:19436"\n'
         'private_keys = ["/var/lib/hostmon-ingest/keys/ingest.key"]\n'
         "[sqlite]\n"
         'path = "/var/lib/hostmon-ingest/ingest.db"\n'
@@ -198,7 +198,7 @@ def test_ingest_unit_runs_and_is_restarted_not_reloaded_to_apply_a_change(box: B
         "hostmon ingest check-config /etc/hostmon-ingest/ingest.toml\n"
         "systemctl start hostmon-ingest"
     )
-    wait_for("ingest healthz", lambda: "ok" in box.get("http://127.0.0.1:9436/healthz"), timeout=60)
+    wait_for("ingest healthz", lambda: "ok" in box.get("http://127.0.0.1:19436/healthz"), timeout=60)
     pid = box.show("hostmon-ingest", "MainPID")["MainPID"]
     # no reload: refused, and the ingest keeps running (a "kill -HUP" reload used to end it for good)
     assert box.sh("systemctl reload hostmon-ingest", check=False).returncode != 0
@@ -209,9 +209,9 @@ def test_ingest_unit_runs_and_is_restarted_not_reloaded_to_apply_a_change(box: B
         "pub=$(cat /var/lib/hostmon/keys/agent.pub)\n"
         "printf '\\n[[agents]]\\nname = \"box\"\\npublic_key = \"%s\"\\ntenants = [\"default\"]\\n' \"$pub\" >> /etc/hostmon-ingest/ingest.toml\n"
         "install -m 0644 /var/lib/hostmon-ingest/keys/ingest.pub /etc/hostmon/ingest.pub\n"
-        "sed -i 's|^ingest_url = .*|ingest_url = \"http://127.0.0.1:9436\"|; "
+        "sed -i 's|^ingest_url = .*|ingest_url = \"http://127.0.0.1:19436\"|; "
         "s|^ingest_public_key = .*|ingest_public_key = \"/etc/hostmon/ingest.pub\"|' /etc/hostmon/hostmon.toml\n"
-        "grep -q '^ingest_url = \"http://127.0.0.1:9436\"' /etc/hostmon/hostmon.toml\n"
+        "grep -q '^ingest_url = \"http://127.0.0.1:19436\"' /etc/hostmon/hostmon.toml\n"
         "systemctl restart hostmon-ingest\n"
         "systemctl start hostmon",
         timeout=120,

@@ -172,6 +172,43 @@ class Config:
         return tags
 
 
+# Tables whose keys are data, not config keys (user names, header names): compared as one value.
+_OPAQUE_TABLES = frozenset({"basic_auth_users", "headers"})
+MAX_CHANGED_KEYS = 100
+
+
+def _flatten(obj: Any, prefix: str, out: dict[str, Any]) -> None:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            if not f.metadata.get("internal"):
+                _flatten(getattr(obj, f.name), f"{prefix}.{f.name}" if prefix else f.name, out)
+        return
+    if isinstance(obj, dict) and prefix.rsplit(".", 1)[-1] not in _OPAQUE_TABLES:
+        for k, v in obj.items():
+            _flatten(v, f"{prefix}.{k}" if prefix else str(k), out)
+        return
+    if isinstance(obj, list) and any(dataclasses.is_dataclass(x) for x in obj):
+        out[prefix] = [dataclasses.asdict(x) for x in obj]
+        return
+    out[prefix] = obj
+
+
+def changed_keys(old: Any, new: Any) -> list[str]:
+    """Dotted config keys whose values differ between two loaded configs (added and removed ones too).
+
+    Only names: the values are never returned, so a changed password hash or token file shows as
+    ``web.basic_auth_users`` and nothing more. Used for the agent's ``config_change`` event.
+    """
+    a: dict[str, Any] = {}
+    b: dict[str, Any] = {}
+    _flatten(old, "", a)
+    _flatten(new, "", b)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k, _MISSING) != b.get(k, _MISSING))
+
+
+_MISSING = object()
+
+
 # ---------------------------------------------------------------------------
 # the agent config
 

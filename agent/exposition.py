@@ -1,14 +1,17 @@
-"""Prometheus exposition: render the last snapshot once per change, serve cached bytes.
+"""Prometheus exposition: render the last snapshot at most once per change, serve cached bytes.
 
 The request path does no collection and no I/O: ``MetricStore.update`` replaces
-one collector's samples and schedules a render (coalesced, at most one per
-``min_render_interval``); handlers return the cached body for the negotiated
-format (text 0.0.4 or OpenMetrics 1.0.0), gzipped once per render when asked.
+one collector's samples and marks the snapshot changed; the first request after
+a change renders it from memory (and gathers the in-memory self-metrics), every
+later request until the next change gets the cached body for the negotiated
+format (text 0.0.4 or OpenMetrics 1.0.0), gzipped once per snapshot when asked.
+Rendering on demand, not on every update, matters at long intervals: the
+collectors finish at different times within a cycle (jitter), and a render per
+update was several renders per scrape.
 """
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import logging
 import math
@@ -138,21 +141,20 @@ class MetricStore:
     """The last snapshot: samples per source, and the cached renderings.
 
     ``update(source, samples)`` is called from the event loop by the runtime
-    after each collection (and for self-metrics). ``render()`` builds the text
-    body; it runs from a coalesced loop callback, never from a request.
+    after each collection. ``body()`` renders the snapshot when it changed since
+    the last render (once, whatever the number of requests) and caches each format.
     """
 
-    def __init__(self, specs: Mapping[str, MetricSpec], min_render_interval: float = 0.5) -> None:
+    def __init__(self, specs: Mapping[str, MetricSpec]) -> None:
         self.renderer = Renderer(specs)
         self._sources: dict[str, list[Sample]] = {}
         self._families: dict[str, dict[str, MetricSpec]] = {}
         self._providers: list[Callable[[], Iterable[Sample]]] = []
-        self.min_render_interval = min_render_interval
         self._bodies: dict[tuple[bool, bool], bytes] = {}
         self._text = b""
         self._om: bytes | None = None
-        self._handle: asyncio.TimerHandle | None = None
-        self._last_render = 0.0
+        self._om_samples: list[Sample] = []
+        self._dirty = True
         self.renders = 0
 
     def add_specs(self, specs: Iterable[MetricSpec]) -> None:
@@ -174,13 +176,13 @@ class MetricStore:
         elif old is not None:
             del self._families[source]
             self._dynamic_changed()
-        self._schedule()
+        self._dirty = True
 
     def remove(self, source: str) -> None:
         self._sources.pop(source, None)
         if self._families.pop(source, None) is not None:
             self._dynamic_changed()
-        self._schedule()
+        self._dirty = True
 
     def family_owner(self, name: str) -> str | None:
         """The source whose run-time family ``name`` is (None when no source has it)."""
@@ -191,25 +193,6 @@ class MetricStore:
 
     def _dynamic_changed(self) -> None:
         self.renderer.set_dynamic(f for fams in self._families.values() for f in fams.values())
-
-    def _schedule(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.render()
-            return
-        if self._handle is not None:
-            return
-        delay = max(0.0, self._last_render + self.min_render_interval - loop.time())
-        self._handle = loop.call_later(delay, self._render_cb)
-
-    def _render_cb(self) -> None:
-        self._handle = None
-        self._last_render = asyncio.get_running_loop().time()
-        try:
-            self.render()
-        except Exception:  # noqa: BLE001 - keep serving the previous body
-            log.exception("render failed; serving the previous snapshot")
 
     def all_samples(self) -> list[Sample]:
         out: list[Sample] = []
@@ -228,16 +211,23 @@ class MetricStore:
         self._om_samples = samples  # OpenMetrics rendered lazily, once per snapshot
         self._om = None
         self._bodies = {}
+        self._dirty = False
         self.renders += 1
 
     def body(self, openmetrics: bool, gz: bool) -> bytes:
+        if self._dirty:
+            try:
+                self.render()
+            except Exception:  # noqa: BLE001 - keep serving the previous body
+                self._dirty = False  # not again for every request until the next change
+                log.exception("render failed; serving the previous snapshot")
         key = (openmetrics, gz)
         b = self._bodies.get(key)
         if b is not None:
             return b
         if openmetrics:
             if self._om is None:
-                self._om = self.renderer.render(getattr(self, "_om_samples", []), openmetrics=True)
+                self._om = self.renderer.render(self._om_samples, openmetrics=True)
             b = self._om
         else:
             b = self._text

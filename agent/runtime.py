@@ -569,7 +569,9 @@ class Agent:
         except ConfigError as e:
             self.reloads["failure"] += 1
             log.error("config reload rejected; the running config stays in force", extra={"error": str(e)})
+            self.emit_config_change({"result": "rejected", "file": self.config_path or "", "key": e.key, "changed": [], "changed_count": 0})
             return False
+        changed = config_mod.changed_keys(self.cfg, new)
         old_listen = (self.cfg.http.listen, self.cfg.http.telemetry_path)
         if self.notifier is not None:
             self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
@@ -583,8 +585,25 @@ class Agent:
             await self.server.stop()
             await self._start_server()
         self.reloads["success"] += 1
-        log.info("config reloaded", extra={"file": self.config_path})  # READY=1 follows the first collection
+        log.info("config reloaded", extra={"file": self.config_path, "changed": changed[: config_mod.MAX_CHANGED_KEYS]})  # READY=1 follows the first collection
+        self.emit_config_change({
+            "result": "applied",
+            "file": self.config_path or "",
+            "changed": changed[: config_mod.MAX_CHANGED_KEYS],
+            "changed_count": len(changed),
+        })
         return True
+
+    def emit_config_change(self, fields: dict[str, Any]) -> None:
+        """A ``config_change`` event (names of the changed keys, never values) handed to the consumers (shipped)."""
+        now = time.time()
+        _, events = apply_tags([Event("config_change", now, fields)], self.tags)
+        col = Collection("_config", now, [], events)
+        for c in self.consumers:
+            try:
+                c.submit(col)
+            except Exception:  # noqa: BLE001
+                log.exception("consumer failed to take the config_change event")
 
     async def _start_server(self) -> None:
         host, port = config_mod.parse_listen(self.cfg.http.listen)

@@ -4,6 +4,8 @@
     hostmon ingest check-config FILE
     hostmon ingest query --db PATH --tenant T [--name N] [--since T] [--until T]
                          [--events [--kind K]] [--limit N] [--format json|table]
+    hostmon ingest audit verify (--config FILE | --dir DIR --public-key FILE...)
+    hostmon ingest audit show (--config FILE | --dir DIR) [--type T] [--last N] [--format json|table]
 
 ``--since``/``--until`` take unix seconds, an ISO 8601 time, or a duration
 back from now (``15m``, ``2h``, ``7d``). Also runnable as ``python -m hostmond.ingest.cli``.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import os
 import re
 import sys
 import time
@@ -78,7 +81,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = cfgmod.load(args.file)
     keys = cfgmod.load_keys(cfg)
     web = cfgmod.check_web(cfg)
-    print(f"{args.file}: ok ({len(keys.agents)} agents enrolled, {len(keys.private)} ingest keys; {web})")
+    trail = "audit trail off"
+    if cfg.audit.enabled:
+        from hostmond.ingest import audit
+
+        directory, key_path = audit.paths(cfg)
+        if os.path.lexists(key_path):
+            audit.load_signing_key(key_path, create=False)  # too open, malformed: refused here as at start
+        trail = f"audit trail in {directory}"
+    print(f"{args.file}: ok ({len(keys.agents)} agents enrolled, {len(keys.private)} ingest keys; {web}; {trail})")
     return 0
 
 
@@ -110,6 +121,66 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_location(args: argparse.Namespace) -> tuple[str, list[str]]:
+    """(audit directory, trusted public key files) from --config or --dir/--public-key."""
+    from hostmond.ingest import audit
+    from hostmond.ingest import config as cfgmod
+
+    if args.config:
+        cfg = cfgmod.load(args.config)
+        directory, key = audit.paths(cfg)
+        pub = key[:-4] + ".pub" if key.endswith(".key") else key
+        keys = list(getattr(args, "public_key", None) or []) or [pub if os.path.exists(pub) else key]
+        return (args.dir or directory), keys
+    if not args.dir:
+        raise ConfigError("--dir", "", "give --config FILE (the ingest's) or --dir DIR")
+    return args.dir, list(getattr(args, "public_key", None) or [])
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from hostmond.ingest import audit
+
+    directory, key_files = _audit_location(args)
+    if not key_files:
+        print("hostmon ingest audit verify: give --public-key FILE (the audit key's .pub): a key named in the log itself is never trusted", file=sys.stderr)
+        return 2
+    try:
+        keys = audit.load_public_keys(key_files)
+    except (OSError, ValueError) as e:
+        print(f"hostmon ingest audit verify: {e}", file=sys.stderr)
+        return 2
+    res = audit.verify(directory, keys)
+    if res.bad is not None:
+        print(f"FAILED: first bad record: {res.bad}")
+        print(f"  {res.records} records verified before it, {res.checkpoints} signed checkpoints")
+        return 1
+    print(f"OK: {res.records} records (seq {res.first_seq}..{res.last_seq}) in {res.segments} segments, "
+          f"{res.checkpoints} signed checkpoints; {res.unsigned_tail} records after the last checkpoint")
+    return 0
+
+
+def cmd_audit_show(args: argparse.Namespace) -> int:
+    import json
+
+    from hostmond.ingest import audit
+
+    directory, _ = _audit_location(args)
+    if not audit.list_segments(directory):
+        print(f"hostmon ingest audit show: {directory}: no audit log here", file=sys.stderr)
+        return 1
+    rows = [r for r in audit.read_records(directory) if not args.type or r.get("type") in args.type]
+    if args.last:
+        rows = rows[-args.last:]
+    for r in rows:
+        if args.format == "json":
+            print(json.dumps(r, sort_keys=True))
+        else:
+            when = dt.datetime.fromtimestamp(float(r.get("t", 0)), dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            data = " ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in sorted(r.get("data", {}).items()))
+            print(f"{r.get('seq', '?'):>8} {when} {r.get('type', '?'):<26} {data}")
+    return 0
+
+
 def register(subparsers: Any) -> None:
     """Add ``ingest run|check-config|query`` to the ``hostmon`` command's subparsers."""
     ing = subparsers.add_parser("ingest", help="the reference ingest (receive, verify, store batches)")
@@ -136,6 +207,23 @@ def register(subparsers: Any) -> None:
     q.add_argument("--limit", type=int, help="at most this many rows")
     q.add_argument("--format", choices=("json", "table"), default="table")
     q.set_defaults(func=cmd_query)
+
+    a = sub.add_parser("audit", help="the ingest's audit trail: verify the hash chain and signatures, or print it")
+    asub = a.add_subparsers(dest="audit_command", required=True)
+    for name, func, text in (
+        ("verify", cmd_audit_verify, "check the chain, the signed checkpoints and the head; name the first bad record (exit 1)"),
+        ("show", cmd_audit_show, "print the audit records"),
+    ):
+        ap = asub.add_parser(name, help=text)
+        ap.add_argument("--config", "-c", help="the ingest's TOML config (finds the audit directory and key)")
+        ap.add_argument("--dir", help="the audit directory (overrides the config's)")
+        if name == "verify":
+            ap.add_argument("--public-key", action="append", help="trusted audit public key file (repeatable; default: the config's audit.pub)")
+        else:
+            ap.add_argument("--type", action="append", help="only records of this type (repeatable)")
+            ap.add_argument("--last", type=int, help="only the last N records")
+            ap.add_argument("--format", choices=("json", "table"), default="table")
+        ap.set_defaults(func=func)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -119,6 +119,18 @@ class RemoteWriteConfig:
 
 
 @dataclasses.dataclass
+class AuditConfig:
+    enabled: bool = field(True, "Keep the audit trail: an append-only, hash-chained log of accepted and refused batches, enrolment and key changes, retention (docs/compliance.md).")
+    directory: str = field("", "Directory of the audit log; empty puts it in 'audit' beside the SQLite database; relative to the config file's directory.")
+    signing_key: str = field("", "Ed25519 private key (chmod 600) that signs the checkpoints; empty uses DIRECTORY/audit.key, created with audit.pub on first start.")
+    checkpoint_interval_seconds: float = field(300.0, "Seconds between two signed checkpoints (also written at segment rotation and shutdown).", check=check_positive)
+    segment_max_bytes: int = field(64 * 1024 * 1024, "Start a new audit segment file when the current one passes this size.", check=check_positive)
+    retention_seconds: float = field(0.0, "Delete whole audit segments whose last record is older than this, recording each deletion; 0 keeps the audit log forever (independent of sqlite.retention_seconds).", check=check_not_negative)
+    fsync: bool = field(True, "fsync every audit record before the batch is answered (false: a power loss may lose the last records).")
+    rejected_records_per_minute: int = field(60, "Refused batches recorded per reason and minute; more are counted in one summary record, so a flood of garbage cannot flood the audit log.", check=check_positive)
+
+
+@dataclasses.dataclass
 class IngestConfig:
     listen: str = field(DEFAULT_LISTEN, "Address the ingest listens on; loopback by default, 0.0.0.0:19436 to accept agents from other hosts.", check=_check_listen)
     private_keys: list[str] = field([], "Ingest private key files (one per key id, several during a rotation); each must be chmod 600.")
@@ -127,6 +139,7 @@ class IngestConfig:
     limits: LimitsConfig = dataclasses.field(default_factory=LimitsConfig)
     sqlite: SqliteConfig = dataclasses.field(default_factory=SqliteConfig)
     remote_write: RemoteWriteConfig = dataclasses.field(default_factory=RemoteWriteConfig)
+    audit: AuditConfig = dataclasses.field(default_factory=AuditConfig)
     web: WebConfig = dataclasses.field(default_factory=WebConfig)
 
     source: str = dataclasses.field(default="<defaults>", metadata={"internal": True})
@@ -202,6 +215,10 @@ def from_dict(data: dict[str, Any], file: str) -> IngestConfig:
     cfg.sqlite.path = _resolve(base, cfg.sqlite.path)
     if cfg.remote_write.ca_file:
         cfg.remote_write.ca_file = _resolve(base, cfg.remote_write.ca_file)
+    if cfg.audit.directory:
+        cfg.audit.directory = _resolve(base, cfg.audit.directory)
+    if cfg.audit.signing_key:
+        cfg.audit.signing_key = _resolve(base, cfg.audit.signing_key)
     for a in cfg.agents:
         if not a.public_key.lstrip().startswith("hostmon-"):
             a.public_key = _resolve(base, a.public_key)

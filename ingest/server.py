@@ -49,6 +49,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from aiohttp import web
+from hostmond.ingest import audit as auditmod
 from hostmond.ingest.config import IngestConfig, LoadedKeys, load_keys
 from hostmond.ingest.decode import (
     SAMPLE,
@@ -196,6 +197,9 @@ class IngestServer:
         self.metrics.keys.set(len(self.keys.private))
         self.metrics.db_limit.set(cfg.sqlite.max_bytes)
         self.metrics.registry.register(_WebSecurityCollector(self))  # type: ignore[arg-type]
+        self.audit = auditmod.from_config(cfg)  # the audit trail (ingest/audit.py); None when off
+        if self.audit is not None:
+            self.metrics.registry.register(auditmod.AuditMetrics(self.audit))  # type: ignore[arg-type]
         self.spec = DecoderSpec(
             private_keys=tuple((k.alg, k.raw) for k in self.keys.private.values()),
             agents=tuple((e.name, e.public.raw, tuple(sorted(e.tenants))) for e in self.keys.agents.values()),
@@ -252,6 +256,9 @@ class IngestServer:
         if self.workers > 0 and self._pool is None:
             self._pool = self._new_pool()
         await self.sink.open()
+        if self.audit is not None:
+            self.audit.open()
+            self.audit.sync_config(*auditmod.config_state(self.keys))
         if self.remote is not None:
             await self.remote.start()
         self.metrics.db_bytes.set(await self.sink.used_bytes())
@@ -268,6 +275,8 @@ class IngestServer:
         if self.remote is not None:
             await self.remote.close()
         await self.sink.close()
+        if self.audit is not None:
+            self.audit.close()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
@@ -278,6 +287,10 @@ class IngestServer:
         self.metrics.retention_deleted.labels("samples").inc(res.samples_deleted)
         self.metrics.retention_deleted.labels("events").inc(res.events_deleted)
         self.metrics.db_bytes.set(res.used_bytes)
+        if self.audit is not None:
+            if res.samples_deleted or res.events_deleted or res.batches_forgotten:
+                self.audit.retention_deleted(res.samples_deleted, res.events_deleted, res.batches_forgotten)
+            self.audit.apply_retention()
         if res.samples_deleted or res.events_deleted:
             log.info(
                 "retention deleted %d samples and %d events (database now %d bytes)",
@@ -333,6 +346,8 @@ class IngestServer:
 
     def _reject(self, e: Rejected) -> web.Response:
         self.metrics.rejected.labels(e.reason).inc()
+        if self.audit is not None:
+            self.audit.batch_rejected(e.reason, e.status, e.detail)
         headers = {"Retry-After": "1"} if e.status == 503 else None
         # At most one log line per reason a minute: a flood of bad batches must not flood the log.
         now = time.monotonic()
@@ -417,6 +432,8 @@ class IngestServer:
             raise Rejected("replay", f"sequence {d.seq} was stored with other content")
         self.metrics.batches.labels(result).inc()
         if result == STORED:
+            if self.audit is not None:
+                self.audit.batch_accepted(d.agent_id, d.instance, d.seq, d.hash, d.n_samples, d.n_events, [r.tenant for r in d.index])
             for row in d.index:
                 (self.metrics.samples if row.kind == SAMPLE else self.metrics.events).labels(row.tenant).inc(row.n)
         return web.json_response({"status": result})

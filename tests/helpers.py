@@ -40,7 +40,10 @@ def require_tool(name: str) -> str:
     return path
 
 
-def wait_until(pred: Any, timeout: float = 15.0, interval: float = 0.05, what: str = "condition") -> Any:
+def wait_until(pred: Any, timeout: float = 15.0, interval: float = 0.15, what: str = "condition") -> Any:
+    """Poll ``pred`` until it is truthy. The default pace (under 7 polls a second) stays below the agent's
+    default per-client rate limit (10/s), so a slow start on a loaded machine does not turn the test's
+    own polling into 429 answers."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:

@@ -283,7 +283,7 @@ def security() -> dict[str, Any]:
     return dashboard(
         "hostmon-security",
         "hostmon / Security",
-        "Failed logins and brute-force sources seen by the auth collector (auth.log, the journal, btmp).",
+        "Failed logins and brute-force sources seen by the auth collector (auth.log, the journal, btmp); compliance checks of the hosts.",
         [
             (
                 "Attacks now",
@@ -345,6 +345,41 @@ def security() -> dict[str, Any]:
                         [(f"sum by (instance) (increase(hostmon_auth_bruteforce_detections_total{{{SEL}}}[1h]))", "{{instance}}")],
                         width=24,
                         description="Sources newly crossing the threshold, per hour.",
+                    ),
+                ],
+            ),
+            (
+                "Compliance",
+                [
+                    Panel(
+                        "Compliance score",
+                        [(f"min by (host, policy) (hostmon_compliance_score{{{SEL}}})", "{{host}} {{policy}}")],
+                        unit="percentunit",
+                        kind="stat",
+                        width=8,
+                        max=1,
+                        description="Share of each policy's decided checks that pass (the compliance collector, hourly).",
+                    ),
+                    Panel(
+                        "Checks by result",
+                        [(f"sum by (result) (hostmon_compliance_checks{{{SEL}}})", "{{result}}")],
+                        kind="bargauge",
+                        width=8,
+                        description="pass, fail, not_applicable (absent from this host) and error (could not be decided: see the agent's compliance events).",
+                    ),
+                    Panel(
+                        "Failing high-severity checks",
+                        [(f'sum by (host) (hostmon_compliance_check{{severity=~"high|critical", {SEL}}} == bool 0)', "{{host}}")],
+                        kind="stat",
+                        width=8,
+                        description="High and critical checks failing now; HostmonComplianceCheckFailing (P2) fires when one that passed starts failing.",
+                    ),
+                    Panel(
+                        "Failing checks",
+                        [(f"hostmon_compliance_check{{{SEL}}} == 0", "{{host}} {{policy}} {{check}}")],
+                        kind="table",
+                        width=24,
+                        description="Every failing check with its severity; the compliance event of each carries the evidence and the remediation.",
                     ),
                 ],
             ),

@@ -110,7 +110,7 @@ def test_a_running_agent_and_ingest_expose_exactly_the_documented_types_and_help
                 return None
             return body if "hostmon_ship_sent_batches_total" in body and "hostmon_spool_bytes" in body else None
 
-        agent_body = wait_until(shipped, timeout=60, what="agent /metrics with shipper families")
+        agent_body = wait_until(shipped, timeout=60, interval=0.5, what="agent /metrics with shipper families")
     agent = exposed_families(agent_body)
     assert "hostmon_shipper_buffer_records" in agent and "node_load1" in agent
 

@@ -68,11 +68,13 @@ def test_values() -> None:
     assert fmt_value(math.inf) == "+Inf" and fmt_value(-math.inf) == "-Inf"
 
 
-def test_store_renders_once_per_update_not_per_request() -> None:
+def test_store_renders_once_per_change_not_per_request_nor_per_update() -> None:
     store = MetricStore(SPECS)
-    store.update("c", samples())  # no loop running: renders immediately
-    assert store.renders == 1
+    store.update("c", samples())
+    store.update("d", [Sample("x_temp", GAUGE, 2.0, {"sensor": "s2"})])
+    assert store.renders == 0, "updates only mark the snapshot changed"
     a = store.body(False, False)
+    assert store.renders == 1
     for _ in range(5):
         assert store.body(False, False) is a
         gz = store.body(False, True)
@@ -80,5 +82,6 @@ def test_store_renders_once_per_update_not_per_request() -> None:
     assert store.body(False, True) is gz, "gzip computed once per snapshot"
     assert store.renders == 1
     store.update("c", [Sample("x_temp", GAUGE, 1.0, {"sensor": "s9"})])
-    assert store.renders == 2
+    assert store.renders == 1
     assert b"s9" in store.body(False, False) and b"s1" not in store.body(False, False)
+    assert store.renders == 2

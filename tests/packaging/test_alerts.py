@@ -68,6 +68,8 @@ def test_severities_cover_the_issue() -> None:
         "HostmonCollectorFailing": "P2",
         "HostMemoryPressureHigh": "P2",
         "HostmonShippingDroppedBatches": "P2",
+        # P2 too: a high-severity compliance check newly failing (issue 16)
+        "HostmonComplianceCheckFailing": "P2",
         # P3 info: agent restarted, clock skew
         "HostmonAgentRestarted": "P3",
         "HostClockSkew": "P3",

@@ -279,6 +279,7 @@ class MetricsServer:
         self.is_ready = is_ready
         self.web_config = web_config
         self._runner: web.AppRunner | None = None
+        self._listener: Any = None
         self.app = web.Application()
         self.app.router.add_get(telemetry_path, self.metrics)
         self.app.router.add_get("/healthz", self.healthz)
@@ -315,17 +316,26 @@ class MetricsServer:
         )
 
     async def start(self) -> None:
+        from hostmond.web.listen import CappedListener
+
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context, reuse_address=True)
-        await site.start()
-        if self.port == 0:
-            server = site._server  # noqa: SLF001 - learn the port the OS picked
-            if server is not None and server.sockets:  # type: ignore[union-attr]
-                self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        # Our own accept loop: a connection cap sized to the fd limit (hostmond.web.listen).
+        max_conns = int(getattr(self.web_config, "max_connections", 1024))
+        self._listener = CappedListener(self._runner.server, self.ssl_context, max_conns, server="agent")
+        if self.web_config is not None:
+            from hostmond.web.security import security_of
+
+            sec = security_of(self.app)
+            if sec is not None:
+                sec.listener = self._listener  # connection self-metrics
+        self.port = await self._listener.start(self.host, self.port)
         log.info("listening", extra={"address": f"{self.host}:{self.port}", "tls": self.ssl_context is not None})
 
     async def stop(self) -> None:
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

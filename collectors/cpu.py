@@ -33,6 +33,7 @@ class CPUConfig(CollectorConfig):
 
 class CPUCollector(Collector[CPUConfig]):
     name = "cpu"
+    inline = True
     config_class = CPUConfig
     metrics = (
         MetricSpec("node_cpu_seconds_total", COUNTER, "Seconds the CPUs spent in each mode.", ("cpu", "mode"), "seconds"),

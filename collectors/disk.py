@@ -44,13 +44,37 @@ from hostmond.api import (
     field,
 )
 
-# node_exporter's defaults (collector/filesystem_linux.go, diskstats_linux.go).
-DEFAULT_MOUNT_POINTS_EXCLUDE = r"^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)"
+# node_exporter 1.5's defaults as Debian ships them (prometheus-node-exporter --help), the drop-in
+# target of issue 13: /run, /mnt and /media are left out; zram devices are kept.
+DEFAULT_MOUNT_POINTS_EXCLUDE = r"^/(dev|proc|run|sys|mnt|media|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)"
 DEFAULT_FS_TYPES_EXCLUDE = (
     r"^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs"
-    r"|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|erofs|sysfs|tracefs)$"
+    r"|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|sysfs|tracefs)$"
 )
-DEFAULT_DEVICE_EXCLUDE = r"^(z?ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$"
+DEFAULT_DEVICE_EXCLUDE = r"^(ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$"
+DEFAULT_UDEV_DATA = "/run/udev/data"
+UDEV_INFO = (("path", "ID_PATH"), ("wwn", "ID_WWN"), ("model", "ID_MODEL"), ("serial", "ID_SERIAL_SHORT"), ("revision", "ID_REVISION"))
+DISK_INFO_LABELS = ("device", "major", "minor", "path", "wwn", "model", "serial", "revision")
+
+
+def parse_udev_data(text: str) -> dict[str, str]:
+    """The ``E:KEY=value`` properties of one udev database file (``/run/udev/data/b8:0``)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("E:"):
+            k, _, v = line[2:].partition("=")
+            out[k] = v
+    return out
+
+
+def parse_diskstats_numbers(text: str) -> dict[str, tuple[str, str]]:
+    """``{device: (major, minor)}`` from /proc/diskstats."""
+    out: dict[str, tuple[str, str]] = {}
+    for line in text.splitlines():
+        parts = line.split(None, 3)
+        if len(parts) >= 3:
+            out[parts[2]] = (parts[0], parts[1])
+    return out
 
 StatFn = Callable[[str], os.statvfs_result]
 
@@ -78,6 +102,9 @@ class DiskConfig(CollectorConfig):
         32, "Most statvfs calls left hanging on stale mounts; beyond it, further hung mounts stop being retried."
     )
     pressure: bool = field(True, "Report I/O pressure (PSI) from the kernel's pressure file where it exists.")
+    udev_data: str = field(
+        DEFAULT_UDEV_DATA, "Directory of udev's device database, read for node_disk_info's model, serial, path and wwn."
+    )
 
 
 _FS_LABELS = ("device", "fstype", "mountpoint")
@@ -231,7 +258,8 @@ class DiskCollector(Collector[DiskConfig]):
             GAUGE,
             "Whether an error occurred while getting statistics for the given device (1 = error or stale mount).",
         ),
-        _dk("reads_completed_total", COUNTER, "The total number of reads completed successfully."),
+        MetricSpec("node_disk_info", GAUGE, "Info of /sys/block/<block_device>.", DISK_INFO_LABELS),
+    _dk("reads_completed_total", COUNTER, "The total number of reads completed successfully."),
         _dk("reads_merged_total", COUNTER, "The total number of reads merged."),
         _dk("read_bytes_total", COUNTER, "The total number of bytes read successfully.", "bytes"),
         _dk("read_time_seconds_total", COUNTER, "The total number of seconds spent by all reads.", "seconds"),
@@ -369,14 +397,25 @@ class DiskCollector(Collector[DiskConfig]):
             self.partial_error("diskstats_unreadable")
             return
         s = self.sample
+        numbers = parse_diskstats_numbers(text)
         for dev, fields in _procfs.parse_diskstats(text).items():
             if self._dev_exclude is not None and self._dev_exclude.search(dev):
                 continue
             labels = {"device": dev}
+            major, minor = numbers.get(dev, ("", ""))
+            yield s("node_disk_info", 1.0, {"device": dev, "major": major, "minor": minor, **self._udev_info(major, minor)})
             for key, metric, scale in _DISK_METRICS:
                 v = fields.get(key)
                 if v is not None:
                     yield s(metric, v * scale if scale != 1.0 else float(v), labels)
+
+    def _udev_info(self, major: str, minor: str) -> dict[str, str]:
+        try:
+            text = _procfs.read_optional(os.path.join(self.config.udev_data, f"b{major}:{minor}"))
+        except OSError:
+            text = None
+        props = parse_udev_data(text) if text else {}
+        return {label: props.get(key, "") for label, key in UDEV_INFO}
 
     def collect(self) -> Iterator[Sample]:
         # Materialise the mount part first so the partial failure of one half never hides the other.

@@ -88,6 +88,7 @@ class MemoryConfig(CollectorConfig):
 
 class MemoryCollector(Collector[MemoryConfig]):
     name = "memory"
+    inline = True
     config_class = MemoryConfig
     metrics = (
         *_meminfo_specs(),

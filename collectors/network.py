@@ -1,8 +1,11 @@
-"""``network``: per-interface traffic counters, link state, TCP connections by state.
+"""``network``: per-interface traffic counters, interface attributes, TCP connections by state.
 
-Reads ``{proc_root}/net/dev`` (node_exporter's ``netdev`` names),
-``{sys_root}/class/net/<iface>/operstate`` and ``carrier`` (its ``netclass`` names)
-and TCP connections by state (its ``tcpstat`` name, ``node_tcp_connection_states{state}``).
+Reads ``{proc_root}/net/dev`` and ``{sys_root}/class/net/<iface>/statistics/rx_nohandler``
+(node_exporter's ``netdev`` names; ``lo`` left out by default as Debian's
+node_exporter does), the attributes in ``{sys_root}/class/net/<iface>/`` of every
+interface (its ``netclass``: ``node_network_info``, ``up``, ``mtu_bytes``,
+``speed_bytes``, ``carrier``, ``flags``, ...) and TCP connections by state (its
+``tcpstat`` name, ``node_tcp_connection_states{state}``).
 
 TCP states come, like node_exporter's, from the kernel's sock_diag netlink
 interface: one dump walks the connection hash table once for IPv4 and IPv6
@@ -18,12 +21,14 @@ network namespace, which is what ``{proc_root}/net`` shows too) and the
 container the agent must share the host's network namespace (as node_exporter
 must) for these to be the host's figures.
 
-Reading ``carrier`` of an interface that is administratively down fails with
-EINVAL: the carrier series is then absent for that interface, not an error.
+Reading ``carrier`` (or ``speed``, ``duplex``) of an interface that is down fails
+with EINVAL: that series is then absent for that interface, not an error
+(node_exporter does the same).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import socket
@@ -67,6 +72,65 @@ def _netdev_specs() -> tuple[MetricSpec, ...]:
     return tuple(out)
 
 
+DEFAULT_DEVICE_EXCLUDE = "^lo$"
+
+# netclass: sysfs attribute file -> (metric, type, help); values are integers (decimal or 0x hex).
+NETCLASS_INT: tuple[tuple[str, str, str, str], ...] = (
+    ("addr_assign_type", "node_network_address_assign_type", GAUGE, "Network device property: address_assign_type"),
+    ("carrier", "node_network_carrier", GAUGE, "Network device property: carrier"),
+    ("carrier_changes", "node_network_carrier_changes_total", COUNTER, "Network device property: carrier_changes_total"),
+    ("carrier_up_count", "node_network_carrier_up_changes_total", COUNTER, "Network device property: carrier_up_changes_total"),
+    ("carrier_down_count", "node_network_carrier_down_changes_total", COUNTER, "Network device property: carrier_down_changes_total"),
+    ("dev_id", "node_network_device_id", GAUGE, "Network device property: device_id"),
+    ("dormant", "node_network_dormant", GAUGE, "Network device property: dormant"),
+    ("flags", "node_network_flags", GAUGE, "Network device property: flags"),
+    ("ifindex", "node_network_iface_id", GAUGE, "Network device property: iface_id"),
+    ("iflink", "node_network_iface_link", GAUGE, "Network device property: iface_link"),
+    ("link_mode", "node_network_iface_link_mode", GAUGE, "Network device property: iface_link_mode"),
+    ("mtu", "node_network_mtu_bytes", GAUGE, "Network device property: mtu_bytes"),
+    ("name_assign_type", "node_network_name_assign_type", GAUGE, "Network device property: name_assign_type"),
+    ("netdev_group", "node_network_net_dev_group", GAUGE, "Network device property: net_dev_group"),
+    ("speed", "node_network_speed_bytes", GAUGE, "Network device property: speed_bytes"),
+    ("tx_queue_len", "node_network_transmit_queue_length", GAUGE, "Network device property: transmit_queue_length"),
+    ("type", "node_network_protocol_type", GAUGE, "Network device property: protocol_type"),
+)
+NETCLASS_STR = ("address", "broadcast", "duplex", "ifalias", "operstate")
+# Attributes fixed for an interface's life (an interface re-created under the same name gets a new
+# ifindex, which is read every cycle): read once per ifindex, saving a third of the reads.
+NETCLASS_STATIC = frozenset({"addr_assign_type", "broadcast", "dev_id", "iflink", "link_mode", "name_assign_type", "type"})
+INFO_LABELS = ("device", "address", "broadcast", "duplex", "operstate", "ifalias")
+_SKIP_ERRNOS = (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EINVAL, errno.EOPNOTSUPP, errno.ENODEV, errno.ENOTDIR, errno.EISDIR)
+
+
+def parse_sysfs_int(text: str) -> int:
+    """A sysfs integer: decimal, or hexadecimal with ``0x`` (``flags``, ``dev_id``), as Go's ParseInt(v, 0)."""
+    v = text.strip()
+    try:
+        return int(v, 0)
+    except ValueError:
+        return int(v, 10)
+
+
+def netclass_values(attrs: dict[str, str]) -> tuple[dict[str, str], dict[str, float]]:
+    """node_exporter's netclass view of one interface's readable attribute files.
+
+    Returns the ``node_network_info`` labels (without ``device``) and ``{metric: value}``;
+    an attribute that could not be read is absent from ``attrs`` and from the result.
+    """
+    info = {k: attrs.get(k, "").strip() for k in ("address", "broadcast", "duplex", "operstate", "ifalias")}
+    vals: dict[str, float] = {"node_network_up": 1.0 if info["operstate"] == "up" else 0.0}
+    for fname, metric, _, _ in NETCLASS_INT:
+        raw = attrs.get(fname)
+        if raw is None:
+            continue
+        try:
+            n = parse_sysfs_int(raw)
+        except ValueError:
+            continue
+        vals[metric] = float(int(n * 1_000_000 / 8)) if fname == "speed" else float(n)  # Go: int64(speed*1e6/8)
+    return info, vals
+
+
 def _check_source(v: str) -> None:
     if v not in ("auto", "netlink", "proc"):
         raise ValueError("must be one of auto, netlink, proc")
@@ -86,7 +150,13 @@ def is_procfs(path: str, mounts_text: str | None = None) -> bool:
 @dataclass
 class NetworkConfig(CollectorConfig):
     device_exclude: str = field(
-        "", "Regular expression of interfaces left out (e.g. '^veth'); empty keeps all.", check=check_regex
+        DEFAULT_DEVICE_EXCLUDE,
+        "Regular expression of interfaces left out of the traffic counters (Debian node_exporter's default); empty keeps all.",
+        check=check_regex,
+    )
+    netclass: bool = field(True, "Report the attributes of every interface in sysfs (node_network_info, up, mtu_bytes, speed_bytes, ...).")
+    netclass_ignored_devices: str = field(
+        "", "Regular expression of interfaces left out of the sysfs attributes; empty keeps all.", check=check_regex
     )
     tcp_states: bool = field(True, "Count TCP connections by state (IPv4 and IPv6).")
     tcp_source: str = field(
@@ -102,8 +172,10 @@ class NetworkCollector(Collector[NetworkConfig]):
     config_class = NetworkConfig
     metrics = (
         *_netdev_specs(),
+        MetricSpec("node_network_receive_nohandler_total", COUNTER, "Network device statistic receive_nohandler.", ("device",)),
         MetricSpec("node_network_up", GAUGE, "Value is 1 if operstate is 'up', 0 otherwise.", ("device",)),
-        MetricSpec("node_network_carrier", GAUGE, "Network device property: carrier (1 = link detected).", ("device",)),
+        MetricSpec("node_network_info", GAUGE, "Non-numeric data from /sys/class/net/<iface>, value is always 1.", INFO_LABELS),
+        *(MetricSpec(m, t, h, ("device",)) for _, m, t, h in NETCLASS_INT),
         MetricSpec("node_tcp_connection_states", GAUGE, "Number of connection states.", ("state",)),
     )
 
@@ -112,38 +184,90 @@ class NetworkCollector(Collector[NetworkConfig]):
     def __init__(self, config: CollectorConfig, ctx: CollectorContext) -> None:
         super().__init__(config, ctx)
         self._exclude = re.compile(self.config.device_exclude) if self.config.device_exclude else None
+        ign = self.config.netclass_ignored_devices
+        self._nc_ignore = re.compile(ign) if ign else None
+        self._static: dict[str, tuple[str, dict[str, str]]] = {}  # device -> (ifindex, static attributes)
         src = self.config.tcp_source
         self._netlink = src == "netlink" or (src == "auto" and is_procfs(ctx.proc_root))
 
     def collect(self) -> Iterator[Sample]:
         s = self.sample
         devs = _procfs.parse_net_dev(_procfs.read_text(os.path.join(self.ctx.proc_root, "net", "dev")))
+        cls_net = os.path.join(self.ctx.sys_root, "class", "net")
         for dev, fields in devs.items():
             if self._exclude is not None and self._exclude.search(dev):
                 continue
             labels = {"device": dev}
             for f, v in fields.items():
                 yield s(f"node_network_{f}_total", float(v), labels)
-            yield from self._link(dev, labels)
+            try:
+                nohandler = _procfs.read_small(os.path.join(cls_net, dev, "statistics", "rx_nohandler"))
+                yield s("node_network_receive_nohandler_total", float(int(nohandler)), labels)
+            except (OSError, ValueError):
+                pass  # older kernel, or no sysfs: node_exporter's netlink stats would say 0; we say nothing
+        if self.config.netclass:
+            yield from self._netclass(cls_net)
         if self.config.tcp_states:
             yield from self._tcp()
 
-    def _link(self, dev: str, labels: dict[str, str]) -> Iterator[Sample]:
-        base = os.path.join(self.ctx.sys_root, "class", "net", dev)
+    def _netclass(self, cls_net: str) -> Iterator[Sample]:
         try:
-            oper = _procfs.read_text(os.path.join(base, "operstate")).strip()
-        except FileNotFoundError:
-            return  # interface gone between the two reads, or no sysfs: nothing to say
+            entries = sorted(os.listdir(cls_net))
         except OSError:
-            self.partial_error("operstate_unreadable")
-            return
-        yield self.sample("node_network_up", 1.0 if oper == "up" else 0.0, labels)
+            return  # no sysfs here
+        s = self.sample
+        for gone in set(self._static) - set(entries):
+            del self._static[gone]
+        for dev in entries:
+            if self._nc_ignore is not None and self._nc_ignore.search(dev):
+                continue
+            base = os.path.join(cls_net, dev)
+            if not os.path.isdir(base):
+                continue  # bonding_masters
+            attrs = self._read_attrs(base)
+            if attrs is None:
+                continue
+            info, vals = netclass_values(attrs)
+            labels = {"device": dev}
+            yield s("node_network_info", 1.0, {"device": dev, **info})
+            for metric, v in vals.items():
+                yield s(metric, v, dict(labels))
+
+    def _read_attrs(self, base: str) -> dict[str, str] | None:
+        """The readable attribute files of one interface; None when the interface vanished meanwhile."""
+        attrs: dict[str, str] = {}
+        dev = os.path.basename(base)
+        ifindex = self._attr(base, "ifindex")
+        if ifindex is not None:
+            attrs["ifindex"] = ifindex
+        cached = self._static.get(dev)
+        static_known = cached is not None and ifindex is not None and cached[0] == ifindex
+        if static_known:
+            attrs.update(cached[1])  # type: ignore[index]
+        static: dict[str, str] = {}
+        for fname in (*NETCLASS_STR, *(a[0] for a in NETCLASS_INT)):
+            if fname == "ifindex" or (static_known and fname in NETCLASS_STATIC):
+                continue
+            v = self._attr(base, fname)
+            if v is None:
+                continue
+            attrs[fname] = v
+            if fname in NETCLASS_STATIC:
+                static[fname] = v
+        if not static_known and ifindex is not None:
+            self._static[dev] = (ifindex, static)
+        if not attrs and not os.path.isdir(base):
+            self._static.pop(dev, None)
+            return None
+        return attrs
+
+    def _attr(self, base: str, fname: str) -> str | None:
         try:
-            carrier = _procfs.read_text(os.path.join(base, "carrier")).strip()
-        except OSError:
-            return  # EINVAL while the interface is down; absent on some virtual devices
-        if carrier in ("0", "1"):
-            yield self.sample("node_network_carrier", float(carrier), labels)
+            return _procfs.read_small(os.path.join(base, fname)).decode("utf-8", "replace")
+        except OSError as e:
+            if e.errno not in _SKIP_ERRNOS:
+                self.partial_error("netclass_unreadable")
+            return None
 
     def _tcp(self) -> Iterator[Sample]:
         if self._netlink:

@@ -59,6 +59,10 @@ class ProcessesConfig(CollectorConfig):
         check=check_not_negative,
     )
     open_fds: bool = field(True, "Count open file descriptors per group (one directory listing per process).")
+    thread_states: bool = field(
+        False,
+        "Report node_processes_threads_state (node_exporter's): reads every thread's stat file, so one read per thread per cycle.",
+    )
 
 
 class ProcessesCollector(Collector[ProcessesConfig]):
@@ -67,6 +71,7 @@ class ProcessesCollector(Collector[ProcessesConfig]):
     metrics = (
         MetricSpec("node_processes_state", GAUGE, "Number of processes in each state.", ("state",)),
         MetricSpec("node_processes_threads", GAUGE, "Allocated threads in system."),
+        MetricSpec("node_processes_threads_state", GAUGE, "Number of threads in each state.", ("thread_state",)),
         MetricSpec("node_processes_pids", GAUGE, "Number of PIDs."),
         MetricSpec("node_processes_max_processes", GAUGE, "Number of max PIDs limit."),
         MetricSpec("node_processes_max_threads", GAUGE, "Limit of threads in the system."),
@@ -223,6 +228,9 @@ class ProcessesCollector(Collector[ProcessesConfig]):
         self._fd_size_ok = fd_size_ok
         self._perm_errors += perm
         yield from self._emit(groups, states, threads, pids)
+        if self.config.thread_states:
+            for state, n in sorted(thread_states(self.ctx.proc_root).items()):
+                yield self.sample("node_processes_threads_state", float(n), {"thread_state": state})
 
     def _emit(
         self, groups: dict[tuple[bytes, str], list[int]], states: dict[bytes, int], threads: int, pids: int
@@ -298,6 +306,37 @@ class _CgroupReader:
             return _procfs.read_text(self.base + "/cgroup")
         except OSError:
             return None
+
+
+def thread_state_of(stat: bytes) -> str | None:
+    """The state letter of a /proc/PID/task/TID/stat line (after the last ``)``)."""
+    i = stat.rfind(b")")
+    if i < 0 or i + 2 >= len(stat):
+        return None
+    return chr(stat[i + 2])
+
+
+def thread_states(proc: str) -> dict[str, int]:
+    """Threads by state over every process: node_exporter's node_processes_threads_state."""
+    out: dict[str, int] = {}
+    try:
+        pids = [p for p in os.listdir(proc) if p.isdigit()]
+    except OSError:
+        return out
+    for pid in pids:
+        task = os.path.join(proc, pid, "task")
+        try:
+            tids = os.listdir(task)
+        except OSError:
+            continue  # exited
+        for tid in tids:
+            try:
+                st = thread_state_of(_procfs.read_small(os.path.join(task, tid, "stat"), 512))
+            except OSError:
+                continue
+            if st is not None:
+                out[st] = out.get(st, 0) + 1
+    return out
 
 
 def select_top(groups: dict[tuple[str, str], list[int]], n: int) -> set[tuple[str, str]]:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from typing import Any
 
@@ -80,6 +81,11 @@ def _check_sync(v: str) -> None:
         raise ValueError("must be 'full' (survives power loss) or 'normal' (survives a process crash only)")
 
 
+def _check_header_name(v: str) -> None:
+    if v and not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", v):
+        raise ValueError("must be an HTTP header name like X-Scope-OrgID, or empty")
+
+
 @dataclasses.dataclass
 class AgentEntry:
     public_key: str = field("", "The agent's Ed25519 public key: the text of its agent.pub ('hostmon-ed25519 BASE64') or the path of that file.")
@@ -98,7 +104,12 @@ class LimitsConfig:
     max_records: int = field(200_000, "Most samples plus events in one batch; more is refused with 413.", check=check_positive)
     max_batch_age_seconds: float = field(7 * 86400.0, "Oldest batch creation time accepted, in seconds before now; older is refused with 409 too_old (replay protection).", check=check_positive)
     max_clock_skew_seconds: float = field(300.0, "How far in the future a batch's creation time may be (agent clock ahead); further is refused with 425 (the agent retries as time passes).", check=check_not_negative)
-    max_inflight: int = field(8, "Batches being decrypted or stored at once; more are answered 503 with Retry-After, so memory stays bounded.", check=check_positive)
+    max_inflight: int = field(8, "Batches being decrypted or stored at once (a batch takes a slot only once its whole body has arrived); more are answered 503 with Retry-After, so memory stays bounded.", check=check_positive)
+    max_uploads: int = field(32, "Batch bodies being received at once; more are answered 503 with Retry-After. Memory for bodies is at most max_uploads x max_body_bytes.", check=check_positive)
+    body_timeout_seconds: float = field(30.0, "Seconds a client may take to send a whole batch body; a slower (or stalled) upload is answered 408 and counted as rejected{reason=\"body_timeout\"}.", check=check_positive)
+    max_series_per_agent: int = field(50_000, "Most distinct sample series one agent may have active (seen within series_window_seconds); a batch that would add more is refused with 422 agent_series_limit. 0: no limit.", check=check_not_negative)
+    max_series_per_tenant: int = field(500_000, "Most distinct sample series active in one tenant, all agents together; a batch that would add more is refused with 422 tenant_series_limit. 0: no limit.", check=check_not_negative)
+    series_window_seconds: float = field(3600.0, "A series counts as active towards the series limits until it has not been seen for this long.", check=check_positive)
 
 
 @dataclasses.dataclass
@@ -108,6 +119,7 @@ class SqliteConfig:
     retention_seconds: float = field(30 * 86400.0, "Delete data of batches received longer ago than this; 0 keeps everything.", check=check_not_negative)
     max_bytes: int = field(0, "Delete the oldest batches' data while the database uses more than this many bytes; 0 means no size limit.", check=check_not_negative)
     retention_interval_seconds: float = field(60.0, "Seconds between two retention passes.", check=check_positive)
+    wal_max_bytes: int = field(16 * 1024 * 1024, "The write-ahead log is truncated to this size after each checkpoint (SQLite journal_size_limit), so it cannot keep disk space a full disk needs back.", check=check_positive)
 
 
 @dataclasses.dataclass
@@ -116,6 +128,7 @@ class RemoteWriteConfig:
     timeout_seconds: float = field(30.0, "Seconds one remote-write request may take; a timeout answers the agent 503 so it retries.", check=check_positive)
     ca_file: str = field("", "PEM file of CA certificates for an https url; empty uses the system's. Verification is always on.")
     headers: dict[str, str] = field({}, "Extra HTTP headers sent with every request (e.g. Authorization).")
+    tenant_header: str = field("", "For multi-tenant receivers (Mimir, Cortex, VictoriaMetrics cluster): send one request per tenant of a batch, with this header (usually X-Scope-OrgID) set to its tenant id. Empty: one request per batch, no tenant header.", check=_check_header_name)
 
 
 @dataclasses.dataclass

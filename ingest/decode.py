@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import re
 import time
 from typing import Any
 
@@ -55,12 +56,24 @@ STATUS: dict[str, int] = {
     "too_old": 409,
     "bad_record": 422,
     "count_mismatch": 422,
+    "bad_timestamp": 422,
+    "label_collision": 422,
+    "agent_series_limit": 422,
+    "tenant_series_limit": 422,
+    "body_timeout": 408,
 }
 # wire's too_large is the body limit: one reason per cause in the metrics
 _RENAME = {"too_large": "body_too_large", "seal_failed": "bad_record"}
 
 SAMPLE = "sample"
 EVENT = "event"
+
+# The instance id an agent sends (header "iid"): secrets.token_hex(8), docs/wire-format.md.
+_IID = re.compile(r"[0-9a-f]{16}")
+# Timestamps must be finite and fit remote write's int64 milliseconds.
+MAX_ABS_TIMESTAMP = 9.2e15
+# Prometheus label names; anything else is sanitised by remote write (ingest.remote_write).
+_LABEL_OK = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 
 class Rejected(Exception):
@@ -97,7 +110,11 @@ class Decoded:
     n_events: int
     block: bytes  # zstd(msgpack(records)) as the agent compressed it, validated
     index: list[IndexRow]
-    remote_write_body: bytes | None = None  # snappy protobuf, when asked for
+    # snappy protobuf WriteRequests, when asked for: one (tenant, body) pair, or one per
+    # tenant with remote_write.tenant_header (tenant "" when not split)
+    remote_write: list[tuple[str, bytes]] = dataclasses.field(default_factory=list)
+    # tenant -> the 8-byte ids of the distinct sample series in the batch, concatenated (series limits)
+    series: dict[str, bytes] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +129,8 @@ class DecoderSpec:
     max_batch_age_seconds: float
     max_clock_skew_seconds: float
     remote_write: bool = False
+    remote_write_per_tenant: bool = False  # one WriteRequest per tenant (remote_write.tenant_header)
+    series_ids: bool = True  # compute series ids (off when no series limit is set)
 
 
 class Decoder:
@@ -132,6 +151,8 @@ class Decoder:
             header, header_bytes, ct, _sig = wire.parse_envelope(blob, s.max_body_bytes)
         except SealError as e:
             raise Rejected(e.reason, e.detail) from None
+        if header.instance and not _IID.fullmatch(header.instance):
+            raise Rejected("bad_header", "iid must be 16 lowercase hex digits")
         enrolled = self.agents.get(header.agent_id)
         if enrolled is None:
             raise Rejected("unknown_agent", f"agent {header.agent_id[:32]} is not enrolled")
@@ -155,17 +176,25 @@ class Decoder:
             records = wire.open_records(header, header_bytes, ct, key, s.max_decompressed_bytes, s.max_records)
         except SealError as e:
             raise Rejected(e.reason, e.detail) from None
+        series = check_records(records, s.series_ids)
         index = summarize(records)
         # Store the agent's own compressed payload (now fully validated) rather than
         # packing the records again: decrypting a second time costs far less than
         # msgpack + zstd of the records. The HPKE info is the envelope prefix, as
         # documented in docs/wire-format.md: everything up to the end of the header.
         block = wire.suite(header.suite).decrypt(ct, key.key, info=blob[: 9 + len(header_bytes)])
-        rw = None
+        rw: list[tuple[str, bytes]] = []
         if s.remote_write and header.n_samples:
             from hostmond.ingest.remote_write import compress, encode_write_request
 
-            rw = compress(encode_write_request((r["s"], r["l"], r["v"], r["t"]) for r in records if "s" in r))
+            if s.remote_write_per_tenant:
+                by_tenant: dict[str, list[tuple[str, Any, Any, Any]]] = {}
+                for r in records:
+                    if "s" in r:
+                        by_tenant.setdefault(r["l"]["tenant_id"], []).append((r["s"], r["l"], r["v"], r["t"]))
+                rw = [(t, compress(encode_write_request(rows))) for t, rows in sorted(by_tenant.items())]
+            else:
+                rw = [("", compress(encode_write_request((r["s"], r["l"], r["v"], r["t"]) for r in records if "s" in r)))]
         return Decoded(
             header.agent_id,
             header.instance,
@@ -177,7 +206,67 @@ class Decoder:
             block,
             index,
             rw,
+            series,
         )
+
+
+def _labels_collide(names: tuple[str, ...]) -> str | None:
+    """The first label name that collides with another after remote-write sanitising, or None."""
+    from hostmond.ingest.remote_write import sanitize_label_name
+
+    seen: dict[str, str] = {"__name__": "__name__"}  # the metric name is a label in remote write
+    for n in names:
+        fixed = n if _LABEL_OK.fullmatch(n) else sanitize_label_name(n)
+        other = seen.get(fixed)
+        if other is not None:
+            return f"label {n[:64]!r} collides with {other[:64]!r} (both are {fixed[:64]!r} in Prometheus)"
+        seen[fixed] = n
+    return None
+
+
+def check_records(records: list[dict[str, Any]], series_ids: bool = True) -> dict[str, bytes]:
+    """The ingest's own checks on validated records; returns the series ids per tenant.
+
+    Refuses (422) a record whose timestamp is NaN, infinite or outside the
+    int64 milliseconds of remote write (``bad_timestamp``: SQLite and remote
+    write cannot store it, and a retry cannot fix it), and a sample whose
+    label names collide after Prometheus sanitising (``label_collision``:
+    ``tenant-id`` would become ``tenant_id`` and overwrite the real tenant in
+    the receiver). Sample *values* may be NaN or +-Inf: they are valid
+    Prometheus values and are stored as they are.
+
+    The series ids (for the series limits, :mod:`ingest.limits`) are 8-byte
+    BLAKE2b digests of the msgpack of (name, labels), concatenated per tenant:
+    cheap to make and to send back from a worker process. Labels are taken in
+    the order the agent sent them (an agent's collectors always send one
+    series' labels in the same order).
+    """
+    ok_names: set[tuple[str, ...]] = set()
+    keys: dict[str, set[bytes]] = {}
+    pack = msgpack.Packer().pack
+    for r in records:
+        t = r["t"]
+        if not -MAX_ABS_TIMESTAMP < t < MAX_ABS_TIMESTAMP:  # False for NaN too
+            what = f"sample {r['s'][:64]!r}" if "s" in r else f"event {r['e'][:64]!r}"
+            raise Rejected("bad_timestamp", f"{what} has timestamp {t!r}: not a finite time")
+        if "s" not in r:
+            continue
+        labels = r["l"]
+        names = tuple(labels)
+        if names not in ok_names:
+            clash = _labels_collide(names)
+            if clash is not None:
+                raise Rejected("label_collision", f"sample {r['s'][:64]!r}: {clash}")
+            ok_names.add(names)
+        if series_ids:
+            tenant = labels["tenant_id"]
+            got = keys.get(tenant)
+            if got is None:
+                got = keys[tenant] = set()
+            got.add(pack((r["s"], labels)))
+    # Hash each distinct series once (a batch holds several samples of most series).
+    b2 = hashlib.blake2b
+    return {t: b"".join([b2(k, digest_size=8).digest() for k in ks]) for t, ks in keys.items()}
 
 
 def summarize(records: list[dict[str, Any]]) -> list[IndexRow]:

@@ -9,6 +9,8 @@ exactly, so a query never returns another tenant's record.
 from __future__ import annotations
 
 import json
+import math
+import re
 import sqlite3
 from collections.abc import Iterator
 from typing import Any, TextIO
@@ -91,27 +93,62 @@ def open_db(path: str) -> sqlite3.Connection:
     return connect_readonly(path)
 
 
+# Control characters (C0, DEL, C1) and the backslash: a name or label value holding a
+# newline must not forge a table row, nor an escape sequence reach the operator's terminal.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
+
+
+def escape_text(s: str) -> str:
+    """``s`` with control characters and backslashes escaped (``\\n``, ``\\x1b``): one safe line."""
+    return _UNSAFE.sub(lambda m: _NAMED.get(m.group(), f"\\x{ord(m.group()):02x}"), s)
+
+
 def _fmt_labels(labels: dict[str, str]) -> str:
-    return "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()) if k != "tenant_id") + "}"
+    parts = (f'{escape_text(k)}="{escape_text(v).replace(chr(34), chr(92) + chr(34))}"' for k, v in sorted(labels.items()) if k != "tenant_id")
+    return "{" + ",".join(parts) + "}"
+
+
+def json_safe(v: Any) -> Any:
+    """``v`` with NaN and infinities as the strings ``"NaN"``, ``"+Inf"``, ``"-Inf"`` (as Prometheus'
+    HTTP API writes them): JSON has no such numbers, and ``json.dumps`` would write invalid JSON."""
+    if type(v) is float and not math.isfinite(v):
+        return "NaN" if math.isnan(v) else ("+Inf" if v > 0 else "-Inf")
+    if isinstance(v, dict):
+        return {k: json_safe(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [json_safe(x) for x in v]
+    return v
+
+
+def _fmt_value(v: Any) -> str:
+    if type(v) is float and not math.isfinite(v):
+        return str(json_safe(v))
+    return repr(v)
 
 
 def write_rows(rows: Iterator[dict[str, Any]], events: bool, fmt: str, out: TextIO) -> int:
-    """Write rows as JSON lines or an aligned table; returns how many."""
+    """Write rows as JSON lines or an aligned table; returns how many.
+
+    JSON lines are strict JSON (non-finite numbers as strings, see :func:`json_safe`;
+    control characters escaped). Table cells have control characters escaped.
+    """
     n = 0
     if fmt == "json":
         for r in rows:
-            out.write(json.dumps(r, sort_keys=True, separators=(",", ":")) + "\n")
+            out.write(json.dumps(json_safe(r), sort_keys=True, separators=(",", ":"), allow_nan=False) + "\n")
             n += 1
         return n
     table: list[tuple[str, ...]] = []
     if events:
         table.append(("TIME", "KIND", "LABELS", "FIELDS"))
         for r in rows:
-            table.append((f"{r['time']:.3f}", r["kind"], _fmt_labels(r["labels"]), json.dumps(r["fields"], sort_keys=True)))
+            fields = json.dumps(json_safe(r["fields"]), sort_keys=True, allow_nan=False)  # ensure_ascii: no raw controls
+            table.append((f"{r['time']:.3f}", escape_text(r["kind"]), _fmt_labels(r["labels"]), fields))
     else:
         table.append(("TIMESTAMP", "NAME", "LABELS", "VALUE"))
         for r in rows:
-            table.append((f"{r['timestamp']:.3f}", r["name"], _fmt_labels(r["labels"]), repr(r["value"])))
+            table.append((f"{r['timestamp']:.3f}", escape_text(r["name"]), _fmt_labels(r["labels"]), _fmt_value(r["value"])))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     out.writelines("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n" for row in table)
     return len(table) - 1

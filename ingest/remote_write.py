@@ -13,6 +13,13 @@ one series are sorted by time. The body is snappy *block* compressed
 ``Content-Type: application/x-protobuf`` and
 ``X-Prometheus-Remote-Write-Version: 0.1.0``.
 
+Label names that are not Prometheus names are sanitised (``tenant-id`` ->
+``tenant_id``); a sample whose label names collide after that is refused by the
+ingest before it gets here (422 ``label_collision``), so one label can never
+overwrite another, the tenant's least of all. With ``tenant_header`` set (for
+Mimir, Cortex, VictoriaMetrics cluster), each batch is sent as one request per
+tenant, that header (``X-Scope-OrgID``) carrying the tenant id.
+
 A batch counts as written only after the receiver answered 2xx. A 5xx, a 429, a
 timeout or a connection error is *retryable*: the ingest answers the agent 503
 and the agent sends the batch again later (receivers accept an identical
@@ -95,7 +102,11 @@ def build_series(
     """Group ``(name, labels, value, ts_seconds)`` into series keyed by their sorted labels."""
     series: dict[tuple[tuple[str, str], ...], list[tuple[float, int]]] = {}
     for name, labels, value, ts in samples:
-        pairs = {sanitize_label_name(k): v for k, v in labels.items() if k != "__name__"}
+        pairs = {sanitize_label_name(k): v for k, v in labels.items()}
+        if len(pairs) != len(labels) or "__name__" in pairs:
+            # "tenant-id" would overwrite "tenant_id": the ingest refuses such a batch (422
+            # label_collision, ingest.decode.check_records) before it gets here.
+            raise ValueError(f"labels of {name!r} collide after sanitising: {sorted(labels)!r}")
         pairs["__name__"] = sanitize_metric_name(name)
         key = tuple(sorted(pairs.items()))
         series.setdefault(key, []).append((float(value), round(ts * 1000)))
@@ -133,8 +144,10 @@ class RemoteWriteSink:
         timeout_seconds: float = 30.0,
         ca_file: str = "",
         headers: Mapping[str, str] | None = None,
+        tenant_header: str = "",
     ) -> None:
         self.url = url
+        self.tenant_header = tenant_header
         self.timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self.ca_file = ca_file
         self.headers = {**(headers or {}), **HEADERS}
@@ -159,12 +172,19 @@ class RemoteWriteSink:
             return 204
         return await self.write_body(compress(encode_write_request(samples)))
 
-    async def write_body(self, body: bytes) -> int:
-        """Send an already encoded and compressed WriteRequest. Raises RemoteWriteError."""
+    async def write_body(self, body: bytes, tenant: str = "") -> int:
+        """Send an already encoded and compressed WriteRequest. Raises RemoteWriteError.
+
+        With a ``tenant_header`` and a ``tenant``, the request carries that header set to the
+        tenant (Mimir/Cortex ``X-Scope-OrgID``); the body must hold that tenant's series only.
+        """
         if self._session is None:
             raise RuntimeError("remote write sink not started")
+        headers = self.headers
+        if self.tenant_header and tenant:
+            headers = {**headers, self.tenant_header: tenant}
         try:
-            async with self._session.post(self.url, data=body, headers=self.headers) as resp:
+            async with self._session.post(self.url, data=body, headers=headers) as resp:
                 text = (await resp.content.read(512)).decode("utf-8", "replace").strip()
                 if 200 <= resp.status < 300:
                     return resp.status

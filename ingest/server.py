@@ -61,6 +61,7 @@ from hostmond.ingest.decode import (
     decode_in_worker,
     init_worker,
 )
+from hostmond.ingest.limits import SeriesLimiter
 from hostmond.ingest.remote_write import RemoteWriteError, RemoteWriteSink
 from hostmond.ingest.sqlite_sink import DUPLICATE, REPLAY, STORED, SqliteSink
 from prometheus_client import (
@@ -78,11 +79,13 @@ from hostmond.core import selfmetrics, wire
 from hostmond.core.errors import ConfigError
 from hostmond.core.model import COUNTER, GAUGE, HISTOGRAM, MetricSpec
 from hostmond.core.validate import parse_listen
-from hostmond.web.security import PrometheusCollector, apply_web_security
+from hostmond.web.listen import CappedListener
+from hostmond.web.security import PrometheusCollector, apply_web_security, security_of
 
 log = logging.getLogger("hostmon.ingest")
 
 BATCH_PATH = "/v1/batches"
+STORAGE_PROBE_SECONDS = 1.0
 FAULT_ENV = "HOSTMON_INGEST_FAULT"
 
 INGEST_SPECS = selfmetrics.declare(
@@ -95,6 +98,11 @@ INGEST_SPECS = selfmetrics.declare(
     MetricSpec("hostmon_ingest_store_duration_seconds", HISTOGRAM, "Time to store one batch durably (commit included).", (), "seconds"),
     MetricSpec("hostmon_ingest_inflight", GAUGE, "Batches being checked or stored now."),
     MetricSpec("hostmon_ingest_inflight_limit", GAUGE, "Most batches in work at once; more are answered 503 (counted as rejected{reason=\"busy\"})."),
+    MetricSpec("hostmon_ingest_uploads", GAUGE, "Batch bodies being received now (before they take an inflight slot)."),
+    MetricSpec("hostmon_ingest_uploads_limit", GAUGE, "Most batch bodies received at once (limits.max_uploads); more are answered 503 (rejected{reason=\"busy\"})."),
+    MetricSpec("hostmon_ingest_active_series", GAUGE, "Distinct sample series seen within limits.series_window_seconds, all tenants."),
+    MetricSpec("hostmon_ingest_storage_ok", GAUGE, "1 while the SQLite database takes writes, 0 after a storage error until a probe write succeeds (/readyz answers 503 meanwhile)."),
+    MetricSpec("hostmon_ingest_storage_errors_total", COUNTER, "SQLite write failures (disk full, I/O error, locked); each batch refused meanwhile is also rejected{reason=\"storage_unavailable\"}."),
     MetricSpec("hostmon_ingest_remote_write_requests_total", COUNTER, "Remote-write requests, by result (success, retryable_error, rejected).", ("result",)),
     MetricSpec("hostmon_ingest_remote_write_dropped_samples_total", COUNTER, "Samples the remote-write receiver refused for good (4xx); they are still stored in SQLite."),
     MetricSpec("hostmon_ingest_sqlite_used_bytes", GAUGE, "Bytes of the SQLite database in use (pages minus free pages).", (), "bytes"),
@@ -138,6 +146,12 @@ class IngestMetrics:
         self.inflight = _prom("hostmon_ingest_inflight", r)
         self.inflight_limit = _prom("hostmon_ingest_inflight_limit", r)
         self.inflight_limit.set(inflight_limit)
+        self.uploads = _prom("hostmon_ingest_uploads", r)
+        self.uploads_limit = _prom("hostmon_ingest_uploads_limit", r)
+        self.active_series = _prom("hostmon_ingest_active_series", r)
+        self.storage_ok = _prom("hostmon_ingest_storage_ok", r)
+        self.storage_ok.set(1)
+        self.storage_errors = _prom("hostmon_ingest_storage_errors_total", r)
         self.rw_requests = _prom("hostmon_ingest_remote_write_requests_total", r)
         for res in ("success", "retryable_error", "rejected"):
             self.rw_requests.labels(res)
@@ -181,6 +195,7 @@ class IngestServer:
             synchronous=cfg.sqlite.synchronous,
             retention_seconds=cfg.sqlite.retention_seconds,
             max_bytes=cfg.sqlite.max_bytes,
+            wal_max_bytes=cfg.sqlite.wal_max_bytes,
             dedupe_seconds=lim.max_batch_age_seconds + lim.max_clock_skew_seconds + 60,
         )
         self.remote: RemoteWriteSink | None = None
@@ -190,9 +205,12 @@ class IngestServer:
                 timeout_seconds=cfg.remote_write.timeout_seconds,
                 ca_file=cfg.remote_write.ca_file,
                 headers=cfg.remote_write.headers,
+                tenant_header=cfg.remote_write.tenant_header,
             )
         tenants = {t for e in self.keys.agents.values() for t in e.tenants if t != "*"}
         self.metrics = IngestMetrics(tenants, lim.max_inflight)
+        self.metrics.uploads_limit.set(lim.max_uploads)
+        self.series = SeriesLimiter(lim.max_series_per_agent, lim.max_series_per_tenant, lim.series_window_seconds)
         self.metrics.agents.set(len(self.keys.agents))
         self.metrics.keys.set(len(self.keys.private))
         self.metrics.db_limit.set(cfg.sqlite.max_bytes)
@@ -209,6 +227,8 @@ class IngestServer:
             max_batch_age_seconds=lim.max_batch_age_seconds,
             max_clock_skew_seconds=lim.max_clock_skew_seconds,
             remote_write=self.remote is not None,
+            remote_write_per_tenant=bool(cfg.remote_write.tenant_header),
+            series_ids=lim.max_series_per_agent > 0 or lim.max_series_per_tenant > 0,
         )
         self.decoder = Decoder(self.spec)
         workers = cfg.decode_workers if cfg.decode_workers >= 0 else (os.cpu_count() or 1)
@@ -216,6 +236,11 @@ class IngestServer:
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._threads = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(lim.max_inflight, 4)), thread_name_prefix="ingest-decode")
         self._inflight = 0
+        self._uploads = 0
+        self._storage_failed_since: float | None = None
+        self._storage_refused = 0
+        self._storage_task: asyncio.Task[None] | None = None
+        self._listener: CappedListener | None = None
         self._log_state: dict[str, tuple[float, int]] = {}
         self._fault = os.environ.get(FAULT_ENV, "")
         self._retention_task: asyncio.Task[None] | None = None
@@ -267,6 +292,11 @@ class IngestServer:
 
     async def close(self) -> None:
         self._ready = False
+        if self._storage_task is not None:
+            self._storage_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._storage_task
+            self._storage_task = None
         if self._retention_task is not None:
             self._retention_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -283,6 +313,9 @@ class IngestServer:
         self._threads.shutdown(wait=False, cancel_futures=True)
 
     async def run_retention(self) -> None:
+        self.metrics.active_series.set(self.series.prune())
+        if self._storage_failed_since is not None:
+            return  # the storage probe runs; retention writes too
         res = await self.sink.retention()
         self.metrics.retention_deleted.labels("samples").inc(res.samples_deleted)
         self.metrics.retention_deleted.labels("events").inc(res.events_deleted)
@@ -318,16 +351,26 @@ class IngestServer:
         self.web_app = app
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_ctx, reuse_address=True)
-        await site.start()
-        addrs = self._runner.addresses
-        bound = int(addrs[0][1]) if addrs else port
+        # Our own accept loop: a connection cap sized to the fd limit (hostmond.web.listen).
+        self._listener = CappedListener(self._runner.server, ssl_ctx, self.cfg.web.max_connections, server="ingest")
+        sec = security_of(app)
+        if sec is not None:
+            sec.listener = self._listener
+        try:
+            bound = await self._listener.start(host, port)
+        except BaseException:
+            await self._runner.cleanup()
+            self._runner = None
+            raise
         scheme = "https" if ssl_ctx else "http"
         shown = f"[{host}]" if ":" in host else host
         self.url = f"{scheme}://{shown}:{bound}"
         return self.url
 
     async def stop(self) -> None:
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -342,12 +385,17 @@ class IngestServer:
     async def handle_ready(self, request: web.Request) -> web.Response:
         if not self._ready:
             return web.json_response({"status": "not_ready"}, status=503)
+        if self._storage_failed_since is not None:
+            return web.json_response({"status": "not_ready", "reason": "storage_unavailable"}, status=503)
         return web.json_response({"status": "ready"})
 
     def _reject(self, e: Rejected) -> web.Response:
         self.metrics.rejected.labels(e.reason).inc()
         if self.audit is not None:
-            self.audit.batch_rejected(e.reason, e.status, e.detail)
+            try:
+                self.audit.batch_rejected(e.reason, e.status, e.detail)
+            except OSError as err:  # the audit trail's disk is full too: not ready, probe (below)
+                self._storage_failed(err)
         headers = {"Retry-After": "1"} if e.status == 503 else None
         # At most one log line per reason a minute: a flood of bad batches must not flood the log.
         now = time.monotonic()
@@ -384,13 +432,30 @@ class IngestServer:
         ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if ctype != wire.CONTENT_TYPE:
             raise Rejected("wrong_content_type", f"expected {wire.CONTENT_TYPE}")
-        if self._inflight >= self.cfg.limits.max_inflight:
+        lim = self.cfg.limits
+        # Receiving a body takes an upload slot, bounded in number and in time: a client that
+        # never finishes its body (8 stalled uploads stopped every agent before) is answered 408
+        # after body_timeout_seconds and holds no inflight slot meanwhile.
+        if self._uploads >= lim.max_uploads:
+            raise Rejected("busy", "too many batch uploads in progress")
+        self._uploads += 1
+        self.metrics.uploads.set(self._uploads)
+        try:
+            try:
+                async with asyncio.timeout(lim.body_timeout_seconds):
+                    blob = await self._read_body(request)
+            except TimeoutError:
+                raise Rejected("body_timeout", f"the body did not arrive within {lim.body_timeout_seconds:g} s") from None
+        finally:
+            self._uploads -= 1
+            self.metrics.uploads.set(self._uploads)
+        self.metrics.bytes.inc(len(blob))
+        # Only a complete body takes a slot for the CPU and storage work.
+        if self._inflight >= lim.max_inflight:
             raise Rejected("busy", "too many batches in work")
         self._inflight += 1
         self.metrics.inflight.set(self._inflight)
         try:
-            blob = await self._read_body(request)
-            self.metrics.bytes.inc(len(blob))
             return await self._process(blob)
         finally:
             self._inflight -= 1
@@ -416,14 +481,21 @@ class IngestServer:
                 self.metrics.batches.labels(DUPLICATE).inc()
                 return web.json_response({"status": DUPLICATE})
             raise Rejected("replay", f"sequence {d.seq} was stored with other content")
-        if self.remote is not None and d.remote_write_body is not None:
+        refused = self.series.admit(d.agent_id, d.series)
+        if refused is not None:
+            raise Rejected(*refused)
+        self.metrics.active_series.set(self.series.active())
+        if self._storage_failed_since is not None:
+            self._storage_refused += 1
+            raise Rejected("storage_unavailable", "the ingest cannot write its database now; retry later")
+        if self.remote is not None and d.remote_write:
             await self._remote_write(d)
         t0 = time.perf_counter()
         try:
             result = await self.sink.store(d)
         except sqlite3.Error as e:
             # Disk full, I/O error, locked database: nothing was committed; the agent keeps the batch and retries.
-            log.error("cannot store batch in SQLite: %s", e)
+            self._storage_failed(e)
             raise Rejected("storage_unavailable", "the ingest cannot write its database now; retry later") from None
         self.metrics.store_seconds.observe(time.perf_counter() - t0)
         if self._fault == "kill_after_commit" and result == STORED:
@@ -433,25 +505,70 @@ class IngestServer:
         self.metrics.batches.labels(result).inc()
         if result == STORED:
             if self.audit is not None:
-                self.audit.batch_accepted(d.agent_id, d.instance, d.seq, d.hash, d.n_samples, d.n_events, [r.tenant for r in d.index])
+                try:
+                    self.audit.batch_accepted(d.agent_id, d.instance, d.seq, d.hash, d.n_samples, d.n_events, [r.tenant for r in d.index])
+                except OSError as err:
+                    # Committed in SQLite (a retry would be "duplicate"), so still 200; but no more
+                    # batches until the audit trail can write again.
+                    log.error("batch %s/%d stored but not recorded in the audit trail: %s", d.agent_id[:16], d.seq, err)
+                    self._storage_failed(err)
             for row in d.index:
                 (self.metrics.samples if row.kind == SAMPLE else self.metrics.events).labels(row.tenant).inc(row.n)
         return web.json_response({"status": result})
 
-    async def _remote_write(self, d: Decoded) -> None:
-        assert self.remote is not None and d.remote_write_body is not None
-        try:
-            await self.remote.write_body(d.remote_write_body)
-        except RemoteWriteError as e:
-            if e.retryable:
-                self.metrics.rw_requests.labels("retryable_error").inc()
-                log.warning("remote write failed, agent will retry: %s", e)
-                raise Rejected("remote_write_unavailable", "the remote-write receiver is unavailable; retry later") from None
-            self.metrics.rw_requests.labels("rejected").inc()
-            self.metrics.rw_dropped.inc(d.n_samples)
-            log.error("remote write receiver refused %d samples for good (kept in SQLite): %s", d.n_samples, e)
+    def _storage_failed(self, e: sqlite3.Error | OSError) -> None:
+        """Log once, go not-ready, and probe until a write succeeds (checkpointing the WAL first)."""
+        self.metrics.storage_errors.inc()
+        self._storage_refused += 1
+        if self._storage_failed_since is not None:
             return
-        self.metrics.rw_requests.labels("success").inc()
+        self._storage_failed_since = time.monotonic()
+        self.metrics.storage_ok.set(0)
+        log.error(
+            "cannot store batches (SQLite or the audit trail): %s; answering 503 storage_unavailable (agents keep their batches) "
+            "and /readyz not ready until a probe write succeeds (every %g s)",
+            e, STORAGE_PROBE_SECONDS,
+        )
+        self._storage_task = asyncio.get_running_loop().create_task(self._storage_probe_loop(), name="hostmon-ingest-storage-probe")
+
+    async def _storage_probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(STORAGE_PROBE_SECONDS)
+            try:
+                await self.sink.probe()
+                if self.audit is not None:
+                    self.audit.checkpoint()  # the audit trail must take a write too
+            except (sqlite3.Error, OSError):
+                self.metrics.storage_errors.inc()
+                continue
+            assert self._storage_failed_since is not None
+            log.info(
+                "storage recovered after %.0f s (%d batches answered 503 meanwhile, the agents resend them)",
+                time.monotonic() - self._storage_failed_since, self._storage_refused,
+            )
+            self._storage_failed_since = None
+            self._storage_refused = 0
+            self.metrics.storage_ok.set(1)
+            self._storage_task = None
+            with contextlib.suppress(Exception):
+                self.metrics.db_bytes.set(await self.sink.used_bytes())
+            return
+
+    async def _remote_write(self, d: Decoded) -> None:
+        assert self.remote is not None
+        for tenant, body in d.remote_write:
+            try:
+                await self.remote.write_body(body, tenant)
+            except RemoteWriteError as e:
+                if e.retryable:
+                    self.metrics.rw_requests.labels("retryable_error").inc()
+                    log.warning("remote write failed, agent will retry: %s", e)
+                    raise Rejected("remote_write_unavailable", "the remote-write receiver is unavailable; retry later") from None
+                self.metrics.rw_requests.labels("rejected").inc()
+                self.metrics.rw_dropped.inc(d.n_samples if not tenant else sum(r.n for r in d.index if r.tenant == tenant and r.kind == SAMPLE))
+                log.error("remote write receiver refused samples%s for good (kept in SQLite): %s", f" of tenant {tenant}" if tenant else "", e)
+                continue
+            self.metrics.rw_requests.labels("success").inc()
 
 
 async def serve(cfg: IngestConfig, stop: asyncio.Event | None = None, on_ready: Callable[[str], None] | None = None) -> None:

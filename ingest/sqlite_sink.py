@@ -100,7 +100,7 @@ class RetentionResult:
     used_bytes: int = 0
 
 
-def connect(path: str, synchronous: str = "full") -> sqlite3.Connection:
+def connect(path: str, synchronous: str = "full", wal_max_bytes: int = 16 * 1024 * 1024) -> sqlite3.Connection:
     """Open (creating) the database for writing, WAL mode, schema in place."""
     if synchronous not in SYNCHRONOUS_MODES:
         raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}")
@@ -117,6 +117,12 @@ def connect(path: str, synchronous: str = "full") -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
     conn.execute("PRAGMA busy_timeout = 5000")
+    # After each checkpoint the WAL file is cut back to this size: a WAL that grew while the
+    # disk was full does not keep the space the main file needs to take its pages back.
+    conn.execute(f"PRAGMA journal_size_limit = {int(wal_max_bytes)}")
+    # and checkpoint when it reaches that size (SQLite's default is every 1000 pages, 4 MiB).
+    page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    conn.execute(f"PRAGMA wal_autocheckpoint = {max(16, int(wal_max_bytes) // page_size)}")
     _migrate(conn)
     conn.executescript(_SCHEMA)
     conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -184,18 +190,20 @@ class SqliteSink:
         retention_seconds: float = 30 * 86400,
         max_bytes: int = 0,
         dedupe_seconds: float = 7 * 86400 + 600,
+        wal_max_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         self.path = path
         self.synchronous = synchronous
         self.retention_seconds = retention_seconds
         self.max_bytes = max_bytes
         self.dedupe_seconds = dedupe_seconds
+        self.wal_max_bytes = wal_max_bytes
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-sqlite")
         self._conn: sqlite3.Connection | None = None
 
     # -- thread side ---------------------------------------------------------
     def _open_sync(self) -> None:
-        self._conn = connect(self.path, self.synchronous)
+        self._conn = connect(self.path, self.synchronous, self.wal_max_bytes)
 
     def _c(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -236,6 +244,28 @@ class SqliteSink:
                 c.execute("ROLLBACK")
             raise
         return STORED
+
+    def _probe_sync(self) -> None:
+        """After a storage error: move the WAL into the main file and truncate it, then write one row.
+
+        Raises sqlite3.Error while the database still cannot take a write. The
+        checkpoint comes first so the space freed on the disk goes to the main
+        file, not to a WAL that only grows (SQLite's automatic checkpoints are
+        passive and never truncate).
+        """
+        c = self._c()
+        busy, _log, _done = c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            raise sqlite3.OperationalError("WAL checkpoint could not complete (database busy)")
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', ?)", (str(time.time()),))
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _used_bytes_sync(self) -> int:
         c = self._c()
@@ -340,6 +370,10 @@ class SqliteSink:
 
     async def retention(self, now: float | None = None) -> RetentionResult:
         return await self._run(self._retention_sync, time.time() if now is None else now)  # type: ignore[no-any-return]
+
+    async def probe(self) -> None:
+        """One checkpoint and test write (see _probe_sync); raises sqlite3.Error while storage fails."""
+        await self._run(self._probe_sync)
 
     async def used_bytes(self) -> int:
         return await self._run(self._used_bytes_sync)  # type: ignore[no-any-return]

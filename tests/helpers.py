@@ -23,6 +23,20 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+def shared_data(*parts: str) -> Path:
+    """A path in the team's shared data (node-mixin, auth logs): ``$HOSTMON_SHARED_DATA`` if set, else
+    ``../shared/data`` beside the checkout. Missing: skip locally, FAIL under CI=true."""
+    env = os.environ.get("HOSTMON_SHARED_DATA")
+    base = Path(env) if env else SHARED_DATA
+    path = base.joinpath(*parts)
+    if not path.exists():
+        msg = f"shared data {path} not found (set HOSTMON_SHARED_DATA)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -84,11 +98,29 @@ def hostmon_process(args: list[str], env: dict[str, str] | None = None, **kw: An
 
 
 @contextmanager
-def prometheus_server(tmp: Path, scrape_configs: list[dict[str, Any]], extra_args: list[str] | None = None) -> Iterator[str]:
-    """A real Prometheus on 127.0.0.1 with the given scrape configs; yields its base URL."""
+def node_exporter_process(port: int, args: list[str] | None = None) -> Iterator[str]:
+    """The real node_exporter (Debian ``prometheus-node-exporter``) with its defaults on 127.0.0.1; yields its /metrics URL."""
+    binary = require_tool("prometheus-node-exporter")
+    p = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{port}", *(args or [])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        wait_until(lambda: http_get(url)[0] == 200, timeout=20, what="node_exporter answering")
+        yield url
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=10)
+
+
+@contextmanager
+def prometheus_server(
+    tmp: Path, scrape_configs: list[dict[str, Any]], extra_args: list[str] | None = None, rule_files: list[Path] | None = None
+) -> Iterator[str]:
+    """A real Prometheus on 127.0.0.1 with the given scrape configs (and rule files); yields its base URL."""
     binary = require_tool("prometheus")
     port = free_port()
-    cfg = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"}, "scrape_configs": scrape_configs}
+    cfg: dict[str, Any] = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"}, "scrape_configs": scrape_configs}
+    if rule_files:
+        cfg["rule_files"] = [str(f) for f in rule_files]
     (tmp / "prometheus.yml").write_text(json.dumps(cfg))  # JSON is YAML
     (tmp / "tsdb").mkdir(exist_ok=True)
     args = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import threading
 import time
@@ -120,6 +121,34 @@ async def test_a_failing_or_hanging_collector_never_stops_the_others() -> None:
     text = agent.store.body(False, False).decode()
     assert 'hostmon_collector_errors_total{collector="boom",tenant_id="acme"}' in text
     assert "absent" not in text, "a collector with no data here is not reported as failing"
+
+
+class Where(Collector):
+    name = "where"
+    metrics = (MetricSpec("t_where", GAUGE, "thread of the last collection", ("thread",)),)
+
+    def collect(self):
+        yield self.sample("t_where", 1, {"thread": "main" if threading.current_thread() is threading.main_thread() else "worker"})
+
+
+class WhereInline(Where):
+    name = "where_inline"
+    inline = True
+
+
+async def test_inline_collectors_run_on_the_loop_others_in_a_worker_and_both_report_node_scrape_metrics() -> None:
+    agent = make_agent([Where, WhereInline], {"HOSTMON_RUNTIME__INTERVAL": "60"})
+    await agent.start()
+    try:
+        await asyncio.wait_for(agent.ready_event.wait(), 5)
+        agent.store.render()
+        text = agent.store.body(False, False).decode()
+    finally:
+        await agent.stop()
+    assert 't_where{thread="worker"' in text and 't_where{thread="main"' in text
+    for name in ("where", "where_inline"):
+        assert re.search(rf'^node_scrape_collector_success{{collector="{name}"[^}}]*}} 1$', text, re.M), name
+        assert f'node_scrape_collector_duration_seconds{{collector="{name}"' in text
 
 
 async def test_samples_and_events_are_tagged_and_handed_off() -> None:

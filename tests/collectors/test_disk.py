@@ -40,7 +40,13 @@ def fake_statvfs(rootfs: str, calls: list[str] | None = None) -> Callable[[str],
     return stat
 
 
+# Upstream node_exporter 1.5's mount filter, which keeps /run and /mnt: the fixture's stale NFS mount
+# sits on /mnt. The default (Debian's, which leaves /run and /mnt out) has its own test.
+UPSTREAM_MOUNT_POINTS_EXCLUDE = r"^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)"
+
+
 def make(proc: str = str(FIX / "proc"), rootfs: str = "/fixture-root", stat_fn: Callable[[str], os.statvfs_result] | None = None, **cfg: object) -> DiskCollector:
+    cfg.setdefault("mount_points_exclude", UPSTREAM_MOUNT_POINTS_EXCLUDE)
     return DiskCollector(DiskConfig(**cfg), CollectorContext(proc_root=proc, sys_root=str(FIX / "sys"), rootfs=rootfs), stat_fn=stat_fn)
 
 
@@ -106,6 +112,31 @@ def test_fixture_filesystems_exact_values_and_default_exclusions() -> None:
     nfs = [s.labels for s in out if s.name == "node_filesystem_size_bytes" and s.labels["mountpoint"] == "/mnt/nfs"]
     assert nfs == [{"device": "nfs.example.com:/export", "fstype": "nfs4", "mountpoint": "/mnt/nfs"}]
     assert c.take_partial_errors() == {}
+
+
+def test_default_mount_filter_is_debian_node_exporters_without_run_and_mnt() -> None:
+    c = DiskCollector(DiskConfig(), CollectorContext(proc_root=str(FIX / "proc"), sys_root=str(FIX / "sys"), rootfs="/fixture-root"),
+                      stat_fn=fake_statvfs("/fixture-root"))
+    try:
+        out = list(c.collect())
+    finally:
+        c.stop()
+    assert sorted(by(out, "node_filesystem_size_bytes", "mountpoint")) == ["/", "/boot", "/srv"]
+
+
+def test_disk_info_has_major_minor_and_udev_properties(tmp_path: Path) -> None:
+    from hostmond.collectors.disk import parse_udev_data
+
+    (tmp_path / "b254:0").write_text("S:disk/by-id/virtio-abc\nE:ID_MODEL=QEMU_DISK\nE:ID_SERIAL_SHORT=abc123\nE:ID_PATH=pci-0000:00:05.0\nE:ID_WWN=0x5000\nE:ID_REVISION=2.5+\n")
+    assert parse_udev_data("E:ID_MODEL=x=y\nG:systemd\n") == {"ID_MODEL": "x=y"}
+    c = make(stat_fn=fake_statvfs("/fixture-root"), udev_data=str(tmp_path))
+    out = list(c.collect())
+    c.stop()
+    info = {s.labels["device"]: s.labels for s in out if s.name == "node_disk_info"}
+    assert sorted(info) == ["nvme0n1", "sr0", "vda"]
+    assert info["vda"] == {"device": "vda", "major": "254", "minor": "0", "path": "pci-0000:00:05.0", "wwn": "0x5000",
+                           "model": "QEMU_DISK", "serial": "abc123", "revision": "2.5+"}
+    assert info["sr0"]["model"] == "" and info["sr0"]["major"] == "11"
 
 
 def test_fixture_diskstats_exact_values_partitions_left_out() -> None:
@@ -253,7 +284,7 @@ def test_real_proc_smoke() -> None:
     import re
 
     c = DiskCollector(DiskConfig(), CollectorContext())
-    out = list(c.collect())
+    out = list(c.collect())  # the defaults: Debian's filters
     c.stop()
     assert_declared(out)
     cfg = DiskConfig()
@@ -281,7 +312,7 @@ def test_same_series_as_node_exporter_on_the_fixture_tree(tmp_path: Path) -> Non
     for mp in FS_OF:
         (tmp_path / mp.lstrip("/")).mkdir(parents=True, exist_ok=True)
     proc = str(FIX / "proc")
-    cfg = DiskConfig()
+    cfg = DiskConfig(mount_points_exclude=UPSTREAM_MOUNT_POINTS_EXCLUDE)
     theirs = nodeexp.scrape(
         binary, proc, str(FIX / "sys"), ["diskstats", "pressure", "filesystem"], free_port(),
         [f"--path.rootfs={tmp_path}", f"--collector.filesystem.mount-points-exclude={cfg.mount_points_exclude}",

@@ -64,7 +64,8 @@ def test_count_tcp_states_reads_the_hex_state_column() -> None:
 def test_fixture_tree_exact_values() -> None:
     out, c = run()
     assert_declared(out)
-    assert by(out, "node_network_receive_bytes_total") == {"lo": 3293, "eth0": 54225769, "ifb0": 0, "veth1a2b": 100}
+    # lo is left out of the traffic counters (Debian node_exporter's default), not out of the attributes
+    assert by(out, "node_network_receive_bytes_total") == {"eth0": 54225769, "ifb0": 0, "veth1a2b": 100}
     assert by(out, "node_network_transmit_bytes_total")["eth0"] == 102364
     assert by(out, "node_network_receive_packets_total")["eth0"] == 1765
     assert by(out, "node_network_transmit_packets_total")["eth0"] == 1168
@@ -79,13 +80,35 @@ def test_fixture_tree_exact_values() -> None:
     tcp = by(out, "node_tcp_connection_states", "state")
     assert tcp["listen"] == 3 and tcp["established"] == 3 and tcp["time_wait"] == 1 and tcp["close_wait"] == 1
     assert tcp["closing"] == 0 and len(tcp) == 11
+    # netclass: every interface's sysfs attributes, node_exporter's conversions
+    assert by(out, "node_network_mtu_bytes") == {"eth0": 1400, "lo": 65536, "veth1a2b": 1500}
+    assert by(out, "node_network_flags") == {"eth0": 0x1003, "lo": 9}  # hexadecimal in sysfs
+    assert by(out, "node_network_speed_bytes") == {"eth0": 1_250_000_000, "veth1a2b": -125000}  # Mb/s -> bytes/s
+    assert by(out, "node_network_receive_nohandler_total") == {"eth0": 7}
+    info = {s.labels["device"]: s.labels for s in out if s.name == "node_network_info"}
+    assert info["eth0"] == {"device": "eth0", "address": "02:fc:00:00:00:01", "broadcast": "ff:ff:ff:ff:ff:ff",
+                            "duplex": "full", "operstate": "up", "ifalias": "uplink to rack 4"}
+    assert info["ifb0"]["duplex"] == "" and info["ifb0"]["operstate"] == "down"
     assert c.take_partial_errors() == {}
+
+
+def test_netclass_values_converts_like_node_exporter() -> None:
+    from hostmond.collectors.network import netclass_values, parse_sysfs_int
+
+    assert parse_sysfs_int("0x1003\n") == 4099 and parse_sysfs_int("-1") == -1 and parse_sysfs_int("010") == 10
+    info, vals = netclass_values({"operstate": "up\n", "speed": "100\n", "carrier": "1\n", "mtu": "bogus"})
+    assert info == {"address": "", "broadcast": "", "duplex": "", "operstate": "up", "ifalias": ""}
+    assert vals == {"node_network_up": 1.0, "node_network_speed_bytes": 12_500_000.0, "node_network_carrier": 1.0}
 
 
 def test_device_exclude() -> None:
     out, _ = run(device_exclude="^(veth|lo$)")
     assert sorted(by(out, "node_network_receive_bytes_total")) == ["eth0", "ifb0"]
-    assert sorted(by(out, "node_network_up")) == ["eth0", "ifb0"]
+    # the sysfs attributes have their own filter, as node_exporter's netclass
+    assert sorted(by(out, "node_network_up")) == ["eth0", "ifb0", "lo", "veth1a2b"]
+    out, _ = run(device_exclude="", netclass_ignored_devices="^veth")
+    assert sorted(by(out, "node_network_receive_bytes_total")) == ["eth0", "ifb0", "lo", "veth1a2b"]
+    assert sorted(by(out, "node_network_up")) == ["eth0", "ifb0", "lo"]
 
 
 def test_no_sysfs_and_no_ipv6_still_reports_counters(tmp_path: Path) -> None:
@@ -106,17 +129,21 @@ def test_real_proc_smoke_sees_a_listening_socket_it_opened() -> None:
         out, c = run("/proc", "/sys")
     assert_declared(out)
     assert by(out, "node_tcp_connection_states", "state")["listen"] >= 1
-    assert "lo" in by(out, "node_network_receive_bytes_total")
-    assert all(s.value >= 0 for s in out)
+    assert "lo" not in by(out, "node_network_receive_bytes_total")
+    assert by(out, "node_network_mtu_bytes")["lo"] >= 1500
+    # node_exporter's netclass reports an unknown speed (-1 Mb/s) as is: -125000 bytes/s
+    assert all(s.value >= 0 or s.name == "node_network_speed_bytes" for s in out)
     assert c.take_partial_errors() == {}
 
 
 def test_same_series_as_node_exporter_on_the_fixture_tree() -> None:
     binary = require_tool("prometheus-node-exporter")
     theirs = nodeexp.scrape(binary, str(FIX / "proc"), str(FIX / "sys"), ["netdev", "netclass"], free_port())
-    out, _ = run()
+    out, _ = run(device_exclude="")  # nodeexp.FLAGS gives node_exporter upstream's "^$"
     assert len([k for k in theirs if k[0] == "node_network_receive_bytes_total"]) == 4
-    names = {s.name for s in out} - {"node_tcp_connection_states"}  # node_exporter 1.5's tcpstat uses netlink only
+    # node_exporter 1.5's tcpstat uses netlink only; rx_nohandler it reads over netlink only (not from a fixture)
+    names = {s.name for s in out} - {"node_tcp_connection_states", "node_network_receive_nohandler_total"}
+    assert {"node_network_info", "node_network_mtu_bytes", "node_network_speed_bytes", "node_network_flags"} <= names
     assert nodeexp.compare(nodeexp.ours(out), theirs, names) == []
 
 

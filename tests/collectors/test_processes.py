@@ -312,3 +312,19 @@ def test_same_series_as_node_exporter_on_the_fixture_tree() -> None:
     assert len([k for k in theirs if k[0] == "node_processes_state"]) == 5
     names = {s.name for s in out if s.name.startswith("node_")}
     assert nodeexp.compare(nodeexp.ours(out), theirs, names) == []
+
+
+def test_thread_states_are_opt_in_and_count_every_thread(tmp_path: Path) -> None:
+    from hostmond.collectors.processes import ProcessesConfig, thread_state_of, thread_states
+
+    assert ProcessesConfig().thread_states is False
+    assert thread_state_of(b"42 (a) b) S 1 2") == "S" and thread_state_of(b"garbage") is None
+    for pid, tids in (("1", {"1": "S", "7": "R"}), ("2", {"2": "D"})):
+        for tid, st in tids.items():
+            d = tmp_path / pid / "task" / tid
+            d.mkdir(parents=True)
+            (d / "stat").write_bytes(f"{tid} (w (x)) {st} 1 1 1".encode())
+    (tmp_path / "3").mkdir()  # exited meanwhile: no task directory
+    assert thread_states(str(tmp_path)) == {"S": 1, "R": 1, "D": 1}
+    live = thread_states("/proc")
+    assert sum(live.values()) >= 1 and set(live) <= set("RSDZTtWXxKPI")

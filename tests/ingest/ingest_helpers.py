@@ -59,6 +59,7 @@ def write_config(
     sqlite: str = "",
     private_keys: Sequence[str] | None = None,
     web: str | None = None,
+    db: Path | None = None,
 ) -> Path:
     """An ingest config in ``d``. ``extra`` goes at the top level; ``web`` is the body of a ``[web]`` table
     (sub-tables like ``[web.tls_server_config]`` may follow in it). With ``web=None`` the rate limit is off:
@@ -73,7 +74,7 @@ def write_config(
             continue
         seen.add(k.agent_id)
         lines += ["[[agents]]", f'public_key = "{k.agent_pub_path}"', "tenants = [" + ", ".join(f'"{t}"' for t in tenants) + "]"]
-    lines += ["[limits]", limits, "[sqlite]", f'path = "{d / "ingest.db"}"', sqlite]
+    lines += ["[limits]", limits, "[sqlite]", f'path = "{db or d / "ingest.db"}"', sqlite]
     lines += ["[web]", "[web.rate_limit]\nrequests_per_second = 0" if web is None else web]
     p = d / "ingest.toml"
     p.write_text("\n".join(lines) + "\n")
@@ -106,6 +107,7 @@ def seal(
     key_id: str | None = None,
     n_samples: int | None = None,
     n_events: int | None = None,
+    instance: str = "",
 ) -> bytes:
     ns = sum(1 for r in records if isinstance(r, dict) and "s" in r) if n_samples is None else n_samples
     ne = (len(records) - ns) if n_events is None else n_events
@@ -120,6 +122,7 @@ def seal(
         time.time() if created is None else created,
         ns,
         ne,
+        instance,
     )
     return wire.seal(header, records, keys.agent, keys.ingest.public)
 
@@ -147,8 +150,9 @@ def all_samples(path: str | Path, tenant: str = "acme") -> list[tuple[str, tuple
 class IngestProcess:
     """``hostmon ingest run --config FILE`` (python -m hostmond.cli) as a real subprocess."""
 
-    def __init__(self, config: Path, env: dict[str, str] | None = None, log: Path | None = None) -> None:
+    def __init__(self, config: Path, env: dict[str, str] | None = None, log: Path | None = None, nofile: int | None = None) -> None:
         self.config = config
+        self.nofile = nofile  # RLIMIT_NOFILE (soft and hard) of the ingest process
         self.env = {**os.environ, **(env or {})}
         self.log = log or config.with_suffix(".log")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -156,8 +160,10 @@ class IngestProcess:
 
     def start(self, timeout: float = 20.0) -> str:
         self._logf = open(self.log, "ab")
+        # prlimit (util-linux) sets the fd limit of the new process only
+        limit = ["prlimit", f"--nofile={self.nofile}:{self.nofile}", "--"] if self.nofile else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hostmond.cli", "ingest", "run", "--config", str(self.config)],
+            [*limit, sys.executable, "-m", "hostmond.cli", "ingest", "run", "--config", str(self.config)],
             stdout=subprocess.PIPE,
             stderr=self._logf,
             env=self.env,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -183,11 +184,19 @@ async def test_sqlite_failure_answers_503_and_commits_nothing(tmp_path: Path) ->
         async with aiohttp.ClientSession() as s:
             async with s.post(url + "/v1/batches", data=blob, headers={"Content-Type": wire.CONTENT_TYPE}) as r:
                 assert r.status == 503 and (await r.json())["reason"] == "storage_unavailable"
+            async with s.get(url + "/readyz") as r:
+                assert r.status == 503  # not ready while storage fails
             sink._executor.submit(setattr, sink, "_conn", good).result()
             ro.close()
             from ingest_helpers import db_counts
 
             assert db_counts(db)["batches"] == 0
+            for _ in range(100):  # the storage probe (every second) makes it ready again
+                async with s.get(url + "/readyz") as r:
+                    if r.status == 200:
+                        break
+                await asyncio.sleep(0.1)
+            assert r.status == 200
             async with s.post(url + "/v1/batches", data=blob, headers={"Content-Type": wire.CONTENT_TYPE}) as r:
                 assert (r.status, await r.json()) == (200, {"status": "stored"})
         text = server.metrics.render().decode()

@@ -248,3 +248,17 @@ def test_sandbox_leaves_the_tls_directory_readable(name: str) -> None:
     tmpfiles = (SYSTEMD_DIR / "tmpfiles.d" / "hostmon.conf").read_text()
     group = one(parse_unit(SYSTEMD_DIR / name), "Service.Group")
     assert re.search(rf"^d\s+{re.escape(tls_dir)}\s+0750\s+root\s+{re.escape(group)}\s", tmpfiles, re.MULTILINE), tls_dir
+
+
+def test_units_set_a_file_descriptor_limit_the_servers_are_sized_for() -> None:
+    """Issue 12: without LimitNOFILE, 1,100 idle connections took every descriptor (systemd's soft default is
+    1024, and @resources forbids raising it). Each unit's limit must leave web.max_connections (the default)
+    whole, with the quarter hostmond.web.listen keeps for the rest."""
+    from hostmond.web.config import WebConfig
+    from hostmond.web.listen import connection_limit
+
+    default = WebConfig().max_connections
+    for name in UNITS:
+        unit = parse_unit(REPO / "systemd" / name)
+        nofile = int(one(unit, "Service.LimitNOFILE"))
+        assert connection_limit(default, nofile) == default, (name, nofile)

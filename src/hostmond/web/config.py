@@ -288,6 +288,13 @@ class WebConfig:
     reload_interval: float = field(
         5.0, "Seconds between checks of the certificate, key, CA and token files for changes.", check=check_positive
     )
+    max_connections: int = field(
+        1024,
+        "Most open client connections (TLS handshakes included). At the limit the oldest idle connection is closed "
+        "for a new one; when none is idle, new connections wait in the listen backlog. Lowered at start to fit "
+        "the process's file-descriptor limit (RLIMIT_NOFILE, LimitNOFILE= in systemd) with a quarter kept for the rest.",
+        check=check_positive,
+    )
     tls_server_config: TLSServerConfig = dataclasses.field(default_factory=TLSServerConfig)
     rate_limit: RateLimitConfig = dataclasses.field(default_factory=RateLimitConfig)
 

@@ -3,7 +3,9 @@
 Integration, before the app is frozen (before ``AppRunner.setup()``)::
 
     ssl_ctx = apply_web_security(app, cfg.web, server="agent")
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx)
+    listener = CappedListener(runner.server, ssl_ctx, cfg.web.max_connections, server="agent")
+    security_of(app).listener = listener   # connection self-metrics
+    port = await listener.start(host, port)   # hostmond.web.listen: connection cap, fd limit
 
 and expose ``security_metrics(app)`` (a list of :class:`hostmond.api.Sample`) with
 the server's other self-metrics.
@@ -24,6 +26,7 @@ import logging
 import os
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any
 
 from aiohttp import web
 
@@ -78,6 +81,31 @@ METRICS = selfmetrics.declare(
         "Most password checks that may wait; beyond it requests are refused with reason auth_overloaded.",
         ("server",),
     ),
+    MetricSpec("hostmon_web_connections", GAUGE, "Client connections open now (TLS handshakes included).", ("server",)),
+    MetricSpec(
+        "hostmon_web_connections_max",
+        GAUGE,
+        "Most connections open at once: web.max_connections, lowered to fit the open-file limit.",
+        ("server",),
+    ),
+    MetricSpec(
+        "hostmon_web_connections_evicted_total",
+        COUNTER,
+        "Idle connections closed to make room for a new one at the connection limit.",
+        ("server",),
+    ),
+    MetricSpec(
+        "hostmon_web_accept_waits_total",
+        COUNTER,
+        "Times accepting paused because every connection was busy with a request (new ones waited in the backlog).",
+        ("server",),
+    ),
+    MetricSpec(
+        "hostmon_web_accept_errors_total",
+        COUNTER,
+        "accept() failures for lack of file descriptors or memory (logged once a minute at most).",
+        ("server",),
+    ),
     MetricSpec(
         "hostmon_web_tls_reloads_total",
         COUNTER,
@@ -116,6 +144,7 @@ class WebSecurity:
         self._task: asyncio.Task[None] | None = None
         self.delayed = 0  # 429 answers being held back (see rate_limit_middleware)
         self.delayed_max = DELAYED_REFUSALS_MAX
+        self.listener: Any = None  # the server's hostmond.web.listen.CappedListener, once listening
 
     # -- counting ----------------------------------------------------------
 
@@ -250,6 +279,13 @@ class WebSecurity:
         out.append(Sample("hostmon_web_rate_limit_delayed_max", GAUGE, float(self.delayed_max), {"server": s}))
         out.append(Sample("hostmon_web_auth_pending", GAUGE, float(self.auth.pending), {"server": s}))
         out.append(Sample("hostmon_web_auth_pending_max", GAUGE, float(self.auth.max_pending), {"server": s}))
+        if self.listener is not None:
+            st = self.listener.stats()
+            out.append(Sample("hostmon_web_connections", GAUGE, st["connections"], {"server": s}))
+            out.append(Sample("hostmon_web_connections_max", GAUGE, st["connections_max"], {"server": s}))
+            out.append(Sample("hostmon_web_connections_evicted_total", COUNTER, st["evicted"], {"server": s}))
+            out.append(Sample("hostmon_web_accept_waits_total", COUNTER, st["waits"], {"server": s}))
+            out.append(Sample("hostmon_web_accept_errors_total", COUNTER, st["accept_errors"], {"server": s}))
         if self.tls is not None:
             for result, n in self.tls.reloads.items():
                 out.append(Sample("hostmon_web_tls_reloads_total", COUNTER, float(n), {"server": s, "result": result}))
@@ -268,7 +304,7 @@ def _refusal(status: int, text: str, headers: dict[str, str]) -> web.Response:
 def apply_web_security(
     app: web.Application, cfg: WebConfig, *, server: str, own_auth_paths: Iterable[str] = ()
 ) -> ssl.SSLContext | None:
-    """Secure ``app`` per ``cfg``; returns the SSL context for ``web.TCPSite`` (None: plain HTTP).
+    """Secure ``app`` per ``cfg``; returns the SSL context for the listener (:mod:`hostmond.web.listen`; None: plain HTTP).
 
     Must be called before the app is frozen. The rate-limit and auth middlewares
     are put first in ``app.middlewares`` (before any the app already has), the

@@ -14,7 +14,7 @@ How a refused handshake is counted
     ``do_handshake()`` with an error and are not counted.
 
 How certificates rotate without a restart
-    aiohttp's ``TCPSite`` keeps the context object it was given for the life of
+    The listener (hostmond.web.listen) keeps the context object it was given for the life of
     the listener. That *base* context carries an ``sni_callback`` (OpenSSL calls
     it for every ClientHello, with or without a server name) which points the
     connection at the *current* context. A timer (``reload_interval``, off the

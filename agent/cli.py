@@ -97,9 +97,19 @@ RUN_FLAGS: tuple[RunFlag, ...] = (
         "--collector.netdev.device-exclude",
         ("collectors", "network", "device_exclude"),
         "regex of interfaces to leave out (collectors.network.device_exclude)",
-        ("--collector.netdev.ignored-devices", "--collector.netclass.ignored-devices"),
+        ("--collector.netdev.ignored-devices",),
     ),
     RunFlag("--collector.netdev.device-include", ("collectors", "network", "device_exclude"), "regex of the only interfaces to keep", negate=True),
+    RunFlag(
+        "--collector.netclass.ignored-devices",
+        ("collectors", "network", "netclass_ignored_devices"),
+        "regex of interfaces whose /sys/class/net attributes are left out (collectors.network.netclass_ignored_devices)",
+    ),
+    RunFlag("--collector.netstat.fields", ("collectors", "netstat", "fields"), "regex of the Proto_Field names reported (collectors.netstat.fields)"),
+    RunFlag("--collector.arp.device-include", ("collectors", "arp", "device_include"), "regex of interfaces whose ARP entries are counted (collectors.arp.device_include)"),
+    RunFlag("--collector.arp.device-exclude", ("collectors", "arp", "device_exclude"), "regex of interfaces whose ARP entries are left out (collectors.arp.device_exclude)"),
+    RunFlag("--collector.systemd.unit-include", ("collectors", "systemd", "unit_include"), "regex of the units reported (collectors.systemd.unit_include)"),
+    RunFlag("--collector.systemd.unit-exclude", ("collectors", "systemd", "unit_exclude"), "regex of the units left out (collectors.systemd.unit_exclude)"),
 )
 
 # node_exporter collector names that one hostmon collector covers (with others): --collector.NAME turns the
@@ -114,6 +124,7 @@ COLLECTOR_ALIASES: dict[str, str] = {
     "netdev": "network",
     "netclass": "network",
     "tcpstat": "network",
+    "timex": "time",
 }
 
 _SWITCH = re.compile(r"--(no-)?collector\.([a-z0-9_]+)")
@@ -274,6 +285,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     log.info("starting", extra={"version": __version__, "config": cfg.source, "tenant_id": cfg.tenant_id})
 
     async def main() -> None:
+        check_state_dir(cfg)
         consumers: list[Any] = []
         agent = Agent(cfg, path, consumers, environ=dict(os.environ), overrides=overrides)
         agent.notifier = Notifier.from_env()
@@ -298,6 +310,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging.shutdown()
         os._exit(0)
     return 0
+
+
+def check_state_dir(cfg: config_mod.Config) -> None:
+    """Create the state directory 0700, or refuse one another user could write into (ConfigError)."""
+    from hostmond.agent.safedir import UnsafeDirError, ensure_private_dir
+
+    try:
+        ensure_private_dir(cfg.resolved_state_dir())
+    except UnsafeDirError as e:
+        raise ConfigError(cfg.source, "state_dir", e.strerror) from None
 
 
 async def _make_shipper(cfg: config_mod.Config, agent: Any, embedded: Any) -> Any:
@@ -347,12 +369,19 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
     async def main() -> tuple[Agent, list[Any], list[Any]]:
         agent = Agent(cfg, None, [])
+        unknown = sorted(set(args.collector or ()) - set(agent.classes))
+        if unknown:
+            raise ConfigError(None, "--collector", f"no collector named {', '.join(map(repr, unknown))}; "
+                              f"installed: {', '.join(sorted(agent.classes))}")
         samples, events = await agent.collect_once(only=args.collector or None)
         for e in agent.plugin_errors:
             print(f"hostmon: warning: {e}", file=sys.stderr)
         return agent, samples, events
 
     agent, samples, events = asyncio.run(main())
+    idle = [r for r in agent.runners if r.unavailable]
+    for r in idle:  # said at every log level: asked for a collector and got nothing, the user needs the reason
+        print(f"hostmon: {r.name}: nothing to collect on this host: {r.unavailable_reason}", file=sys.stderr)
     if args.format == "json":
         out = {
             "samples": [s.to_dict() for s in samples],
@@ -362,6 +391,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         sys.stdout.write(agent.collected_text.decode())
+    if args.collector and len(idle) == len(agent.runners):
+        return 1  # every collector asked for had nothing to collect here
     return 0
 
 

@@ -40,6 +40,11 @@ def _esc_help(v: str) -> str:
     return v.replace("\\", "\\\\").replace("\n", "\\n")
 
 
+def _esc_help_om(v: str) -> str:
+    """OpenMetrics HELP is an escaped string like a label value: backslash, newline and double quote."""
+    return _esc(v)
+
+
 def fmt_value(v: float) -> str:
     if type(v) is int:
         return str(v)
@@ -123,7 +128,7 @@ class Renderer:
                     fname = name[:-6]
                 elif typ in (COUNTER, UNTYPED):
                     typ = "unknown"
-            out.append(f"# HELP {fname} {_esc_help(help_)}\n# TYPE {fname} {typ}\n")
+            out.append(f"# HELP {fname} {_esc_help_om(help_) if openmetrics else _esc_help(help_)}\n# TYPE {fname} {typ}\n")
             for s in lst:
                 sname = s.name
                 if s.timestamp is None:
@@ -237,12 +242,29 @@ class MetricStore:
         return b
 
 
+def _q(params: list[str]) -> float:
+    for p in params:
+        k, _, v = p.strip().partition("=")
+        if k.strip().lower() == "q":
+            try:
+                q = float(v)
+            except ValueError:
+                return 0.0
+            return q if 0.0 <= q <= 1.0 else 0.0
+    return 1.0
+
+
 def wants_openmetrics(accept: str) -> bool:
+    """OpenMetrics when the client accepts it (q > 0) at least as much as the text format (RFC 9110 q-values)."""
+    q_om = q_text = 0.0
     for part in accept.split(","):
-        media = part.split(";")[0].strip().lower()
+        media, *params = part.split(";")
+        media = media.strip().lower()
         if media == "application/openmetrics-text":
-            return True
-    return False
+            q_om = max(q_om, _q(params))
+        elif media in ("text/plain", "text/*", "*/*"):
+            q_text = max(q_text, _q(params))
+    return q_om > 0 and q_om >= q_text
 
 
 def wants_gzip(accept_encoding: str) -> bool:

@@ -47,6 +47,9 @@ from hostmond.web.security import security_metrics
 
 log = logging.getLogger("hostmon.runtime")
 
+HEARTBEAT = 0.5  # seconds between two heartbeats of the event loop
+STALL_GAP = 2.0  # a heartbeat this much later than due means the whole process stood still
+
 SELF_SPECS: tuple[MetricSpec, ...] = selfmetrics.declare(
     "agent.runtime",
     MetricSpec("hostmon_build_info", GAUGE, "hostmon build information; value is 1.", ("version", "python")),
@@ -56,6 +59,16 @@ SELF_SPECS: tuple[MetricSpec, ...] = selfmetrics.declare(
     MetricSpec("hostmon_collector_errors_total", COUNTER, "Collections that raised an error.", ("collector",)),
     MetricSpec("hostmon_collector_timeouts_total", COUNTER, "Collections abandoned after the timeout.", ("collector",)),
     MetricSpec("hostmon_collector_overruns_total", COUNTER, "Ticks skipped because the previous collection was still running.", ("collector",)),
+    MetricSpec(
+        "hostmon_collector_state_resets_total", COUNTER,
+        "Times the collector's saved state (positions, cursors) was unusable and it restarted from a safe point.",
+        ("collector",),
+    ),
+    MetricSpec(
+        "hostmon_collector_missed_periods_total", COUNTER,
+        "Times the schedule fell behind because the whole agent was stopped (SIGSTOP, a frozen cgroup, a blocked "
+        "event loop); one per stop however long it lasted, and not counted as overruns.", ("collector",),
+    ),
     MetricSpec("hostmon_collector_partial_errors_total", COUNTER, "Partial failures reported by collectors, by fixed reason.", ("collector", "reason")),
     MetricSpec("hostmon_collector_last_success_timestamp_seconds", GAUGE, "Unix time of the collector's last successful run.", ("collector",), "seconds"),
     MetricSpec("hostmon_collector_samples", GAUGE, "Samples emitted by the collector's last successful run.", ("collector",)),
@@ -83,6 +96,7 @@ class CollectorRunner:
         self.errors = 0
         self.timeouts = 0
         self.overruns = 0
+        self.missed_periods = 0
         self.partial: dict[str, int] = {}
         self.success = 0
         self.duration = 0.0
@@ -91,6 +105,7 @@ class CollectorRunner:
         self.done_first = False
         self.started = False
         self.unavailable = False
+        self.unavailable_reason = ""
         self.pending: concurrent.futures.Future[Any] | None = None
 
     def scrape_samples(self) -> list[Sample]:
@@ -110,6 +125,8 @@ class CollectorRunner:
             Sample("hostmon_collector_errors_total", COUNTER, self.errors, lab),
             Sample("hostmon_collector_timeouts_total", COUNTER, self.timeouts, lab),
             Sample("hostmon_collector_overruns_total", COUNTER, self.overruns, lab),
+            Sample("hostmon_collector_missed_periods_total", COUNTER, self.missed_periods, lab),
+            Sample("hostmon_collector_state_resets_total", COUNTER, self.c.ctx.state.resets, lab),
             Sample("hostmon_collector_last_success_timestamp_seconds", GAUGE, self.last_success, lab),
             Sample("hostmon_collector_samples", GAUGE, self.n_samples, lab),
         ]
@@ -317,6 +334,10 @@ class Agent:
         self.notifier: Any = None
         self.started_at = time.time()
         self._self_task: asyncio.Task[None] | None = None
+        self._beat_task: asyncio.Task[None] | None = None
+        self._beat = 0.0  # loop time of the last heartbeat
+        self._stall_seen = float("-inf")  # loop time a stall was last noticed
+        self.stalls = 0
         self._extra_tasks: list[asyncio.Task[Any]] = []
         self.store.add_provider(self._self_samples)
         self.store.add_provider(self._server_samples)
@@ -367,7 +388,8 @@ class Agent:
             await asyncio.wait_for(asyncio.wrap_future(fut), r.timeout)
         except CollectorUnavailable as e:
             r.unavailable = True
-            log.debug("collector has nothing to collect here", extra={"collector": r.name, "reason": str(e)})
+            r.unavailable_reason = str(e)
+            log.info("collector has nothing to collect here", extra={"collector": r.name, "reason": str(e)})
             return
         except asyncio.TimeoutError:
             r.errors += 1
@@ -411,7 +433,8 @@ class Agent:
             self.log_once.fail(r.name, "collection timed out; skipping ticks until it returns", collector=r.name, timeout=r.timeout)
         except CollectorUnavailable as e:
             r.unavailable = True
-            log.debug("collector has nothing to collect here", extra={"collector": r.name, "reason": str(e)})
+            r.unavailable_reason = str(e)
+            log.info("collector has nothing to collect here", extra={"collector": r.name, "reason": str(e)})
             self.store.remove(r.name)
         except Exception as e:  # noqa: BLE001 - isolation: one collector's bug stays its own
             r.errors += 1
@@ -486,6 +509,7 @@ class Agent:
         loop = asyncio.get_running_loop()
         jitter = self.cfg.runtime.jitter
         next_t = loop.time()
+        mark = next_t  # start of this period: a stall since then is not the collector's overrun
         while True:
             await self.run_once(r)
             if r.unavailable:
@@ -494,9 +518,41 @@ class Agent:
             now = loop.time()
             if now > next_t:
                 missed = int((now - next_t) // r.interval) + 1
-                r.overruns += missed
+                if self._stalled_since(mark):
+                    r.missed_periods += 1
+                else:
+                    r.overruns += missed
                 next_t += missed * r.interval
+            mark = now
             await asyncio.sleep(next_t - now)
+
+    def _stalled_since(self, t0: float) -> bool:
+        """Whether the whole process stood still (heartbeat gap over STALL_GAP s) after loop time ``t0``."""
+        if self._beat_task is None:
+            return False
+        now = asyncio.get_running_loop().time()
+        if now - self._beat > HEARTBEAT + STALL_GAP:  # stalled, and the heartbeat has not run since
+            self._note_stall(now)
+        return self._stall_seen >= t0
+
+    def _note_stall(self, now: float) -> None:
+        if self._stall_seen < self._beat:  # once per stall, whoever notices it first
+            self.stalls += 1
+            log.warning("the agent stood still (stopped, frozen or starved) and skipped collection periods; "
+                        "counted once in hostmon_collector_missed_periods_total, not as overruns",
+                        extra={"seconds": round(now - self._beat, 1)})
+        self._stall_seen = now
+
+    async def _heartbeat(self) -> None:
+        """Notice when the process as a whole stood still: a late heartbeat is a stall, not an overrun."""
+        loop = asyncio.get_running_loop()
+        self._beat = loop.time()
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            now = loop.time()
+            if now - self._beat > HEARTBEAT + STALL_GAP:
+                self._note_stall(now)
+            self._beat = now
 
     async def _self_loop(self) -> None:
         while True:
@@ -523,6 +579,9 @@ class Agent:
         self.ready_event.clear()
         if not self.runners:
             self._check_ready()
+        if self._beat_task is None:
+            self._beat = asyncio.get_running_loop().time()
+            self._beat_task = asyncio.create_task(self._heartbeat(), name="heartbeat")
         self.tasks = [asyncio.create_task(self._loop(r), name=f"collector:{r.name}") for r in self.runners]
 
     async def collect_once(self, only: list[str] | None = None) -> tuple[list[Sample], list[Event]]:
@@ -643,7 +702,7 @@ class Agent:
         """Stop within the 5 s budget: collectors (2 s), consumers flush (2 s), server."""
         if self.notifier is not None:
             self.notifier.stopping()
-        for t in [self._self_task, *self._extra_tasks]:
+        for t in [self._self_task, self._beat_task, *self._extra_tasks]:
             if t is not None:
                 t.cancel()
         await self.stop_collectors(budget=2.0)

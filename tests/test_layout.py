@@ -155,6 +155,16 @@ def test_plugin_example_uses_only_the_public_api() -> None:
     assert found and found <= {"hostmond.api", "hostmond.testing"}, found
 
 
+def test_every_package_folder_is_listed_for_the_wheel() -> None:
+    """pyproject.toml lists the packages by hand (package-dir mapping); a new folder left out of the list
+    would work in an editable install and be missing from the wheel, the .deb and the image."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {m for m, p in MODULES.items() if p.name == "__init__.py"}
+    assert found == listed, f"in the tree, not listed: {sorted(found - listed)}; listed, not in the tree: {sorted(listed - found)}"
+
+
 @pytest.mark.slow
 def test_the_wheel_installs_one_top_level_package(tmp_path: Path) -> None:
     """`pip wheel .` holds hostmond/ and its dist-info, nothing else at the top of site-packages."""

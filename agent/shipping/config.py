@@ -59,6 +59,18 @@ class ShippingConfig:
     client_key: str = field("", "PEM private key of client_cert (must not be readable by group or others).")
     connect_timeout: float = field(5.0, "Seconds to establish a connection to the ingest.", check=check_positive)
     request_timeout: float = field(30.0, "Seconds one request to the ingest may take in total.", check=check_positive)
+    request_timeout_max: float = field(
+        300.0,
+        "After a request times out the next one may take twice as long, up to this many seconds, "
+        "so a slow but working ingest still drains the spool; it shrinks back once requests are quick.",
+        check=check_positive,
+    )
+    quarantine_after: int = field(
+        5,
+        "A batch that fails this many times in a row with the same answer, while a later batch is accepted, "
+        "is moved into SPOOL_DIR/quarantine and counted, so one bad batch never blocks the queue.",
+        check=check_positive,
+    )
     backoff_first: float = field(0.5, "Largest wait in seconds after the first failed send (waits are random, full jitter).", check=check_positive)
     backoff_max: float = field(60.0, "Largest wait in seconds between two attempts to send.", check=check_positive)
 

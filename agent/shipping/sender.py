@@ -145,14 +145,18 @@ class Sender:
             await self._session.close()
         self._session = None
 
-    async def send(self, blob: bytes, seq: int | None = None) -> SendResult:
+    async def send(self, blob: bytes, seq: int | None = None, timeout: float | None = None) -> SendResult:
+        """Post one envelope; ``timeout`` overrides the total request timeout for this attempt."""
+        kw: dict[str, Any] = {}
+        if timeout is not None:
+            kw["timeout"] = aiohttp.ClientTimeout(total=timeout, sock_connect=self._timeout.sock_connect)
         headers = {"Content-Type": wire.CONTENT_TYPE}
         if self.agent_id:
             headers["X-Hostmon-Agent-Id"] = self.agent_id
         if seq is not None:
             headers["X-Hostmon-Batch-Seq"] = str(seq)
         try:
-            async with self._get_session().post(self.url, data=blob, headers=headers) as resp:
+            async with self._get_session().post(self.url, data=blob, headers=headers, **kw) as resp:
                 body = await resp.content.read(4096)
                 status = resp.status
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))

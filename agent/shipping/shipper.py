@@ -50,6 +50,7 @@ from hostmond.core.model import COUNTER, GAUGE, MetricSpec, Sample
 log = logging.getLogger("hostmon.shipping")
 
 UNSPOOLED_LIMIT = 8  # sealed batches held in memory while the spool cannot be written
+PROBE_FLOOR = 0.1  # shortest wait between two tries, however full the spool
 
 METRICS: tuple[MetricSpec, ...] = selfmetrics.declare(
     "agent.shipping.shipper",
@@ -78,6 +79,9 @@ METRICS: tuple[MetricSpec, ...] = selfmetrics.declare(
     MetricSpec("hostmon_ship_send_duration_seconds_total", COUNTER, "Seconds spent in send attempts (divide by attempts for the mean).", unit="seconds"),
     MetricSpec("hostmon_ship_send_attempts_total", COUNTER, "Send attempts, successful or not."),
     MetricSpec("hostmon_ship_last_send_duration_seconds", GAUGE, "Duration of the last send attempt.", unit="seconds"),
+    MetricSpec("hostmon_ship_quarantined_batches_total", COUNTER, "Batches that kept failing alike while later ones were accepted, moved into spool/quarantine."),
+    MetricSpec("hostmon_ship_quarantined_samples_total", COUNTER, "Samples inside quarantined batches."),
+    MetricSpec("hostmon_ship_request_timeout_seconds", GAUGE, "Request timeout in use: request_timeout, raised after timeouts up to request_timeout_max.", unit="seconds"),
 )
 
 
@@ -122,6 +126,9 @@ class Shipper:
         self._unspooled: collections.deque[tuple[wire.BatchHeader, bytes]] = collections.deque()
         self.log_once = LogOnce(log)
         self._failing_since: float | None = None
+        self._strikes: dict[int, tuple[str, int]] = {}  # seq -> (answer, times in a row)
+        self._suspect: int | None = None  # a batch failed quarantine_after times alike; a later one probes
+        self.request_timeout = config.request_timeout  # adapted: see _adapt_timeout
         # counters
         self.invalid_records = 0
         self.loop_crashes = 0
@@ -346,17 +353,21 @@ class Shipper:
         attempt = 0
         cfg = self.config
         while True:
-            entry = self.spool.claim_oldest()
+            # oldest first; a suspect batch (see _strike) waits while a later one probes the ingest
+            entry = self.spool.claim_oldest(skip=self._suspect)
+            if entry is None and self._suspect is not None:
+                entry = self.spool.claim_oldest()  # nothing else to probe with: retry the suspect itself
             if entry is None:
                 self._send_wake.clear()
                 await self._send_wake.wait()
                 continue
             blob = await asyncio.to_thread(self.spool.read, entry)
             if blob is None:
+                self._forget(entry.seq)
                 continue
             t0 = time.monotonic()
             try:
-                res = await self.sender.send(blob, entry.seq)
+                res = await self.sender.send(blob, entry.seq, timeout=self.request_timeout)
             except BaseException:
                 self.spool.release(entry.seq)
                 raise
@@ -364,6 +375,7 @@ class Shipper:
             self.send_attempts += 1
             self.send_seconds += dt
             self.last_send_duration = dt
+            self._adapt_timeout(res.reason == "timeout", res.status is not None, dt)
             if res.outcome == ACKED:
                 self.sent_batches += 1
                 self.sent_samples += entry.n_samples
@@ -372,12 +384,17 @@ class Shipper:
                 if self._failing_since is not None:
                     log.info("ingest reachable again", extra={"failed_for_seconds": round(time.monotonic() - self._failing_since, 1)})
                     self._failing_since = None
+                self._forget(entry.seq)
+                if self._suspect is not None:
+                    # a later batch was accepted while the suspect keeps failing: the fault is in that batch
+                    await asyncio.to_thread(self._quarantine_suspect)
                 attempt = 0
             elif res.outcome == DROP:
                 status = str(res.status)
                 self.rejected[status] = self.rejected.get(status, 0) + 1
                 self.rejected_samples += entry.n_samples
                 await asyncio.to_thread(self.spool.remove, entry.seq)
+                self._forget(entry.seq)
                 self.log_once.once(("rejected", status, res.reason), logging.ERROR,
                                "ingest rejected a batch for good; it is dropped (further rejections like it are counted, not logged)",
                                status=res.status, reason=res.reason, seq=entry.seq)
@@ -390,9 +407,80 @@ class Shipper:
                     self._failing_since = time.monotonic()
                     log.warning("cannot deliver batches to the ingest; keeping them in the spool and retrying",
                                 extra={"reason": res.reason, "status": res.status, "ingest_url": self.ingest_url})
+                self._strike(entry.seq, res.reason, res.status)
                 wait = retry_wait(attempt, cfg.backoff_first, cfg.backoff_max, res.retry_after, self.rng)
                 attempt += 1
-                await asyncio.sleep(wait)
+                await asyncio.sleep(min(wait, self._pressure_cap()))
+
+    # -- a batch that fails alone is quarantined -------------------------------------
+    def _strike(self, seq: int, reason: str, status: int | None) -> None:
+        """Count a failure of batch ``seq``; after ``quarantine_after`` alike answers it becomes the suspect.
+
+        Only answers from the ingest count (an HTTP status), never connection errors
+        or timeouts: those say the ingest is away, not that the batch is bad. A
+        suspect is quarantined only when a later batch is then accepted; when the
+        later batch fails too, the ingest fails for everyone and nothing is set aside.
+        """
+        if self._suspect is not None and seq != self._suspect:
+            self._suspect = None  # the probe failed as well: not this batch's fault
+            self._strikes.clear()
+            return
+        if status is None:
+            self._strikes.pop(seq, None)
+            return
+        way = f"{reason}:{status}"
+        prev = self._strikes.get(seq)
+        n = prev[1] + 1 if prev is not None and prev[0] == way else 1
+        self._strikes = {seq: (way, n)}  # only the head of the queue has a streak
+        if n >= self.config.quarantine_after:
+            self._suspect = seq
+
+    def _forget(self, seq: int) -> None:
+        self._strikes.pop(seq, None)
+        if self._suspect == seq:
+            self._suspect = None
+
+    def _quarantine_suspect(self) -> None:
+        assert self.spool is not None
+        seq, self._suspect = self._suspect, None
+        if seq is None:
+            return
+        way, n = self._strikes.pop(seq, ("", 0))
+        entry = self.spool.quarantine(seq, way)
+        if entry is None:
+            return
+        self.log_once.once(("quarantined", way), logging.ERROR,
+                       "a batch kept failing while later batches were accepted; moved to the spool's quarantine/ "
+                       "directory (further ones are counted in hostmon_ship_quarantined_batches_total, not logged)",
+                       seq=seq, answer=way, attempts=n, samples=entry.n_samples)
+
+    # -- timing -----------------------------------------------------------------------
+    def _adapt_timeout(self, timed_out: bool, answered: bool, took: float) -> None:
+        """Double the request timeout after a timeout (up to request_timeout_max); shrink it back after answers.
+
+        A slow but working ingest then gets requests long enough to answer, so the
+        spool drains instead of the same batch timing out for ever.
+        """
+        base = self.config.request_timeout
+        top = max(base, self.config.request_timeout_max)
+        if timed_out:
+            new = min(top, self.request_timeout * 2)
+            if new > self.request_timeout:
+                self.log_once.once(("slow_ingest",), logging.WARNING,
+                               "ingest answers slower than the request timeout; allowing longer requests",
+                               timeout=new, request_timeout_max=top)
+            self.request_timeout = new
+        elif answered:
+            self.request_timeout = max(base, min(self.request_timeout, 4 * took))
+
+    def _pressure_cap(self) -> float:
+        """Longest retry wait the spool allows: half the estimated time until it must drop a batch.
+
+        With a nearly full spool the sender probes often, so once the ingest is back it
+        sends before the next batch forces a drop (never below 0.1 s between tries).
+        """
+        assert self.spool is not None
+        return max(PROBE_FLOOR, self.spool.seconds_to_next_drop() / 2)
 
     async def wait_sent(self, timeout: float) -> bool:
         """Wait until the buffer and the spool are empty (all acknowledged); False on timeout."""
@@ -431,6 +519,8 @@ class Shipper:
                 s("hostmon_spool_corrupt_total", sp.corrupt),
                 s("hostmon_spool_write_errors_total", sp.write_errors),
                 s("hostmon_spool_oldest_batch_age_seconds", max(0.0, time.time() - oldest) if oldest else 0.0),
+                s("hostmon_ship_quarantined_batches_total", sp.quarantined_batches),
+                s("hostmon_ship_quarantined_samples_total", sp.quarantined_samples),
             ]
         out += [
             s("hostmon_ship_sent_batches_total", self.sent_batches),
@@ -441,6 +531,7 @@ class Shipper:
             s("hostmon_ship_send_duration_seconds_total", self.send_seconds),
             s("hostmon_ship_send_attempts_total", self.send_attempts),
             s("hostmon_ship_last_send_duration_seconds", self.last_send_duration),
+            s("hostmon_ship_request_timeout_seconds", self.request_timeout),
         ]
         out += [s("hostmon_ship_failed_total", v, {"reason": r}) for r, v in sorted(self.failed.items())]
         out += [s("hostmon_ship_rejected_total", v, {"status": st}) for st, v in sorted(self.rejected.items())]

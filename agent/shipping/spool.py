@@ -15,6 +15,7 @@ so they never repeat across restarts, crashes included.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import logging
@@ -25,6 +26,7 @@ import threading
 import time
 from typing import Any
 
+from hostmond.agent import safedir
 from hostmond.core import wire
 from hostmond.core.durable import fsync_dir
 from hostmond.core.errors import SealError, SpoolError
@@ -32,6 +34,7 @@ from hostmond.core.errors import SealError, SpoolError
 SUFFIX = ".hmb"
 TMP_PREFIX = ".tmp-"
 CORRUPT_DIR = "corrupt"
+QUARANTINE_DIR = "quarantine"
 CORRUPT_KEEP = 32
 SEQ_BLOCK = 64
 
@@ -77,6 +80,7 @@ class Spool:
     def __init__(self, directory: str, limit_bytes: int, agent_public_key: Any, max_batch_bytes: int = 64 << 20) -> None:
         self.dir = directory
         self.corrupt_dir = os.path.join(directory, CORRUPT_DIR)
+        self.quarantine_dir = os.path.join(directory, QUARANTINE_DIR)
         self.limit_bytes = int(limit_bytes)
         self.agent_public_key = agent_public_key
         self.max_batch_bytes = max_batch_bytes
@@ -84,26 +88,38 @@ class Spool:
         self._entries: dict[int, SpoolEntry] = {}  # insertion order == seq order
         self._in_flight: set[int] = set()
         self._doomed: dict[int, SpoolEntry] = {}  # evicted while being sent
+        self._puts: collections.deque[tuple[float, int]] = collections.deque(maxlen=16)  # (monotonic, bytes)
         self.bytes = 0
         self.dropped_batches = 0
         self.dropped_samples = 0
         self.dropped_events = 0
         self.corrupt = 0
         self.write_errors = 0
+        self.quarantined_batches = 0
+        self.quarantined_samples = 0
 
     # -- start-up -------------------------------------------------------------------
     def open(self) -> None:
-        """Create the directory (0700) and index what is there; corrupt files are moved aside."""
+        """Create the directory (0700) and index what is there; corrupt files are moved aside.
+
+        The directory must belong to the agent's user and not be writable by group
+        or others, and so must ``corrupt/`` and ``quarantine/`` inside it (no links):
+        otherwise another user could make the agent delete or read files elsewhere.
+        """
         try:
-            os.makedirs(self.dir, mode=0o700, exist_ok=True)
-            os.makedirs(self.corrupt_dir, mode=0o700, exist_ok=True)
+            safedir.ensure_private_dir(self.dir)
+            safedir.ensure_private_subdir(self.dir, CORRUPT_DIR)
+            if os.path.lexists(self.quarantine_dir):  # made on first use
+                safedir.ensure_private_subdir(self.dir, QUARANTINE_DIR)
             names = os.listdir(self.dir)
+        except safedir.UnsafeDirError as e:
+            raise SpoolError(f"cannot use the spool directory: {e.strerror}") from None
         except OSError as e:
             raise SpoolError(f"{self.dir}: cannot use the spool directory: {e.strerror}") from None
         found: list[SpoolEntry] = []
         for name in names:
             path = os.path.join(self.dir, name)
-            if name == CORRUPT_DIR:
+            if name in (CORRUPT_DIR, QUARANTINE_DIR):
                 continue
             if name.startswith(TMP_PREFIX):
                 # a write that never reached its rename: the batch is incomplete
@@ -123,9 +139,8 @@ class Spool:
 
     def _check_file(self, path: str) -> SpoolEntry | None:
         try:
-            with open(path, "rb") as f:
-                blob = f.read(self.max_batch_bytes + 1)
-        except OSError as e:
+            blob = safedir.read_regular(path, self.max_batch_bytes + 1)
+        except OSError as e:  # a link, FIFO or device named like a batch, or unreadable
             self._move_aside(path, f"unreadable: {e.strerror}")
             return None
         try:
@@ -146,8 +161,13 @@ class Spool:
 
     def _move_aside(self, path: str, why: str) -> None:
         self.corrupt += 1
+        dest = self._move_into(self.corrupt_dir, path)
+        log.warning("corrupt spool file moved aside", extra={"path": path, "reason": why, "moved_to": dest})
+
+    def _move_into(self, directory: str, path: str) -> str:
+        """Rename ``path`` (never followed: a link moves as a link) into ``directory``; keep the newest few."""
         name = os.path.basename(path)
-        dest = os.path.join(self.corrupt_dir, f"{int(time.time())}-{name.lstrip('.')}")
+        dest = os.path.join(directory, f"{int(time.time())}-{name.lstrip('.')}")
         try:
             os.replace(path, dest)
         except OSError:
@@ -155,19 +175,44 @@ class Spool:
                 os.unlink(path)
             except OSError:
                 pass
-        log.warning("corrupt spool file moved aside", extra={"path": path, "reason": why, "moved_to": dest})
-        self._prune_corrupt()
+        self._prune(directory)
+        return dest
 
-    def _prune_corrupt(self) -> None:
+    def _prune(self, directory: str) -> None:
+        """Keep the newest :data:`CORRUPT_KEEP` entries; the directory is opened without following a link."""
         try:
-            names = sorted(os.listdir(self.corrupt_dir))
+            fd = safedir.open_dir_nofollow(directory)
         except OSError:
             return
-        for name in names[: max(0, len(names) - CORRUPT_KEEP)]:
-            try:
-                os.unlink(os.path.join(self.corrupt_dir, name))
-            except OSError:
-                pass
+        try:
+            names = sorted(os.listdir(fd))
+            for name in names[: max(0, len(names) - CORRUPT_KEEP)]:
+                try:
+                    os.unlink(name, dir_fd=fd)  # unlink never follows a link: it removes the link
+                except OSError:
+                    pass
+        finally:
+            os.close(fd)
+
+    def quarantine(self, seq: int, why: str) -> SpoolEntry | None:
+        """Move a batch the ingest keeps failing on into ``quarantine/`` and count it; None if gone."""
+        with self._lock:
+            if seq in self._in_flight:
+                return None
+            e = self._entries.pop(seq, None)
+            self._doomed.pop(seq, None)
+            if e is None:
+                return False
+            self.bytes -= e.size
+            self.quarantined_batches += 1
+            self.quarantined_samples += e.n_samples
+        try:
+            safedir.ensure_private_subdir(self.dir, QUARANTINE_DIR)
+        except OSError as err:
+            log.error("cannot make the quarantine directory; the batch is deleted", extra={"error": str(err)})
+        dest = self._move_into(self.quarantine_dir, e.path)
+        log.debug("batch quarantined", extra={"seq": e.seq, "reason": why, "moved_to": dest})
+        return e
 
     # -- queries ----------------------------------------------------------------------
     def __len__(self) -> int:
@@ -230,7 +275,29 @@ class Spool:
         with self._lock:
             self._entries[header.seq] = SpoolEntry(header.seq, path, size, header.n_samples, header.n_events, header.created)
             self.bytes += size
+            self._puts.append((time.monotonic(), size))
         return dropped
+
+    def seconds_to_next_drop(self) -> float:
+        """Estimated seconds until a put must drop the oldest batch, from the recent rate of puts.
+
+        When the spool has no room for another batch of the recent average size, that
+        is the time to the next expected put; ``inf`` when too few puts were seen.
+        """
+        with self._lock:
+            if len(self._puts) < 2:
+                return float("inf")
+            first, last = self._puts[0][0], self._puts[-1][0]
+            span = last - first
+            if span <= 0:
+                return 0.0
+            interval = span / (len(self._puts) - 1)
+            avg = sum(n for _, n in self._puts) / len(self._puts)
+            free = self.limit_bytes - self.bytes
+        until_next_put = max(0.0, last + interval - time.monotonic())
+        if free < avg:
+            return until_next_put
+        return until_next_put + (free - avg) / avg * interval
 
     def _count_drop(self, n_samples: int, n_events: int) -> None:
         self.dropped_batches += 1
@@ -251,7 +318,7 @@ class Spool:
             log.warning("cannot delete spooled batch", extra={"path": e.path, "error": err.strerror})
 
     # -- sending side -----------------------------------------------------------------
-    def claim_oldest(self) -> SpoolEntry | None:
+    def claim_oldest(self, skip: int | None = None) -> SpoolEntry | None:
         """The oldest batch not already being sent, marked as being sent.
 
         A batch evicted while it is being sent is counted as dropped only if that
@@ -259,7 +326,7 @@ class Spool:
         """
         with self._lock:
             for seq, e in self._entries.items():
-                if seq not in self._in_flight:
+                if seq not in self._in_flight and seq != skip:
                     self._in_flight.add(seq)
                     return e
         return None
@@ -281,8 +348,7 @@ class Spool:
     def read(self, entry: SpoolEntry) -> bytes | None:
         """The batch's bytes, verified; a corrupt file is moved aside and None returned."""
         try:
-            with open(entry.path, "rb") as f:
-                blob = f.read(self.max_batch_bytes + 1)
+            blob = safedir.read_regular(entry.path, self.max_batch_bytes + 1)
             self._verify(blob)
         except (OSError, SealError) as e:
             reason = e.reason if isinstance(e, SealError) else "unreadable"
@@ -294,7 +360,7 @@ class Spool:
                     return None
                 if self._entries.pop(entry.seq, None) is not None:
                     self.bytes -= entry.size
-            if os.path.exists(entry.path):
+            if os.path.lexists(entry.path):
                 self._move_aside(entry.path, reason)
             else:
                 self.corrupt += 1
@@ -328,8 +394,7 @@ class SeqStore:
         stored = 0
         instance = ""
         try:
-            with open(self.path, encoding="utf-8") as f:
-                data = json.load(f)
+            data = json.loads(safedir.read_regular(self.path, 1 << 16))
             if isinstance(data, dict) and data.get("agent_id") == agent_id and isinstance(data.get("reserved"), int):
                 stored = data["reserved"]
                 iid = data.get("instance")

@@ -181,6 +181,7 @@ class AuthCollector(Collector[AuthConfig]):
         self.key: bytes | None = None
         self._started = False
         self._absent_defaults: list[str] = []  # default log files not present at start, watched for
+        self.floor: float | None = None  # after a state reset: records older than this were counted before
 
     # -- life cycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -199,14 +200,23 @@ class AuthCollector(Collector[AuthConfig]):
         def on_host(p: str) -> str:  # a default path, under the agent's rootfs (/host in a container)
             return os.path.join(root, p.lstrip("/")) if root else p
 
+        # The state was lost (garbled, empty, no earlier save): re-read the logs from their start and
+        # count only what was logged after the lost state was last written, rather than skip the gap.
+        self.floor = self.ctx.state.reset_floor
         for path in cfg.files:
             if not explicit:
                 path = on_host(path)
             if not explicit and not os.path.lexists(path) and path not in files_state:
                 self._absent_defaults.append(path)  # auto-detection: not used unless it appears later
                 continue
-            t = FileTailer(path, max_line_bytes=cfg.max_line_bytes, max_read_bytes=cfg.max_read_bytes, start_at_end=start_at_end)
-            t.load_state(files_state.get(path))
+            saved = files_state.get(path)
+            t = FileTailer(path, max_line_bytes=cfg.max_line_bytes, max_read_bytes=cfg.max_read_bytes,
+                           start_at_end=start_at_end and self.floor is None)
+            t.load_state(saved)
+            if saved is not None and t.saved is None:  # present but malformed: from the start, with the floor
+                self.ctx.state.note_reset(f"{path}: saved position malformed")
+                t.start_at_end = False
+                self.floor = self.floor or self._state_time()
             self.sources.append(_Source(f"file:{path}", "file", t, True))
         use_journal = cfg.journal
         jr = JournalReader(
@@ -337,10 +347,18 @@ class AuthCollector(Collector[AuthConfig]):
             self._report(s, s.reader.status, s.reader.error)
         return recs
 
+    def _state_time(self) -> float | None:
+        try:
+            return os.stat(self.ctx.state.path).st_mtime if self.ctx.state.path else None
+        except OSError:
+            return None
+
     def account(self, recs: list[AuthFailure]) -> list[Event]:
         events: list[Event] = []
         now = self.now()
         cfg = self.cfg
+        if self.floor is not None:  # after a state reset: what was logged before the lost state was counted then
+            recs = [r for r in recs if r.time is None or r.time >= self.floor]
         for r in recs:
             key = (r.service, r.reason)
             self.failures[key] = self.failures.get(key, 0) + r.count

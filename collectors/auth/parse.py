@@ -1,10 +1,14 @@
 """Pure parser of failed logins: log text (or journald entries) in, :class:`AuthFailure` records out.
 
-No I/O here. :class:`AuthParser` keeps a small, bounded per-connection context
-(keyed by host, program and pid) because sshd spreads one connection over
-several lines, some without the client address. See docs/auth-parsing.md for
-the vocabulary (services and reasons), what counts as a failure, and where we
-deliberately differ from fail2ban.
+No I/O here. :class:`AuthParser` reads the syslog header (BSD, RFC 3339, RFC 5424
+or a journald entry), keeps a small, bounded per-connection context (keyed by
+host and pid) because sshd spreads one connection over several lines, some
+without the client address, and dispatches each message: sshd's by their first
+word to one small handler each (:mod:`collectors.auth.sshd`), su, sudo, login
+and other PAM users here. The record and its vocabulary live in
+:mod:`collectors.auth.records`. See docs/auth-parsing.md for the vocabulary
+(services and reasons), what counts as a failure, and where we deliberately
+differ from fail2ban.
 
 Attacker-controlled text (user names, client version strings, disconnect
 messages) is never trusted to locate the client address: every shape is
@@ -15,169 +19,65 @@ over any other candidate.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections import OrderedDict
 from typing import Any
 
+from hostmond.collectors.auth.records import (
+    MAX_HOST_LEN,
+    MAX_USER_LEN,
+    REASONS,
+    SELF_LOGGING,
+    SERVICE_OF_PROGRAM,
+    SERVICES,
+    SSHD_PROGRAMS,
+    AuthFailure,
+    normalise_address,
+)
+from hostmond.collectors.auth.records import clean_user as _clean_user
+from hostmond.collectors.auth.sshd import (
+    _PAM_LINE,
+    _TRAILER,
+    HANDLERS,
+    _Conn,
+    _pam_fields,
+    on_pam,
+)
 from hostmond.collectors.auth.timestamps import (
     BsdClock,
     parse_journal_realtime,
     parse_rfc3339,
 )
 
-# -- vocabulary ----------------------------------------------------------------
-SERVICES: tuple[str, ...] = ("sshd", "su", "sudo", "login", "pam")
-REASONS: tuple[str, ...] = (
-    "password",  # wrong password (sshd "Failed password", su, sudo, login)
-    "publickey",  # sshd "Failed publickey" (invalid user, or a connection that never authenticated)
-    "keyboard_interactive",  # sshd "Failed keyboard-interactive[/pam]"
-    "hostbased",  # sshd "Failed hostbased"
-    "other_method",  # sshd "Failed none|gssapi-with-mic|unknown ..."
-    "invalid_user",  # sshd "Invalid user X from A"
-    "user_not_allowed",  # sshd AllowUsers/DenyUsers/groups/locked account; sudo "user NOT in sudoers"
-    "root_refused",  # sshd "ROOT LOGIN REFUSED"
-    "pam_auth",  # a PAM module reported an authentication failure
-    "max_attempts",  # too many authentication failures on one connection
-    "preauth_closed",  # connection closed/reset before authentication
-    "preauth_disconnect",  # client disconnected before authentication
-    "preauth_timeout",  # LoginGraceTime expired
-    "bad_protocol",  # no/invalid identification string, banner/kex/MAC garbage
-    "negotiation_failed",  # no common cipher/kex/MAC/host key type
-    "connection_refused",  # tcp_wrappers "refused connect"
-    "btmp",  # a record in /var/log/btmp (lastb)
-)
-
-SSHD_PROGRAMS = frozenset(("sshd", "sshd-session", "sshd-auth"))
-SERVICE_OF_PROGRAM = {"sshd": "sshd", "sshd-session": "sshd", "sshd-auth": "sshd", "su": "su", "sudo": "sudo", "login": "login"}
-# Programs that log their own failure line next to PAM's: PAM's line is not counted again.
-SELF_LOGGING = frozenset(("su", "sudo", "login"))
-
-MAX_USER_LEN = 128  # user names longer than this are cut (sshd itself cuts at 100)
-MAX_HOST_LEN = 253
-
-
-class AuthFailure:
-    """One failed authentication. ``source`` is a validated IP address (IPv4-mapped IPv6 folded
-    to IPv4), ``host`` a host name when the log gave a name instead; ``count`` > 1 when one
-    line stands for several attempts (``message repeated``, sudo's ``3 incorrect password attempts``)."""
-
-    __slots__ = ("time", "service", "reason", "user", "source", "host", "port", "count", "seq")
-
-    def __init__(
-        self,
-        time: float | None,
-        service: str,
-        reason: str,
-        user: str | None = None,
-        source: str | None = None,
-        host: str | None = None,
-        port: int | None = None,
-        count: int = 1,
-        seq: int = 0,
-    ) -> None:
-        self.time = time
-        self.service = service
-        self.reason = reason
-        self.user = user
-        self.source = source
-        self.host = host
-        self.port = port
-        self.count = count
-        self.seq = seq
-
-    def key(self) -> tuple[Any, ...]:
-        return (self.time, self.service, self.reason, self.user, self.source, self.host, self.port, self.count)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, AuthFailure) and self.key() == other.key()
-
-    def __repr__(self) -> str:
-        return (
-            f"AuthFailure(time={self.time!r}, service={self.service!r}, reason={self.reason!r}, user={self.user!r}, "
-            f"source={self.source!r}, host={self.host!r}, port={self.port!r}, count={self.count})"
-        )
-
-
-# -- addresses -----------------------------------------------------------------
-_HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_.])?")
-_addr_cache: dict[str, tuple[str | None, str | None]] = {}
-
-
-def normalise_address(token: str) -> tuple[str | None, str | None]:
-    """``(ip, None)`` for an IP literal, ``(None, name)`` for a plausible host name, else ``(None, None)``."""
-    hit = _addr_cache.get(token)
-    if hit is not None:
-        return hit
-    out: tuple[str | None, str | None]
-    t = token.strip("[]")
-    if "%" in t:  # IPv6 zone index
-        t = t.split("%", 1)[0]
-    try:
-        ip = ipaddress.ip_address(t)
-    except ValueError:
-        out = (None, token) if len(token) <= MAX_HOST_LEN and _HOSTNAME.fullmatch(token) else (None, None)
-    else:
-        if ip.version == 6 and ip.ipv4_mapped is not None:  # type: ignore[union-attr]
-            ip = ip.ipv4_mapped  # type: ignore[union-attr]
-        out = (str(ip), None)
-    if len(_addr_cache) > 8192:
-        _addr_cache.clear()
-    _addr_cache[token] = out
-    return out
-
-
-def _clean_user(u: str | None) -> str | None:
-    if u is None:
-        return None
-    if len(u) > MAX_USER_LEN:
-        u = u[:MAX_USER_LEN]
-    if "\x00" in u:
-        u = u.replace("\x00", "\\0")
-    return u
-
+__all__ = [
+    "MAX_HOST_LEN",
+    "MAX_USER_LEN",
+    "REASONS",
+    "SELF_LOGGING",
+    "SERVICES",
+    "SERVICE_OF_PROGRAM",
+    "SSHD_PROGRAMS",
+    "AuthFailure",
+    "AuthParser",
+    "normalise_address",
+    "parse_line",
+]
 
 # -- headers -------------------------------------------------------------------
 _TAG = r"(?:([^\s\[\]:]+)(?:\[(\d+)\])?: |\[([^\]\s]+)\]:? )"
-_BSD = re.compile(r"([A-Z][a-z]{2}) {1,2}(\d{1,2}) (\d\d:\d\d:\d\d)(?:\.\d+)? (?:([^\s:\[\]]+) )?" + _TAG + r"(.*)", re.S)
+_BSD = re.compile(r"([A-Z][a-z]{2}) {1,2}(\d{1,2}) (\d\d:\d\d:\d\d)(?:\.\d+)? (?:([^\s:\[\]]+) )?" + _TAG + r"(.*)", re.DOTALL)
 _ISO = re.compile(
-    r"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:[Zz]|[+-]\d\d:\d\d)?) (?:([^\s:\[\]]+) )?" + _TAG + r"(.*)", re.S
+    r"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:[Zz]|[+-]\d\d:\d\d)?) (?:([^\s:\[\]]+) )?" + _TAG + r"(.*)", re.DOTALL
 )
-_5424 = re.compile(r"<(\d{1,3})>1 (\S+) (\S+) (\S+) (\S+) (\S+) (.*)", re.S)
-_FAST_BSD = re.compile(r"([A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d) (?:([^\s:\[\]]+) )?([\w./-]+)(?:\[(\d+)\])?: (.*)", re.S)
+_5424 = re.compile(r"<(\d{1,3})>1 (\S+) (\S+) (\S+) (\S+) (\S+) (.*)", re.DOTALL)
+_FAST_BSD = re.compile(r"([A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d) (?:([^\s:\[\]]+) )?([\w./-]+)(?:\[(\d+)\])?: (.*)", re.DOTALL)
 _MISS = object()
 _TRAIL_WS = ("\n", " ", "\r", "\t")
 _SOLARIS_ID = re.compile(r"\[ID \d+ [\w.]+\] ")
-
-# -- sshd message shapes ---------------------------------------------------------
-_ADDR = r"[\w.:%-]*[.:][\w.:%-]*"
-# sshd's own trailer: " from ADDR[ port N[ sshV]]" followed by ": info" or the end of the line.
-_TRAILER = re.compile(r" from (" + _ADDR + r")(?: port (\d+)(?: (ssh[12]))?)?(?=: |$)")
-_FROM_END = re.compile(r" from (" + _ADDR + r")(?: port (\d+))?$")
-_FAILED = re.compile(r"Failed (\S+) for (invalid user |illegal user )?")
-_CLOSED = re.compile(r"Connection (closed|reset) by (?:(authenticating|invalid) user (.*) )?(" + _ADDR + r")(?: port (\d+))?( \[preauth\])?$")
-_DISCONNECTED = re.compile(r"Disconnected from (?:(authenticating|invalid) user (.*) )?(" + _ADDR + r")(?: port (\d+))?( \[preauth\])?$")
-_RECV_DISC = re.compile(r"Received disconnect from ([\w.:%-]+?)(?: port (\d+))?: ?(\d+):")
-_DISCONNECTING_USER = re.compile(
-    r"Disconnecting (?:invalid|authenticating) user (.*) (" + _ADDR + r") port (\d+): (Too many authentication failures|Change of username or service not allowed.*?)(?: \[preauth\])?$"
-)
-_DISCONNECTING_TOO_MANY = re.compile(r"Disconnecting: Too many authentication failures(?: for (?:invalid user |illegal user )?(.*?))?(?: \[preauth\])?$")
-_USER_NOT_ALLOWED = re.compile(r"User (.*) from (" + _ADDR + r") not allowed because (.+)$")
-_USER_NOT_ALLOWED_NOADDR = re.compile(r"User (.*) not allowed because (.+)$")
-_ROOT_REFUSED = re.compile(r"ROOT LOGIN REFUSED FROM (" + _ADDR + r")(?: port (\d+))?(?: \[preauth\])?$")
-_PAM_SSHD = re.compile(
-    r"PAM: (?:[Aa]uthentication (?:failure|error)|User not known to the underlying authentication module) for (?:illegal user |invalid user )?(.*) from (\S+?)(?: via \S+)?$"
-)
-_PAM_LINE = re.compile(r"(?:pam_\w+(?:\(([\w.-]*):?auth\))?:? |\(pam_unix\) )authentication failure; (.*)$")
-_PAM_FIELDS = re.compile(r".*?ruser=(.*?) rhost=(\S*)(?: +user=(.*?))?(?: \[preauth\])?$")
-_CONNECTION_FROM = re.compile(r"Connection from (" + _ADDR + r") port (\d+)")
-_CONN_PORT = re.compile(r"(?:Connection from )?(" + _ADDR + r") port (\d+)")
-_LTYPE_REMOTE = re.compile(r";Remote: (" + _ADDR + r")-(\d+);")
-_TIMEOUT = re.compile(r"Timeout before authentication for (?:connection from )?(" + _ADDR + r")(?: port (\d+))?")
-_REFUSED_CONNECT = re.compile(r"refused connect from .*\((" + _ADDR + r")\)$")
-_REPEATED = re.compile(r"message repeated (\d+) times: \[ ?(.*?)\]?$")
-_MAX_EXCEEDED = re.compile(r"maximum authentication attempts exceeded for (invalid user |illegal user )?")
-_ACCEPTED = re.compile(r"Accepted \S+ for ")
+# a kernel-log style prefix some relays put before the message: "kernel:[  970.699396]: Failed password ..."
+_KERNEL_PREFIX = re.compile(r"kernel: ?\[ *\d+\.\d+\]:? ?")
+# ... or between the syslog header and the program's tag: "Jun 14 15:16:01 host kernel: [  970.699396] sshd[12]: ..."
+_KERNEL_HEADER = re.compile(r"([A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d (?:[^\s:\[\]]+ )?)kernel: ?\[ *\d+\.\d+\]:? ")
 
 # -- other services ---------------------------------------------------------------
 _SU_FAILED = re.compile(r"(?:FAILED SU \(to (.*?)\) (.*) on (\S+)|FAILED su for (.*?) by (.*))$")
@@ -187,43 +87,6 @@ _LOGIN_FAILED = re.compile(
     r"(?:FAILED LOGIN \(?(\d+)\)?|TOO MANY LOGIN TRIES \(?(\d+)\)?)"
     r"(?: on '[^']*'(?: from '([^']*)')?| FROM (\S+))? FOR '?(.*?)'?, (.*)$"
 )
-
-_METHODS = {
-    "password": "password",
-    "publickey": "publickey",
-    "keyboard-interactive": "keyboard_interactive",
-    "keyboard-interactive/pam": "keyboard_interactive",
-    "hostbased": "hostbased",
-}
-# First words of the sshd messages the parser looks at; any other line is dropped before any regex.
-_SSHD_FIRST = frozenset(
-    (
-        "Failed", "Invalid", "Illegal", "Accepted", "Connection", "Received", "Disconnected", "Disconnecting",
-        "Disconnecting:", "maximum", "User", "ROOT", "PAM:", "Did", "Bad", "kex_exchange_identification:",
-        "banner", "ssh_dispatch_run_fatal:", "kex_protocol_error:", "Unable", "no", "Timeout", "Read", "Write",
-        "refused", "SSH:", "message", "(pam_unix)",
-    )
-)
-
-MAX_PENDING_USERS = 16
-
-
-class _Conn:
-    """What the parser remembers about one sshd connection (one pid)."""
-
-    __slots__ = ("addr", "host", "port", "pam", "keys", "noaddr", "max_seen", "last_time")
-
-    def __init__(self) -> None:
-        self.addr: str | None = None
-        self.host: str | None = None
-        self.port: int | None = None
-        # user -> list[AuthFailure] held back until the connection's outcome is known
-        self.pam: dict[str, list[AuthFailure]] = {}  # sshd's PAM failures by user, until sshd's own line
-        self.keys: dict[str, list[AuthFailure]] = {}  # publickey/none failures of valid users, until the outcome
-        # failures logged before the client address was known
-        self.noaddr: list[AuthFailure] = []
-        self.max_seen = False
-        self.last_time: float | None = None
 
 
 class AuthParser:
@@ -269,7 +132,11 @@ class AuthParser:
                 self._tcache[ts] = t
             if prog in SSHD_PROGRAMS and msg[-1:] not in _TRAIL_WS and msg[:4] != "[ID ":
                 return self._sshd(t, hostname, pid, msg, 1)  # type: ignore[arg-type]
+            if prog == "kernel":
+                return self._feed_without_kernel_prefix(line)
             return self.handle(t, hostname, prog, pid, msg)  # type: ignore[arg-type]
+        if "kernel:" in line[:80]:
+            return self._feed_without_kernel_prefix(line)
         c0 = line[:1]
         if c0.isalpha():
             m = _BSD.match(line)
@@ -291,6 +158,17 @@ class AuthParser:
             self.unparsed += 1
             return []
         return self.handle(t, hostname, prog or prog2, pid, msg)
+
+    def _feed_without_kernel_prefix(self, line: str) -> list[AuthFailure]:
+        """``Jun 14 15:16:01 host kernel:[  970.699396]: sshd[12]: ...``: the line without its kernel prefix."""
+        k = _KERNEL_HEADER.match(line)
+        if k is not None:
+            line = k.group(1) + line[k.end():]
+        if k is None or _KERNEL_HEADER.match(line) is not None:  # no prefix, or more than one: not a shape we read
+            self.unparsed += 1
+            return []
+        self.seq -= 1  # the same line, fed again
+        return self.feed(line)
 
     def feed_journal(self, entry: dict[str, Any]) -> list[AuthFailure]:
         """One journald entry (``journalctl -o json``) in, records out."""
@@ -323,8 +201,7 @@ class AuthParser:
         if msg is None:
             self.unparsed += 1
             return []
-        if msg.startswith("\ufeff"):
-            msg = msg[1:]
+        msg = msg.removeprefix("\ufeff")
         t = parse_rfc3339(ts, self.tz) if ts != "-" else None
         return self.handle(
             t, None if hostname == "-" else hostname, app, None if procid == "-" else procid, msg
@@ -419,6 +296,14 @@ class AuthParser:
             m = _SOLARIS_ID.match(msg)
             if m:
                 msg = msg[m.end():]
+        elif msg.startswith("kernel:"):
+            msg = _strip_prefix(msg, 0)
+        if prog[-1:] == ")" and "(pam_" in prog:
+            # the older syslog form names the PAM module in the tag: "sshd(pam_unix)[19939]: authentication failure; ..."
+            i = prog.index("(pam_")
+            prog, msg = prog[:i], f"{prog[i:]} {msg}"
+            if prog in SELF_LOGGING:  # su(pam_unix): in this form PAM's line is the only failure line
+                return self._pam_generic(t, prog, msg, SERVICE_OF_PROGRAM[prog])
         if prog in SSHD_PROGRAMS:
             return self._sshd(t, hostname, pid, msg, 1)
         if prog == "sudo":
@@ -540,14 +425,18 @@ class AuthParser:
         return normalise_address(token)
 
     def _sshd(self, t: float | None, hostname: str | None, pid: str | None, msg: str, count: int) -> list[AuthFailure]:
+        """An sshd message: its first word (after an ``error:``, ``fatal:`` or kernel prefix) picks the handler."""
         sp = msg.find(" ")
         first = msg[:sp] if sp > 0 else msg
-        if first == "error:" or first == "fatal:":
-            msg = msg[sp + 1:]
+        if first == "error:" or first == "fatal:" or first.startswith("kernel:"):
+            msg = _strip_prefix(msg, sp)
             sp = msg.find(" ")
             first = msg[:sp] if sp > 0 else msg
-        if first not in _SSHD_FIRST and not (first.startswith("pam_") and first.endswith(":auth):")):
-            return []
+        handler = HANDLERS.get(first)
+        if handler is None:
+            if not ((first.startswith("pam_") and first.endswith(":auth):")) or first.startswith("(pam_")):
+                return []
+            handler = on_pam
         out: list[AuthFailure] = []
         if pid is None:
             conn = None
@@ -562,330 +451,7 @@ class AuthParser:
                 lt = self.read_time if self.read_time is not None else t
                 if lt is not None:
                     conn.last_time = lt
-        seq = self.seq
-
-        if first == "Received":
-            m = _RECV_DISC.match(msg)
-            if m is None:
-                return out
-            a, port_s, code = m.groups()
-            preauth = msg.endswith("[preauth]")
-            ip, host = normalise_address(a)
-            port = int(port_s) if port_s else None
-            if conn is not None and (conn.addr != ip or ip is None):
-                self._learn(conn, ip, host, port, out)
-            if preauth or code in ("3", "14"):
-                if conn is not None and (conn.pam or conn.keys or conn.noaddr):
-                    self._release(conn, out)
-                out.append(AuthFailure(t, "sshd", "preauth_disconnect", None, ip, host, port, count, seq))
-            return out
-
-        if first[0] == "p" or first == "(pam_unix)":
-            m = _PAM_SSHD_FAST.match(msg)
-            if m is not None:
-                ruser, rhost, user = m.groups()
-            else:
-                m = _PAM_LINE.match(msg)
-                if m is None:
-                    return out
-                ruser, rhost, user = _pam_fields(m.group(2))
-            ip, host = normalise_address(rhost) if rhost else (None, None)
-            u = user or ruser or ""
-            rec = AuthFailure(t, "sshd", "pam_auth", _clean_user(u) if u else None, ip, host, None, count, seq)
-            if conn is None:
-                out.append(rec)
-                return out
-            if ip is not None and conn.addr is None and conn.host is None:
-                self._learn(conn, ip, None, None, out)
-            if conn.addr is not None:
-                rec.source, rec.host = conn.addr, None
-            # A different user on the same connection: the earlier users' failures are real.
-            pam = conn.pam
-            if pam and (len(pam) > 1 or u not in pam):
-                for k in [k for k in pam if k != u]:
-                    out.extend(pam.pop(k))
-            lst = pam.setdefault(u, [])
-            if len(lst) < 64:
-                lst.append(rec)
-            else:
-                lst[-1].count += count
-            return out
-
-        if first == "Failed":
-            m = _FAILED_FAST.match(msg)
-            if m is not None and " from " not in m.group(3):
-                method, inv, user, a, port_s = m.groups()
-                invalid = inv is not None
-                ip, host = normalise_address(a)
-                port = int(port_s)
-                if ip is None and host is None:
-                    return out
-            else:
-                m = _FAILED.match(msg)
-                if m is None:
-                    return out
-                method, invalid = m.group(1), m.group(2) is not None
-                rest = msg[m.end():]
-                pk = _quick_trailer(rest) or self._pick(rest, conn)
-                if pk is None:
-                    return out
-                start, ip, host, port = pk
-                user = rest[:start]
-            if conn is not None and (conn.addr != ip or ip is None):
-                self._learn(conn, ip, host, port, out)
-            if len(user) > MAX_USER_LEN or "\x00" in user:
-                user = _clean_user(user)
-            reason = _METHODS.get(method, "other_method")
-            rec = AuthFailure(t, "sshd", reason, user, ip, host, port, count, seq)
-            if conn is not None and conn.pam and reason in ("password", "keyboard_interactive"):
-                conn.pam = {}  # PAM's line for this attempt was held back; sshd's own line now counts it
-            if not invalid and reason in ("publickey", "other_method") and conn is not None:
-                # a client offers keys (and "none") before the one that works: hold back until the outcome
-                lst = conn.keys.setdefault(user or "", [])
-                if len(lst) < MAX_PENDING_USERS * 4 and len(conn.keys) <= MAX_PENDING_USERS:
-                    lst.append(rec)
-                else:
-                    out.append(rec)
-                return out
-            out.append(rec)
-            return out
-
-        if first == "Invalid" or first == "Illegal":
-            if not (msg.startswith("Invalid user ") or msg.startswith("Illegal user ")):
-                return out
-            m = _INVALID_FAST.match(msg)
-            if m is not None and " from " not in m.group(1):
-                user, a, port_s = m.groups()
-                ip, host = normalise_address(a)
-                if ip is None and host is None:
-                    return out
-                port = int(port_s) if port_s else None
-            else:
-                rest = msg[13:]
-                pk = _quick_trailer(rest) or self._pick(rest, conn)
-                if pk is None:
-                    return out
-                start, ip, host, port = pk
-                user = rest[:start]
-            if conn is not None and (conn.addr != ip or ip is None):
-                self._learn(conn, ip, host, port, out)
-            out.append(AuthFailure(t, "sshd", "invalid_user", _clean_user(user), ip, host, port, count, seq))
-            return out
-
-        if first == "Connection":
-            m = _CLOSED.match(msg)
-            if m is not None:
-                _kind, _who, user, a, port_s, preauth_tag = m.groups()
-                ip, host = normalise_address(a)
-                port = int(port_s) if port_s else None
-                if conn is not None:
-                    if conn.addr != ip or ip is None:
-                        self._learn(conn, ip, host, port, out)
-                    if conn.pam or conn.keys or conn.noaddr:
-                        self._release(conn, out)
-                if preauth_tag:
-                    out.append(AuthFailure(t, "sshd", "preauth_closed", _clean_user(user), ip, host, port, count, seq))
-                return out
-            m = _CONNECTION_FROM.match(msg)
-            if m is not None:
-                ip, host = normalise_address(m.group(1))
-                self._learn(conn, ip, host, int(m.group(2)), out)
-            return out
-
-        if first == "Accepted":
-            if conn is not None:
-                m = _ACCEPTED.match(msg)
-                rest = msg[m.end():] if m else ""
-                pk = self._pick(rest, conn)
-                user = rest[: pk[0]] if pk else None
-                if pk:
-                    self._learn(conn, pk[1], pk[2], pk[3], out)
-                for held in (conn.pam, conn.keys):
-                    for k, lst in held.items():
-                        if k != user:
-                            out.extend(lst)
-                conn.pam, conn.keys = {}, {}
-            return out
-
-        if first == "Disconnected":
-            m = _DISCONNECTED.match(msg)
-            if m is None:
-                return out
-            _who, user, a, port_s, preauth_tag = m.groups()
-            ip, host = normalise_address(a)
-            port = int(port_s) if port_s else None
-            if conn is not None and (conn.addr != ip or ip is None):
-                self._learn(conn, ip, host, port, out)
-            if preauth_tag:
-                if conn is not None and (conn.pam or conn.keys or conn.noaddr):
-                    self._release(conn, out)
-                out.append(AuthFailure(t, "sshd", "preauth_disconnect", _clean_user(user), ip, host, port, count, seq))
-            return out
-
-        if first == "Disconnecting" or first == "Disconnecting:":
-            m = _DISCONNECTING_USER.match(msg)
-            if m is not None:
-                user, a, port_s, why = m.groups()
-                ip, host = self._resolve_addr(a, msg, conn)
-                port = int(port_s)
-                self._learn(conn, ip, host, port, out)
-                too_many = why.startswith("Too many")
-                if too_many and conn is not None and conn.max_seen:
-                    self._release(conn, out)
-                    return out  # already counted by "maximum authentication attempts exceeded"
-                if conn is not None:
-                    conn.max_seen = conn.max_seen or too_many
-                    self._release(conn, out)
-                out.append(
-                    AuthFailure(t, "sshd", "max_attempts" if too_many else "preauth_disconnect", _clean_user(user), ip, host, port, count, seq)
-                )
-                return out
-            m = _DISCONNECTING_TOO_MANY.match(msg)
-            if m is not None:
-                if conn is not None and conn.max_seen:
-                    return out
-                rec = AuthFailure(t, "sshd", "max_attempts", _clean_user(m.group(1)), None, None, None, count, seq)
-                return self._with_conn_addr(conn, rec, out, release=True)
-            return out
-
-        if first == "maximum":
-            m = _MAX_EXCEEDED.match(msg)
-            if m is None:
-                return out
-            rest = msg[m.end():]
-            if rest.endswith(" [preauth]"):
-                rest = rest[:-10]
-            pk = self._pick(rest, conn)
-            if pk is None:
-                return out
-            start, ip, host, port = pk
-            if conn is not None and (conn.addr != ip or ip is None):
-                self._learn(conn, ip, host, port, out)
-            if conn is not None:
-                conn.max_seen = True
-                self._release(conn, out)
-            out.append(AuthFailure(t, "sshd", "max_attempts", _clean_user(rest[:start]), ip, host, port, count, seq))
-            return out
-
-        if first == "User":
-            m = _USER_NOT_ALLOWED.match(msg)
-            if m is not None:
-                ip, host = normalise_address(m.group(2))
-                if ip is None and host is None:
-                    return out
-                self._learn(conn, ip, host, None, out)
-                out.append(AuthFailure(t, "sshd", "user_not_allowed", _clean_user(m.group(1)), ip, host, None, count, seq))
-                return out
-            m = _USER_NOT_ALLOWED_NOADDR.match(msg)
-            if m is not None:
-                rec = AuthFailure(t, "sshd", "user_not_allowed", _clean_user(m.group(1)), None, None, None, count, seq)
-                return self._with_conn_addr(conn, rec, out, release=False)
-            return out
-
-        if first == "ROOT":
-            m = _ROOT_REFUSED.match(msg)
-            if m is not None:
-                ip, host = normalise_address(m.group(1))
-                port = int(m.group(2)) if m.group(2) else None
-                self._learn(conn, ip, host, port, out)
-                out.append(AuthFailure(t, "sshd", "root_refused", "root", ip, host, port, count, seq))
-            return out
-
-        if first == "PAM:":
-            m = _PAM_SSHD.match(msg)
-            if m is not None:
-                ip, host = normalise_address(m.group(2))
-                self._learn(conn, ip, host, None, out)
-                out.append(AuthFailure(t, "sshd", "pam_auth", _clean_user(m.group(1)), ip, host, None, count, seq))
-            return out
-
-        if first == "Did" or first == "Bad":
-            if msg.startswith("Did not receive identification string") or msg.startswith("Bad protocol version identification"):
-                m = _FROM_END.search(msg)
-                if m is not None:
-                    ip, host = normalise_address(m.group(1))
-                    port = int(m.group(2)) if m.group(2) else None
-                    self._learn(conn, ip, host, port, out)
-                    out.append(AuthFailure(t, "sshd", "bad_protocol", None, ip, host, port, count, seq))
-            return out
-
-        if first == "kex_exchange_identification:":
-            if "banner line contains invalid characters" in msg or "invalid" in msg or "Connection closed" in msg or "reset" in msg or "banner line too long" in msg or "read:" in msg:
-                rec = AuthFailure(t, "sshd", "bad_protocol", None, None, None, None, count, seq)
-                return self._with_conn_addr(conn, rec, out, release=False)
-            return out
-
-        if first == "banner" or first == "ssh_dispatch_run_fatal:" or first == "kex_protocol_error:":
-            i = msg.find("Connection from ")
-            if i >= 0:
-                m = _CONN_PORT.match(msg, i)
-                if m is not None:
-                    ip, host = normalise_address(m.group(1))
-                    port = int(m.group(2))
-                    self._learn(conn, ip, host, port, out)
-                    out.append(AuthFailure(t, "sshd", "bad_protocol", None, ip, host, port, count, seq))
-            return out
-
-        if first == "Unable":
-            if msg.startswith("Unable to negotiate with "):
-                m = _CONN_PORT.match(msg, 25)
-                if m is not None:
-                    ip, host = normalise_address(m.group(1))
-                    port = int(m.group(2))
-                    self._learn(conn, ip, host, port, out)
-                    out.append(AuthFailure(t, "sshd", "negotiation_failed", None, ip, host, port, count, seq))
-            elif msg.startswith("Unable to negotiate a key exchange method"):
-                rec = AuthFailure(t, "sshd", "negotiation_failed", None, None, None, None, count, seq)
-                return self._with_conn_addr(conn, rec, out, release=False)
-            return out
-
-        if first == "no" and msg.startswith("no matching ") and " found" in msg:
-            rec = AuthFailure(t, "sshd", "negotiation_failed", None, None, None, None, count, seq)
-            return self._with_conn_addr(conn, rec, out, release=False)
-
-        if first == "Timeout":
-            m = _TIMEOUT.match(msg)
-            if m is not None:
-                ip, host = normalise_address(m.group(1))
-                port = int(m.group(2)) if m.group(2) else None
-                if conn is not None:
-                    if conn.addr != ip or ip is None:
-                        self._learn(conn, ip, host, port, out)
-                    if conn.pam or conn.keys or conn.noaddr:
-                        self._release(conn, out)
-                out.append(AuthFailure(t, "sshd", "preauth_timeout", None, ip, host, port, count, seq))
-            return out
-
-        if first == "Read" or first == "Write":
-            # "fatal: Read from socket failed: Connection reset by peer [preauth]"
-            if msg.endswith("[preauth]") and ("Connection reset" in msg or "Broken pipe" in msg or "Connection timed out" in msg):
-                rec = AuthFailure(t, "sshd", "preauth_closed", None, None, None, None, count, seq)
-                return self._with_conn_addr(conn, rec, out, release=True)
-            return out
-
-        if first == "refused":
-            m = _REFUSED_CONNECT.search(msg)
-            if m is not None:
-                ip, host = normalise_address(m.group(1))
-                out.append(AuthFailure(t, "sshd", "connection_refused", None, ip, host, None, count, seq))
-            return out
-
-        if first == "SSH:":
-            m = _LTYPE_REMOTE.search(msg)
-            if m is not None:
-                ip, host = normalise_address(m.group(1))
-                self._learn(conn, ip, host, int(m.group(2)), out)
-            return out
-
-        if first == "message":
-            m = _REPEATED.match(msg)
-            if m is not None:
-                n = int(m.group(1))
-                inner = self._sshd(t, hostname, pid, m.group(2), max(1, min(n, 1_000_000)))
-                out.extend(inner)
-            return out
-        return out
-
+        return handler(self, t, hostname, pid, conn, msg, count, out)
 
     def _with_conn_addr(self, conn: _Conn | None, rec: AuthFailure, out: list[AuthFailure], release: bool) -> list[AuthFailure]:
         """A failure logged without the client address: take the connection's, or hold it until known."""
@@ -905,17 +471,17 @@ class AuthParser:
         return out
 
     # -- other services -----------------------------------------------------------------
-    def _pam_generic(self, t: float | None, prog: str, msg: str) -> list[AuthFailure]:
+    def _pam_generic(self, t: float | None, prog: str, msg: str, service: str = "pam") -> list[AuthFailure]:
         m = _PAM_LINE.search(msg)
         if m is None:
             return []
         svc = (m.group(1) or "").lower()
-        if prog in SELF_LOGGING or svc in SELF_LOGGING or svc in SSHD_PROGRAMS:
+        if service == "pam" and (prog in SELF_LOGGING or svc in SELF_LOGGING or svc in SSHD_PROGRAMS):
             return []  # su/sudo/login log their own failure line; sshd PAM lines come through _sshd
         ruser, rhost, user = _pam_fields(m.group(2))
         ip, host = normalise_address(rhost) if rhost else (None, None)
         u = user or ruser or None
-        return [AuthFailure(t, "pam", "pam_auth", _clean_user(u), ip, host, None, 1, self.seq)]
+        return [AuthFailure(t, service, "pam_auth", _clean_user(u), ip, host, None, 1, self.seq)]
 
     def _sudo(self, t: float | None, msg: str) -> list[AuthFailure]:
         if "incorrect password attempt" in msg:
@@ -970,54 +536,13 @@ def _rec_in(v: Any) -> AuthFailure | None:
     )
 
 
-# One-regex fast paths for the commonest lines; anything unusual falls back to the careful path.
-_FAILED_FAST = re.compile(r"Failed (\S+) for (invalid user |illegal user )?(.*) from ([\w.:%-]+) port (\d+) ssh[12]$")
-_INVALID_FAST = re.compile(r"(?:Invalid|Illegal) user (.*) from ([\w.:%-]+)(?: port (\d+))?$")
-_PAM_SSHD_FAST = re.compile(
-    r"pam_unix\(sshd:auth\): authentication failure; logname=\S* uid=\d* euid=\d* tty=\S* ruser=(\S*) rhost=(\S*)(?: +user=(\S+))?$"
-)
-_QUICK = re.compile(r" from ([\w.:%-]+)(?: port (\d+)(?: ssh[12])?)?$")
 
-
-def _quick_trailer(text: str) -> tuple[int, str | None, str | None, int | None] | None:
-    """The usual line: exactly one " from ", and it ends with "ADDR[ port N[ sshV]]"."""
-    i = text.find(" from ")
-    if i < 0 or text.find(" from ", i + 6) >= 0:
-        return None
-    m = _QUICK.match(text, i)
-    if m is None:
-        return None
-    ip, host = normalise_address(m.group(1))
-    if ip is None and host is None:
-        return None
-    p = m.group(2)
-    return (i, ip, host, int(p) if p else None)
-
-
-def _pam_fields(text: str) -> tuple[str, str, str | None]:
-    """(ruser, rhost, user) of ``logname=.. uid=.. euid=.. tty=.. ruser=.. rhost=.. [user=..]``.
-
-    ``ruser`` and ``user`` may hold anything; ``rhost`` holds no space. The
-    shortest ``ruser`` that lets the rest parse wins, so ``rhost=`` typed inside
-    a user name does not move the address.
-    """
-    if text.endswith(" [preauth]"):
-        text = text[:-10]
-    i = text.find(" ruser=")
-    if i >= 0 and text.count(" rhost=") == 1 and text.count("user=") <= 2:
-        j = text.find(" rhost=", i)
-        ruser = text[i + 7 : j]
-        rest = text[j + 7 :]
-        k = rest.find(" ")
-        if k < 0:
-            return ruser, rest, None
-        tail = rest[k:].lstrip(" ")
-        if tail.startswith("user="):
-            return ruser, rest[:k], tail[5:]
-    m = _PAM_FIELDS.match(text)
-    if m is None:
-        return "", "", None
-    return m.group(1), m.group(2), m.group(3)
+def _strip_prefix(msg: str, sp: int) -> str:
+    """The message without a leading ``error:``/``fatal:`` word or a ``kernel:[ 970.699396]:`` prefix."""
+    if msg.startswith("kernel:"):
+        m = _KERNEL_PREFIX.match(msg)
+        return msg[m.end():] if m is not None else msg
+    return msg[sp + 1:]
 
 
 def _skip_structured_data(rest: str) -> str | None:

@@ -95,34 +95,56 @@ class CollectorConfig:
 
 
 class StateStore:
-    """Small persisted state for one collector: a JSON object in one file, written atomically."""
+    """Small persisted state for one collector: a JSON object in one file, written atomically.
+
+    Each save keeps the previous one as ``FILE.prev``. When the file is unreadable
+    (garbled, empty, not an object) it is moved aside, :attr:`resets` counts it
+    (the runtime exposes ``hostmon_collector_state_resets_total{collector}``) and
+    :meth:`load` returns the previous save: a safe point a little behind, so what
+    happened since is read again rather than skipped. With no usable previous
+    save it returns ``{}`` and :attr:`reset_floor` holds the broken file's time
+    (when it was last written), for a collector that can re-read from there.
+    A collector that finds a value inside its state unusable calls :meth:`note_reset`.
+    """
 
     def __init__(self, path: str | os.PathLike[str] | None) -> None:
         self.path = os.fspath(path) if path is not None else None
         self._mem: dict[str, Any] = {}
+        self.resets = 0
+        self.reset_floor: float | None = None
 
     def load(self) -> dict[str, Any]:
-        """Return the saved state, or ``{}`` when none (or unreadable: logged, then moved aside)."""
+        """The saved state; after a crash or damage, the previous save; ``{}`` when there is none."""
         if self.path is None:
             return dict(self._mem)
+        data, err = _read_state(self.path)
+        if data is not None:
+            return data
+        prev, _ = _read_state(self.path + ".prev")
+        if err == "missing":
+            return prev or {}  # first start; or a crash between the two renames of save(): prev is the state
         try:
-            with open(self.path, encoding="utf-8") as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as e:
-            logging.getLogger("hostmon.state").warning(
-                "state file unreadable, starting fresh", extra={"path": self.path, "error": str(e)}
-            )
-            try:
-                os.replace(self.path, f"{self.path}.corrupt-{int(time.time())}")
-            except OSError:
-                pass
-            return {}
-        return data if isinstance(data, dict) else {}
+            floor: float | None = os.stat(self.path).st_mtime
+        except OSError:
+            floor = None
+        try:
+            os.replace(self.path, f"{self.path}.corrupt-{int(time.time())}")
+        except OSError:
+            pass
+        if prev is not None:
+            self.note_reset(f"{err}; resumed from the previous save (what followed it is read again)")
+            return prev
+        self.note_reset(f"{err}; no previous save, starting fresh")
+        self.reset_floor = floor
+        return {}
+
+    def note_reset(self, why: str) -> None:
+        """Count and log one loss of state (the collector restarts from a safe point)."""
+        self.resets += 1
+        logging.getLogger("hostmon.state").warning("collector state reset", extra={"path": self.path, "reason": why})
 
     def save(self, data: Mapping[str, Any]) -> None:
-        """Write the state: temp file, fsync, rename, so a crash leaves the old or the new file."""
+        """Write the state: temp file, fsync, keep the old file as FILE.prev, rename into place."""
         if self.path is None:
             self._mem = dict(data)
             return
@@ -134,6 +156,10 @@ class StateStore:
                 json.dump(data, f, separators=(",", ":"))
                 f.flush()
                 os.fsync(f.fileno())
+            try:
+                os.replace(self.path, self.path + ".prev")
+            except FileNotFoundError:
+                pass
             os.replace(tmp, self.path)
         except BaseException:
             try:
@@ -141,6 +167,24 @@ class StateStore:
             except OSError:
                 pass
             raise
+
+
+def _read_state(path: str) -> tuple[dict[str, Any] | None, str]:
+    """(the JSON object in ``path``, "") or (None, why not): "missing" or a short reason."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(64 << 20)
+    except FileNotFoundError:
+        return None, "missing"
+    except OSError as e:
+        return None, f"unreadable: {e.strerror}"
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        return None, "empty" if not raw.strip() else f"not JSON: {e}"
+    if not isinstance(data, dict):
+        return None, "not a JSON object"
+    return data, ""
 
 
 @dataclasses.dataclass

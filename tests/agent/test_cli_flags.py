@@ -61,6 +61,19 @@ def test_each_flag_sets_its_config_key() -> None:
     # node_exporter's older spellings mean the same
     old = _load(["--collector.filesystem.ignored-mount-points=^/x", "--collector.netdev.ignored-devices=^lo$"])
     assert old.collectors["disk"]["mount_points_exclude"] == "^/x" and old.collectors["network"]["device_exclude"] == "^lo$"
+    # the families the node_exporter parity collectors added have their node_exporter flags too
+    more = _load([
+        "--collector.netclass.ignored-devices=^veth",
+        "--collector.netstat.fields=^Tcp_",
+        "--collector.arp.device-include=^eth",
+        "--collector.arp.device-exclude=^docker",
+        "--collector.systemd.unit-include=^ssh",
+        "--collector.systemd.unit-exclude=^user@",
+    ]).collectors
+    assert more["network"]["netclass_ignored_devices"] == "^veth" and "device_exclude" not in more["network"]
+    assert more["netstat"]["fields"] == "^Tcp_"
+    assert (more["arp"]["device_include"], more["arp"]["device_exclude"]) == ("^eth", "^docker")
+    assert (more["systemd"]["unit_include"], more["systemd"]["unit_exclude"]) == ("^ssh", "^user@")
 
 
 @pytest.mark.parametrize("flag", ["--collector.netdev.device-include", "--collector.diskstats.device-include"])
@@ -109,7 +122,10 @@ def test_collector_switches_and_disable_defaults(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as ei:
         _enabled(["--collector.wifi"])
     assert ei.value.file == "command-line flag --collector.wifi" and "no collector named 'wifi'" in ei.value.reason
-    assert set(COLLECTOR_ALIASES.values()) <= {"cpu", "memory", "disk", "network"}
+    from hostmond.agent.registry import discover
+
+    assert set(COLLECTOR_ALIASES.values()) <= set(discover()[0]), "every alias names an installed collector"
+    assert COLLECTOR_ALIASES["timex"] == "time"
 
 
 @pytest.mark.parametrize(

@@ -231,7 +231,9 @@ def encode_checked(
     a record without ``tenant_id`` gets ``default_tenant`` (its labels are
     copied, never changed in place). Returns the number of invalid records,
     which are left out: the same rules as :func:`check_record`, so a batch built
-    here is never refused by the ingest for a record's shape.
+    here is never refused by the ingest for a record's shape; a NaN, infinite or
+    huge timestamp (beyond :data:`MAX_ABS_TIMESTAMP`) is refused here too (the
+    ingest answers such a record 422 ``bad_timestamp``).
     """
     bad = 0
     append = records.append
@@ -246,6 +248,7 @@ def encode_checked(
             or s.type not in _TYPES
             or type(v) not in _NUM
             or type(t) not in _NUM
+            or not -MAX_ABS_TIMESTAMP < t < MAX_ABS_TIMESTAMP  # NaN, +-Inf or beyond int64 ms: no store takes it
             or type(labels) is not dict
             or len(labels) > MAX_LABELS
         ):
@@ -267,6 +270,9 @@ def encode_checked(
         if type(labels) is dict and "tenant_id" not in labels:
             labels = {**labels, "tenant_id": default_tenant}
         r = {"e": e.kind, "t": e.time, "f": e.fields, "l": labels}
+        if type(e.time) in _NUM and not -MAX_ABS_TIMESTAMP < e.time < MAX_ABS_TIMESTAMP:  # NaN, +-Inf, huge
+            bad += 1
+            continue
         try:
             check_record(r)
         except SealError:
@@ -316,6 +322,9 @@ _SAMPLE_KEYS = frozenset({"s", "k", "v", "l", "t"})
 _EVENT_KEYS = frozenset({"e", "t", "f", "l"})
 _TYPES = frozenset({COUNTER, GAUGE})
 _NUM = (int, float)
+# Timestamps (seconds) must stay within the int64 milliseconds of remote write and SQLite's
+# integers; the ingest refuses others with 422 (its ingest.decode.MAX_ABS_TIMESTAMP, the same bound).
+MAX_ABS_TIMESTAMP = 9.2e15
 
 
 def check_record(r: Any) -> str:

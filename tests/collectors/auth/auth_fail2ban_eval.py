@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
-DATA = REPO.parent / "shared" / "data" / "auth-logs"
+# the real logs (see ../shared/data/auth-logs/README.md): HOSTMON_SHARED_DATA names the data directory
+DATA = Path(os.environ.get("HOSTMON_SHARED_DATA") or REPO.parent / "shared" / "data") / "auth-logs"
 sys.path.insert(0, str(REPO))
 
 from hostmond.collectors.auth.parse import AuthFailure, AuthParser  # noqa: E402

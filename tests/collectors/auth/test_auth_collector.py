@@ -399,13 +399,9 @@ def test_real_agent_cli_collects_a_real_log_with_tagged_events(tmp_path: Path) -
     """`hostmon collect --once --format json --collector auth` (the agent's own runtime, config
     loader and tagging) over a copy of the real loghub OpenSSH log: failures counted, and every
     failure an event carrying time, host, tenant, service, reason, user, source and port."""
-    from auth_fail2ban_eval import DATA
+    from helpers import shared_data_file
 
-    src = DATA / "loghub-OpenSSH_2k.log"
-    if not src.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{src} missing")
-        pytest.skip(f"{src} missing")
+    src = shared_data_file("auth-logs/loghub-OpenSSH_2k.log")
     log = tmp_path / "auth.log"
     text = src.read_text(encoding="utf-8", errors="replace")
     log.write_text(text + "\nDec 10 11:05:00 LabSZ sshd[999999]: error: PAM: Authentication failure for carol from scanner.example.net\n")

@@ -106,15 +106,16 @@ def test_sshd_session_program_is_normalised_to_sshd() -> None:
 def test_vocabulary_is_fixed() -> None:
     assert "sshd" in SERVICES and len(set(REASONS)) == len(REASONS)
     p = P()
-    lines = open_real("loghub-OpenSSH_2k.log")
+    lines = open_real("sshd-sample.log") + open_real("pam-old-syslog.log")
     recs = [r for line in lines for r in p.feed(line)] + p.flush()
     assert recs and all(r.service in SERVICES and r.reason in REASONS for r in recs)
 
 
 def open_real(name: str) -> list[str]:
-    from auth_fail2ban_eval import DATA
+    """A log fixture we wrote (tests/data/auth; the published real logs are read in test_auth_real_logs)."""
+    from helpers import TEST_DATA
 
-    return (DATA / name).read_text(encoding="utf-8", errors="replace").splitlines()
+    return (TEST_DATA / "auth" / name).read_text(encoding="utf-8").splitlines()
 
 
 # -- connection context ----------------------------------------------------------------

@@ -59,3 +59,52 @@ def require_tool() -> RequireTool:
 def require_module() -> Callable[[str, str], object]:
     return _require_module
 
+
+
+def _require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        msg = f"{what} needs root"
+        if in_ci():
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def podman_tools() -> None:
+    """podman, runc and debootstrap (apt), and root; skips, or fails under CI=true."""
+    for tool in ("podman", "runc", "debootstrap"):
+        _require_tool(tool, "apt-get install podman runc debootstrap")
+    _require_root("running podman pods with host PID and network")
+
+
+@pytest.fixture(scope="session")
+def hostmon_image(podman_tools: None, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """packaging/docker/Dockerfile built once per test session (podman, on a debootstrap Debian base)."""
+    from podman_testutil import build_image
+
+    return build_image(tmp_path_factory.mktemp("image"))
+
+
+@pytest.fixture(scope="session")
+def deb(tmp_path_factory: pytest.TempPathFactory, require_tool: RequireTool) -> Path:
+    """packaging/deb/build.sh run once per session (test_deb.py, test_deb_systemd.py)."""
+    import subprocess
+    import tomllib
+
+    require_tool("dpkg-deb", "apt-get install dpkg")
+    if not Path("/usr/bin/python3.11").exists():
+        msg = "/usr/bin/python3.11 missing (apt-get install python3.11 python3.11-venv)"
+        if in_ci():
+            pytest.fail(msg)
+        pytest.skip(msg)
+    out = tmp_path_factory.mktemp("deb")
+    proc = subprocess.run(
+        [str(REPO / "packaging" / "deb" / "build.sh"), str(out)], capture_output=True, text=True, timeout=900, check=False
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True, check=True).stdout.strip()
+    path = Path(proc.stdout.strip().splitlines()[-1])
+    assert path == out / f"hostmon_{version}_{arch}.deb"
+    assert path.is_file()
+    return path

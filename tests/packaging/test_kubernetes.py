@@ -398,7 +398,7 @@ def test_commented_tls_paths_agree_with_the_secret_mounts(server: str) -> None:
         else:
             assert mode & 0o044 == 0o044, f"{key}: {name} copied with mode {mode:04o}"
     # tls() copies from the Secret's mount to the volume the config reads
-    (func,) = re.findall(r'^\s*tls\(\) \{.*install .*"([^"]+)/\$1" "([^"]+)/\$1".*\}$', script, re.MULTILINE)
+    (func,) = re.findall(r'^\s*tls\(\) \{.*(?:install|give) .*"([^"]+)/\$1" "([^"]+)/\$1".*\}$', script, re.MULTILINE)
     src_dir, dst_dir = func
     assert src_dir == secret_mount["mountPath"]
     assert {posixpath.dirname(p) for p in paths.values()} == {dst_dir}
@@ -412,11 +412,28 @@ def need_root_for_init_scripts() -> None:
         pytest.skip(msg)
 
 
+def init_container_argv(init: dict[str, Any], script: str) -> list[str]:
+    """The script under the init container's uid and capabilities: setpriv, as root with only the added ones.
+
+    Full root (every capability) would hide what the container may not do:
+    chmod a file it gave away needs CAP_FOWNER, which the container lacks.
+    """
+    sc = init.get("securityContext", {})
+    argv = ["/bin/sh", "-ec", script]
+    if sc.get("runAsUser", 0) != 0 or sc.get("capabilities", {}).get("drop") != ["ALL"]:
+        return argv
+    caps = ",".join(["-all", *("+" + c.lower() for c in sc["capabilities"].get("add", []))])
+    return ["setpriv", "--bounding-set", caps, "--inh-caps", "-all", "--", *argv]
+
+
 def run_init_container(pod: dict[str, Any], root: Path, secrets: dict[str, dict[str, bytes]]) -> dict[str, Path]:
     """Run the pod's init container script with /bin/sh, each of its volume mounts replaced by ``root/VOLUME``.
 
     ``secrets`` maps a Secret name to its files; they are written with the
     volume's defaultMode (and root's ownership) as the kubelet writes them.
+    The script runs with the container's capabilities (init_container_argv),
+    and twice: the second time as the next pod on the same node, whose
+    hostPath state directory the first one gave to the agent.
     Returns volume name -> directory.
     """
     (init,) = pod["initContainers"]
@@ -437,8 +454,9 @@ def run_init_container(pod: dict[str, Any], root: Path, secrets: dict[str, dict[
     pattern = re.compile("|".join(re.escape(m["mountPath"]) for m in mounts))
     by_path = {m["mountPath"]: str(dirs[m["name"]]) for m in mounts}
     script = pattern.sub(lambda mo: by_path[mo.group(0)], init["command"][-1])
-    proc = subprocess.run(["/bin/sh", "-ec", script], check=False, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
+    for start in ("first", "next"):
+        proc = subprocess.run(init_container_argv(init, script), check=False, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, f"{start} pod start: {proc.stderr}"
     return dirs
 
 

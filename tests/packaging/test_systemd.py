@@ -140,6 +140,8 @@ def test_ingest_unit_contract() -> None:
     assert one(u, "Service.StateDirectory") == "hostmon-ingest"
     assert one(u, "Service.ProtectProc") == "invisible"
     assert one(u, "Service.CapabilityBoundingSet") == ""
+    # the ingest has no SIGHUP handler: a "kill -HUP" reload ended it for good (test_deb_systemd.py)
+    assert "Service.ExecReload" not in u
 
 
 def test_supplementary_groups_exist_and_own_the_auth_sources() -> None:

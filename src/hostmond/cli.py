@@ -18,11 +18,7 @@ import argparse
 import sys
 
 from hostmond import __version__
-from hostmond.agent import cli as agent_cli
-from hostmond.core import keys_cli
-from hostmond.core.command import run_command
-from hostmond.ingest import cli as ingest_cli
-from hostmond.ingest.embedded import EmbeddedIngest
+from hostmond.core.command import missing_dependency, run_command
 
 
 def cmd_docs_metrics(args: argparse.Namespace) -> int:
@@ -33,6 +29,11 @@ def cmd_docs_metrics(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from hostmond.agent import cli as agent_cli
+    from hostmond.core import keys_cli
+    from hostmond.ingest import cli as ingest_cli
+    from hostmond.ingest.embedded import EmbeddedIngest
+
     p = argparse.ArgumentParser(prog="hostmon", description="Lightweight per-host monitoring agent.")
     p.add_argument("--version", action="version", version=f"hostmon {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -47,7 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(build_parser().parse_args(argv))
+    try:
+        parser = build_parser()
+    except ModuleNotFoundError as e:  # a required library is not installed: say which, and how to get it
+        return missing_dependency(e)
+    return run_command(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

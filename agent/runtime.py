@@ -335,6 +335,10 @@ class Agent:
         self.started_at = time.time()
         self._self_task: asyncio.Task[None] | None = None
         self._beat_task: asyncio.Task[None] | None = None
+        # Set while the collector loops are being stopped: each loop also checks it, because Python
+        # 3.11's wait_for loses a cancellation that lands as the awaited collection completes
+        # (gh-86296, fixed in 3.12); without the check that loop ran on and stop waited forever.
+        self._halting = False
         self._beat = 0.0  # loop time of the last heartbeat
         self._stall_seen = float("-inf")  # loop time a stall was last noticed
         self.stalls = 0
@@ -510,9 +514,9 @@ class Agent:
         jitter = self.cfg.runtime.jitter
         next_t = loop.time()
         mark = next_t  # start of this period: a stall since then is not the collector's overrun
-        while True:
+        while not self._halting:
             await self.run_once(r)
-            if r.unavailable:
+            if r.unavailable or self._halting:
                 return
             next_t += r.interval * (1 + random.uniform(-jitter, jitter))
             now = loop.time()
@@ -575,6 +579,7 @@ class Agent:
         for e in self.plugin_errors:
             log.error("plugin skipped", extra={"where": e.where, "reason": e.reason})
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=len(self.runners) + 2, thread_name_prefix="collector")
+        self._halting = False
         self.ready = False
         self.ready_event.clear()
         if not self.runners:
@@ -609,9 +614,14 @@ class Agent:
         return samples, events
 
     async def stop_collectors(self, budget: float = 2.0) -> None:
+        self._halting = True
         for t in self.tasks:
             t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.tasks:
+            # bounded: a loop that missed its cancellation still ends at its next check of _halting
+            _, late = await asyncio.wait(self.tasks, timeout=budget)
+            if late:
+                log.warning("collector loops did not end in time", extra={"loops": sorted(t.get_name() for t in late)})
         self.tasks = []
         if self.executor is None:
             return

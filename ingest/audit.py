@@ -37,6 +37,7 @@ segment kept).
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -264,9 +265,18 @@ class AuditLog:
         rec: dict[str, Any] = {"v": VERSION, "seq": self.seq + 1, "t": round(self.clock(), 6), "type": rtype, "data": dict(data), "prev": self.head}
         rec["hash"] = record_hash(rec)
         line = canonical(rec) + b"\n"
-        os.write(self._fd, line)
-        if self.fsync:
-            os.fsync(self._fd)
+        view = memoryview(line)
+        try:
+            while view:  # os.write may write less than asked
+                view = view[os.write(self._fd, view):]
+            if self.fsync:
+                os.fsync(self._fd)
+        except OSError:
+            # disk full mid-line: cut the segment back to the last whole record, so the chain never
+            # holds a torn line; the caller sees the error (the ingest counts it as a storage failure)
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+            raise
         self.seq, self.head, self._last_type = rec["seq"], rec["hash"], rtype
         self._size += len(line)
         self.records_written += 1

@@ -393,3 +393,34 @@ def test_check_config_refuses_an_audit_key_others_can_read(tmp_path):
     os.chmod(key, 0o600)
     r = check()
     assert r.returncode == 0 and f"audit trail in {tmp_path / 'audit'}" in r.stdout
+
+
+def test_a_write_that_fails_half_way_leaves_no_torn_line_in_the_chain(tmp_path: Path, key, monkeypatch) -> None:
+    """A disk that fills mid-record: the error reaches the caller, the half line is cut away, and the
+    log still verifies and goes on once writes succeed again."""
+    clock = Clock()
+    d = tmp_path / "audit"
+    log = make_log(d, key, clock)
+    log.open()
+    log.batch_accepted("a1", "i1", 1, hashlib.sha256(b"1").digest(), 10, 1, ["acme"])
+    real_write = os.write
+    calls = {"n": 0}
+
+    def short_then_full(fd: int, data) -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return real_write(fd, bytes(data[: len(data) // 2]))  # a short write...
+        raise OSError(28, "No space left on device")  # ...and the rest does not fit
+
+    monkeypatch.setattr(audit.os, "write", short_then_full)
+    with pytest.raises(OSError):
+        log.batch_accepted("a1", "i1", 2, hashlib.sha256(b"2").digest(), 10, 1, ["acme"])
+    monkeypatch.setattr(audit.os, "write", real_write)
+    _, lines = lines_of(d)
+    assert all(line.endswith(b"}\n") for line in lines), "no half record left in the segment"
+    log.batch_accepted("a1", "i1", 3, hashlib.sha256(b"3").digest(), 10, 1, ["acme"])
+    log.close()
+    res = verify(str(d), [key.public_key().public_bytes_raw()])
+    assert res.ok, res.bad
+    seqs = [r["data"].get("seq") for r in audit.read_records(str(d)) if r["type"] == "batch_accepted"]
+    assert seqs == [1, 3]

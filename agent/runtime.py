@@ -1,11 +1,17 @@
 """The daemon: schedules collectors, isolates them, tags their output, hands it on.
 
-Each collector gets its own loop on the event loop. A collection runs in a
-worker thread (blocking reads stay off the loop) under a timeout; a collection
-still running when its next tick comes makes that tick an overrun (counted,
-skipped), so runs never pile up. A collector that raises or hangs never stops
-the others. Results are tagged (tenant and static tags), stored for /metrics,
-and handed to the consumers (the shipper).
+Collectors that share an interval are collected together: at each tick the due ones
+run one after another in ONE worker thread (blocking reads stay off the event loop),
+and their results come back to the loop in one hand-off. A thread round trip per
+collector cost more than most collections (about 0.45 ms each, ten milliseconds a
+cycle for twenty collectors); one per tick costs one. Isolation is kept: a collection
+that runs past half its interval (or its timeout, if shorter) is detached from the
+batch, and the collectors after it go on in another thread; past its timeout it is
+counted as a timeout and its late result is dropped. A collector still running (or
+still queued) when its next tick comes makes that tick an overrun (counted, skipped),
+so runs never pile up. A collector that raises or hangs never stops the others.
+Results are tagged (tenant and static tags), stored for /metrics, and handed to the
+consumers (the shipper, the anomaly stage).
 """
 
 from __future__ import annotations
@@ -106,7 +112,9 @@ class CollectorRunner:
         self.started = False
         self.unavailable = False
         self.unavailable_reason = ""
-        self.pending: concurrent.futures.Future[Any] | None = None
+        self.pending: concurrent.futures.Future[Any] | None = None  # a start still running after its timeout
+        self.in_flight = False  # in a batch (queued or running) whose result the loop has not taken yet
+        self.timed_out = False  # its running collection passed the timeout: the late result is dropped
 
     def scrape_samples(self) -> list[Sample]:
         """node_exporter's pair for the same figures (not emitted, like the rest, for a collector with no data here)."""
@@ -137,6 +145,59 @@ class CollectorRunner:
 
 def _collect_list(c: Collector) -> list[Sample | Event]:
     return list(c.collect())
+
+
+class _Batch:
+    """Collections run one after another in one worker thread (one thread hand-off per tick).
+
+    The loop may ``detach`` the rest: the batch stops after the collection running now,
+    and the ones it had not started are returned (to go on in another batch).
+    """
+
+    def __init__(self, runners: list[CollectorRunner], gen: int) -> None:
+        self.runners = runners
+        self.gen = gen
+        self.lock = threading.Lock()
+        self.index = -1  # the runner collecting now
+        self.started = 0.0  # time.monotonic() when it started
+        self.cut = len(runners)  # runs runners[:cut]
+        self.finished = False
+        self.taken = 0  # results the loop has already handed on
+        # (runner, items, error, duration), appended by the worker as each collection ends
+        self.results: list[tuple[CollectorRunner, list[Sample | Event] | None, BaseException | None, float]] = []
+
+    def run(self) -> None:
+        try:
+            for i, r in enumerate(self.runners):
+                with self.lock:
+                    if i >= self.cut:
+                        return
+                    self.index = i
+                    self.started = t0 = time.monotonic()
+                items: list[Sample | Event] | None = None
+                err: BaseException | None = None
+                try:
+                    items = list(r.c.collect())
+                except Exception as e:  # noqa: BLE001 - isolation: reported per collector by the loop
+                    err = e
+                self.results.append((r, items, err, time.monotonic() - t0))
+        finally:
+            with self.lock:
+                self.finished = True
+
+    def current(self) -> tuple[int, float] | None:
+        with self.lock:
+            if self.finished or self.index < 0:
+                return None
+            return self.index, self.started
+
+    def detach(self) -> list[CollectorRunner]:
+        with self.lock:
+            if self.finished:
+                return []
+            rest = self.runners[self.index + 1 : self.cut]
+            self.cut = self.index + 1
+            return rest
 
 
 def apply_tags(items: Iterable[Sample | Event], tags: dict[str, str]) -> tuple[list[Sample], list[Event]]:
@@ -321,7 +382,10 @@ class Agent:
         for cls in classes.values():
             self.store.add_specs(cls.metrics)
         self.runners: list[CollectorRunner] = []
-        self.tasks: list[asyncio.Task[None]] = []
+        self.tasks: list[asyncio.Task[None]] = []  # one loop per interval (group of collectors)
+        self.groups: list[list[CollectorRunner]] = []
+        self._gen = 0  # bumped at each stop: a batch of an older generation is ignored
+        self._batches: set[concurrent.futures.Future[Any]] = set()
         self.executor: concurrent.futures.ThreadPoolExecutor | None = None
         self.server: MetricsServer | None = None
         self.tags = cfg.resolved_tags()
@@ -406,51 +470,80 @@ class Agent:
             return
         r.started = True
 
+    async def _ensure_started(self, r: CollectorRunner) -> bool:
+        """Start ``r`` if it is not yet; False (and accounted) while it cannot collect."""
+        if r.started:
+            return True
+        if r.pending is not None and not r.pending.done():  # a start still running past its timeout
+            r.overruns += 1
+            return False
+        r.pending = None
+        await self._start_runner(r)
+        if not r.started:  # unavailable here, or failed: retried next tick
+            r.success = 0
+            r.done_first = True
+            self._check_ready()
+        return r.started
+
     async def run_once(self, r: CollectorRunner) -> None:
-        """One collection: thread, timeout, accounting, tagging, hand-off."""
+        """One collection of one collector on its own (``collect --once``): thread, timeout, accounting, hand-off."""
         assert self.executor is not None
-        if r.pending is not None and not r.pending.done():
+        if r.in_flight:
             r.overruns += 1
             return
-        r.pending = None
-        if not r.started:
-            await self._start_runner(r)
-            if not r.started:  # unavailable here, or failed: retried next tick
-                r.success = 0
-                r.done_first = True
-                self._check_ready()
-                return
+        if not await self._ensure_started(r):
+            return
         r.runs += 1
         t0 = time.perf_counter()
-        fut: concurrent.futures.Future[Any] | None = None
-        try:
-            if r.cls.inline:  # a few small procfs reads: a thread round trip would cost more than the work
-                items = _collect_list(r.c)
+        if r.cls.inline:  # a few small procfs reads: a thread round trip would cost more than the work
+            try:
+                items: list[Sample | Event] | None = _collect_list(r.c)
+            except Exception as e:  # noqa: BLE001 - isolation: one collector's bug stays its own
+                self._finish(r, None, e, time.perf_counter() - t0)
             else:
-                fut = self.executor.submit(_collect_list, r.c)
-                items = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), r.timeout)
+                self._finish(r, items, None, time.perf_counter() - t0)
+            return
+        r.in_flight = True
+        fut = self.executor.submit(_collect_list, r.c)
+        try:
+            items = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), r.timeout)
         except asyncio.TimeoutError:
-            r.timeouts += 1
-            r.success = 0
-            r.pending = fut
-            r.duration = time.perf_counter() - t0
-            self.log_once.fail(r.name, "collection timed out; skipping ticks until it returns", collector=r.name, timeout=r.timeout)
-        except CollectorUnavailable as e:
+            self._timed_out(r, time.perf_counter() - t0)
+            fut.add_done_callback(lambda _f: setattr(r, "in_flight", False))
+            return
+        except Exception as e:  # noqa: BLE001
+            r.in_flight = False
+            self._finish(r, None, e, time.perf_counter() - t0)
+            return
+        r.in_flight = False
+        self._finish(r, items, None, time.perf_counter() - t0)
+
+    def _timed_out(self, r: CollectorRunner, duration: float) -> None:
+        r.timeouts += 1
+        r.success = 0
+        r.timed_out = True
+        r.duration = duration
+        self.log_once.fail(r.name, "collection timed out; skipping ticks until it returns", collector=r.name, timeout=r.timeout)
+        r.done_first = True
+        self._check_ready()
+
+    def _finish(self, r: CollectorRunner, items: list[Sample | Event] | None, err: BaseException | None, duration: float) -> None:
+        """Account one finished collection and hand its output on (on the loop)."""
+        r.duration = duration
+        if isinstance(err, CollectorUnavailable):
             r.unavailable = True
-            r.unavailable_reason = str(e)
-            log.info("collector has nothing to collect here", extra={"collector": r.name, "reason": str(e)})
+            r.unavailable_reason = str(err)
+            log.info("collector has nothing to collect here", extra={"collector": r.name, "reason": str(err)})
             self.store.remove(r.name)
-        except Exception as e:  # noqa: BLE001 - isolation: one collector's bug stays its own
+        elif err is not None:
             r.errors += 1
             r.success = 0
-            r.duration = time.perf_counter() - t0
-            self.log_once.fail(r.name, f"collection failed: {e!r}", collector=r.name)
+            self.log_once.fail(r.name, f"collection failed: {err!r}", collector=r.name)
         else:
-            r.duration = time.perf_counter() - t0
             r.success = 1
             r.last_success = time.time()
             self.log_once.ok(r.name, "collector recovered", collector=r.name)
-            samples, events = apply_tags(items, self.tags)
+            samples, events = apply_tags(items or (), self.tags)
             families = self._accept_families(r, samples) if r.cls.dynamic_families else None
             r.n_samples = len(samples)
             self.store.update(r.name, samples, families)
@@ -465,6 +558,108 @@ class Agent:
             r.partial[reason] = r.partial.get(reason, 0) + n
         r.done_first = True
         self._check_ready()
+
+    # -- batches: the due collectors of one tick, in one worker thread --------------------
+    async def _tick(self, group: list[CollectorRunner]) -> None:
+        unstarted = [r for r in group if not (r.started or r.unavailable or r.in_flight)]
+        if unstarted:  # at the first tick (or after a failed start): in parallel, each under its timeout
+            started = await asyncio.gather(*(self._ensure_started(r) for r in unstarted))
+            if self._halting:
+                return
+            failed = {id(r) for r, ok in zip(unstarted, started) if not ok}
+        else:
+            failed = set()
+        due: list[CollectorRunner] = []
+        for r in group:
+            if r.unavailable or id(r) in failed:
+                continue
+            if r.in_flight:
+                r.overruns += 1
+                continue
+            due.append(r)
+        batch: list[CollectorRunner] = []
+        for r in due:
+            r.runs += 1
+            if r.cls.inline:  # on the loop: a few small procfs reads, no thread needed
+                t0 = time.perf_counter()
+                try:
+                    items = _collect_list(r.c)
+                except Exception as e:  # noqa: BLE001 - isolation: one collector's bug stays its own
+                    self._finish(r, None, e, time.perf_counter() - t0)
+                else:
+                    self._finish(r, items, None, time.perf_counter() - t0)
+            else:
+                batch.append(r)
+        if batch:
+            self._submit_batch(batch)
+
+    def _submit_batch(self, runners: list[CollectorRunner]) -> None:
+        assert self.executor is not None
+        batch = _Batch(runners, self._gen)
+        for r in runners:
+            r.in_flight = True
+        fut = self.executor.submit(batch.run)
+        self._batches.add(fut)
+        loop = asyncio.get_running_loop()
+        afut = asyncio.wrap_future(fut)
+        afut.add_done_callback(lambda _f: self._batch_done(batch, fut))
+        loop.call_later(self._detach_after(runners[0]), self._watch_batch, batch)
+
+    @staticmethod
+    def _detach_after(r: CollectorRunner) -> float:
+        return min(r.timeout, r.interval / 2)
+
+    def _watch_batch(self, batch: _Batch) -> None:
+        """Detach a collection that runs long, so the ones after it go on in another thread."""
+        if batch.gen != self._gen or self._halting:
+            return
+        cur = batch.current()
+        loop = asyncio.get_running_loop()
+        if cur is None:
+            if not batch.finished:  # not started yet (all worker threads busy): look again soon
+                loop.call_later(0.05, self._watch_batch, batch)
+            return
+        i, started = cur
+        r = batch.runners[i]
+        elapsed = time.monotonic() - started
+        limit = self._detach_after(r)
+        if elapsed < limit:
+            loop.call_later(limit - elapsed, self._watch_batch, batch)
+            return
+        rest = batch.detach()
+        self._take_results(batch)  # those that ended before the slow one are not held back by it
+        if rest:
+            log.debug("slow collection detached from its batch", extra={"collector": r.name, "seconds": round(elapsed, 3)})
+            self._submit_batch(rest)
+        loop.call_later(max(0.0, started + r.timeout - time.monotonic()), self._check_timeout, batch, i, started)
+
+    def _check_timeout(self, batch: _Batch, i: int, started: float) -> None:
+        if batch.gen != self._gen or self._halting:
+            return
+        if batch.current() == (i, started):  # still in that same collection
+            self._timed_out(batch.runners[i], time.monotonic() - started)
+
+    def _take_results(self, batch: _Batch) -> None:
+        """Hand on the collections of ``batch`` that have ended and were not handed on yet."""
+        current = batch.gen == self._gen and not self._halting
+        results = batch.results[batch.taken :]
+        batch.taken += len(results)
+        for r, items, err, duration in results:
+            r.in_flight = False
+            if r.timed_out:  # already counted as a timeout: its late result is dropped
+                r.timed_out = False
+                continue
+            if current:
+                self._finish(r, items, err, duration)
+
+    def _batch_done(self, batch: _Batch, fut: concurrent.futures.Future[Any]) -> None:
+        self._batches.discard(fut)
+        self._take_results(batch)
+        if fut.exception() is not None:  # the worker itself failed (not a collector): never seen in practice
+            log.error("collection batch failed", extra={"error": repr(fut.exception())})
+        for r in batch.runners[len(batch.results) : batch.cut]:  # never reached by the worker
+            r.in_flight = False
+            r.timed_out = False
 
     def _accept_families(self, r: CollectorRunner, samples: list[Sample]) -> dict[str, MetricSpec]:
         """A dynamic collector's run-time families, less those that clash (their samples removed in place)."""
@@ -509,24 +704,26 @@ class Agent:
             s += " (" + ", ".join(failing[:5]) + ")"
         return s
 
-    async def _loop(self, r: CollectorRunner) -> None:
+    async def _group_loop(self, group: list[CollectorRunner], interval: float) -> None:
         loop = asyncio.get_running_loop()
         jitter = self.cfg.runtime.jitter
         next_t = loop.time()
-        mark = next_t  # start of this period: a stall since then is not the collector's overrun
+        mark = next_t  # start of this period: a stall since then is not the collectors' overrun
         while not self._halting:
-            await self.run_once(r)
-            if r.unavailable or self._halting:
+            await self._tick(group)
+            if self._halting or all(r.unavailable for r in group):
                 return
-            next_t += r.interval * (1 + random.uniform(-jitter, jitter))
+            next_t += interval * (1 + random.uniform(-jitter, jitter))
             now = loop.time()
             if now > next_t:
-                missed = int((now - next_t) // r.interval) + 1
-                if self._stalled_since(mark):
-                    r.missed_periods += 1
-                else:
-                    r.overruns += missed
-                next_t += missed * r.interval
+                missed = int((now - next_t) // interval) + 1
+                stalled = self._stalled_since(mark)
+                for r in group:
+                    if stalled:
+                        r.missed_periods += 1
+                    else:
+                        r.overruns += missed
+                next_t += missed * interval
             mark = now
             await asyncio.sleep(next_t - now)
 
@@ -568,8 +765,8 @@ class Agent:
 
     def healthy(self) -> bool:
         """Collector loops alive (used by the systemd watchdog)."""
-        # a loop ends by itself only for a collector with nothing to collect here
-        return all(not t.done() or r.unavailable for r, t in zip(self.runners, self.tasks))
+        # a loop ends by itself only when none of its collectors has anything to collect here
+        return all(not t.done() or all(r.unavailable for r in g) for g, t in zip(self.groups, self.tasks))
 
     async def start_collectors(self) -> None:
         declared = {n for spec in self.store.renderer.specs.values() for n in spec.sample_names()}
@@ -587,7 +784,13 @@ class Agent:
         if self._beat_task is None:
             self._beat = asyncio.get_running_loop().time()
             self._beat_task = asyncio.create_task(self._heartbeat(), name="heartbeat")
-        self.tasks = [asyncio.create_task(self._loop(r), name=f"collector:{r.name}") for r in self.runners]
+        by_interval: dict[float, list[CollectorRunner]] = {}
+        for r in self.runners:
+            by_interval.setdefault(r.interval, []).append(r)
+        self.groups = list(by_interval.values())
+        self.tasks = [
+            asyncio.create_task(self._group_loop(g, iv), name=f"collectors:{iv:g}s") for iv, g in by_interval.items()
+        ]
 
     async def collect_once(self, only: list[str] | None = None) -> tuple[list[Sample], list[Event]]:
         """One collection by every enabled collector (or only those named), for ``hostmon collect --once``.
@@ -615,6 +818,8 @@ class Agent:
 
     async def stop_collectors(self, budget: float = 2.0) -> None:
         self._halting = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget
         for t in self.tasks:
             t.cancel()
         if self.tasks:
@@ -623,12 +828,15 @@ class Agent:
             if late:
                 log.warning("collector loops did not end in time", extra={"loops": sorted(t.get_name() for t in late)})
         self.tasks = []
+        self.groups = []
+        if self._batches:  # collections running now: let them end (bounded) before stopping their collectors
+            await asyncio.wait([asyncio.wrap_future(f) for f in list(self._batches)], timeout=max(0.0, deadline - loop.time()))
+        self._gen += 1
         if self.executor is None:
             return
-        loop = asyncio.get_running_loop()
         futs = []
         for r in self.runners:
-            if r.started and (r.pending is None or r.pending.done()):
+            if r.started and not r.in_flight and (r.pending is None or r.pending.done()):
                 futs.append(loop.run_in_executor(self.executor, r.c.stop))
         if futs:
             done, pending = await asyncio.wait(futs, timeout=budget)

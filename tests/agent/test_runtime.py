@@ -123,6 +123,59 @@ async def test_a_failing_or_hanging_collector_never_stops_the_others() -> None:
     assert "absent" not in text, "a collector with no data here is not reported as failing"
 
 
+class Slow(Collector):
+    """Slower than its interval but well within its timeout; named to run first in its batch."""
+
+    name = "aaa_slow"
+    metrics = (MetricSpec("t_slow", GAUGE, "slow"),)
+
+    def collect(self):
+        time.sleep(0.35)
+        yield self.sample("t_slow", 1)
+
+
+class Thread(Collector):
+    name = "thread_a"
+    metrics = (MetricSpec("t_thread", GAUGE, "thread ident of the last collection", ("c", "ident")),)
+
+    def collect(self):
+        time.sleep(0.05)  # long enough that collectors run one per thread would overlap and need two threads
+        yield self.sample("t_thread", 1, {"c": self.name, "ident": str(threading.get_ident())})
+
+
+class ThreadB(Thread):
+    name = "thread_b"
+
+
+async def test_collectors_of_one_interval_run_in_one_worker_thread_per_tick() -> None:
+    keep = Keep()
+    agent = make_agent([Thread, ThreadB], {"HOSTMON_RUNTIME__INTERVAL": "60"}, [keep])
+    await agent.start()
+    try:
+        await asyncio.wait_for(agent.ready_event.wait(), 5)
+    finally:
+        await agent.stop()
+    idents = {s.labels["c"]: s.labels["ident"] for col in keep.got for s in col.samples}
+    assert set(idents) == {"thread_a", "thread_b"}
+    assert idents["thread_a"] == idents["thread_b"], "one batch, one thread hand-off"
+    assert int(idents["thread_a"]) != threading.get_ident(), "not on the event loop"
+
+
+async def test_a_slow_collection_is_detached_so_the_others_of_its_batch_keep_their_schedule() -> None:
+    agent = make_agent([Slow, Good], {"HOSTMON_RUNTIME__INTERVAL": "0.2", "HOSTMON_RUNTIME__JITTER": "0"})
+    await agent.start()
+    try:
+        await asyncio.sleep(1.7)
+        slow, good = runner(agent, "aaa_slow"), runner(agent, "good")
+        assert good.runs >= 6, f"good ran {good.runs} times in 1.7 s at 0.2 s: held back by the slow one"
+        assert slow.timeouts == 0 and slow.success == 1, "slow is not a timeout: its results count"
+        assert 2 <= slow.runs <= 5 and slow.overruns >= 2, "its ticks while it runs are skipped, not piled up"
+        text = agent.store.body(False, False).decode()
+        assert "t_slow{" in text and "t_good{" in text
+    finally:
+        await agent.stop()
+
+
 class Where(Collector):
     name = "where"
     metrics = (MetricSpec("t_where", GAUGE, "thread of the last collection", ("thread",)),)

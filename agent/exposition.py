@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import logging
 import math
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -45,6 +46,9 @@ def _esc_help_om(v: str) -> str:
     return _esc(v)
 
 
+_MAXF = sys.float_info.max
+
+
 def fmt_value(v: float) -> str:
     if type(v) is int:
         return str(v)
@@ -68,6 +72,7 @@ class Renderer:
     def __init__(self, specs: Mapping[str, MetricSpec], hidden_labels: Iterable[str] = ()) -> None:
         self.specs = dict(specs)
         self._label_cache: dict[tuple[tuple[str, str], ...], str] = {}
+        self._prefix_cache: dict[tuple[Any, ...], str] = {}
         self.hidden_labels: frozenset[str] = frozenset(hidden_labels)
         # run-time families (Collector.family): their specs, and sample name -> family name
         self.dynamic: dict[str, MetricSpec] = {}
@@ -82,6 +87,7 @@ class Renderer:
         if names != self.hidden_labels:
             self.hidden_labels = names
             self._label_cache.clear()
+            self._prefix_cache.clear()
 
     def _labels(self, labels: dict[str, str]) -> str:
         if not labels:
@@ -109,10 +115,23 @@ class Renderer:
                 lst.append(s)
         return fam
 
+    def _prefix(self, s: Sample) -> str:
+        """``name{labels} `` of a sample, cached by name and labels: the same series every cycle."""
+        key = (s.name, *s.labels.items())
+        p = self._prefix_cache.get(key)
+        if p is None:
+            if len(self._prefix_cache) > 50_000:  # series churn: start over rather than grow
+                self._prefix_cache.clear()
+            p = self._prefix_cache[key] = s.name + self._labels(s.labels) + " "
+        return p
+
     def render(self, samples: Iterable[Sample], openmetrics: bool = False) -> bytes:
         fam = self.group(samples)
         out: list[str] = []
+        ap = out.append
         lab = self._labels
+        cache = self._prefix_cache
+        prefix = self._prefix
         for name, lst in fam.items():
             spec = self.specs.get(name) or self.dynamic.get(name)
             if spec is None:
@@ -130,10 +149,18 @@ class Renderer:
                     typ = "unknown"
             out.append(f"# HELP {fname} {_esc_help_om(help_) if openmetrics else _esc_help(help_)}\n# TYPE {fname} {typ}\n")
             for s in lst:
-                sname = s.name
                 if s.timestamp is None:
-                    out.append(f"{sname}{lab(s.labels)} {fmt_value(s.value)}\n")
-                elif openmetrics:
+                    p = cache.get((s.name, *s.labels.items())) or prefix(s)
+                    v = s.value
+                    if type(v) is int:
+                        ap(p + str(v) + "\n")
+                    elif type(v) is float and -_MAXF <= v <= _MAXF:  # finite: not NaN, not infinite
+                        ap(p + repr(v) + "\n")
+                    else:
+                        ap(p + fmt_value(v) + "\n")
+                    continue
+                sname = s.name
+                if openmetrics:
                     out.append(f"{sname}{lab(s.labels)} {fmt_value(s.value)} {s.timestamp:.3f}\n")
                 else:
                     out.append(f"{sname}{lab(s.labels)} {fmt_value(s.value)} {int(s.timestamp * 1000)}\n")

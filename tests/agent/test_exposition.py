@@ -85,3 +85,23 @@ def test_store_renders_once_per_change_not_per_request_nor_per_update() -> None:
     assert store.renders == 1
     assert b"s9" in store.body(False, False) and b"s1" not in store.body(False, False)
     assert store.renders == 2
+
+
+def test_rendered_lines_keep_special_values_labels_and_hidden_labels_across_cached_renders() -> None:
+    """The per-series line prefix is cached; values, escaping and hidden labels must come out right every time."""
+    r = Renderer({"t_v": MetricSpec("t_v", GAUGE, "values", ("k",))}, hidden_labels=("host",))
+    for _ in range(2):  # the second render goes through the cache
+        samples = [
+            Sample("t_v", GAUGE, v, {"k": k, "host": "h"})
+            for k, v in (("int", 3), ("float", 0.25), ("nan", math.nan), ("inf", math.inf), ("ninf", -math.inf), ("big", 1e308), ("bool", True))
+        ]
+        samples.append(Sample("t_v", GAUGE, 1, {"k": 'a"b\\c\nd'}))
+        text = r.render(samples).decode()
+        assert 't_v{k="int"} 3\n' in text and 't_v{k="float"} 0.25\n' in text
+        assert 't_v{k="nan"} NaN\n' in text and 't_v{k="inf"} +Inf\n' in text and 't_v{k="ninf"} -Inf\n' in text
+        assert 't_v{k="big"} 1e+308\n' in text and 't_v{k="bool"} 1.0\n' in text
+        assert 't_v{k="a\\"b\\\\c\\nd"} 1\n' in text
+        assert "host" not in text
+    r.set_hidden_labels(())
+    text = r.render([Sample("t_v", GAUGE, 2, {"k": "int", "host": "h"})]).decode()
+    assert 't_v{k="int",host="h"} 2\n' in text, "a change of hidden labels is not served from the old cache"

@@ -131,6 +131,10 @@ class AnomalyStage:
         self._model_bytes = _model_size(self.params)
         self.publish: Callable[[list[Sample]], None] | None = None  # /metrics: set by attach()
         self.downstream: Callable[[], Iterable[Consumer]] = list
+        self._events: list[Event] = []  # raised since the last flush
+        self._out_time = 0.0
+        self._flush_due = False
+        self._select_cache: dict[tuple[Any, ...], list[tuple[str, dict[str, str], WatchRule]]] = {}
 
     def attach(self, agent: Any) -> None:
         """Wire the stage into a running agent: its metric store and its other consumers."""
@@ -164,10 +168,27 @@ class AnomalyStage:
             self.cpu += time.thread_time() - c0
         if events is None:
             return
+        self._events.extend(events)
+        self._out_time = collection.time
+        if self._flush_due:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called outside the agent (tests, tools): publish now
+            self.flush()
+            return
+        # The collections of one tick arrive together: publish the scores once, after all of them.
+        self._flush_due = True
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Publish the scores (and hand on the events) of the collections scored since the last flush."""
+        self._flush_due = False
+        events, self._events = self._events, []
         samples = self.output_samples()
         if self.publish is not None:
             self.publish(samples)
-        out = Collection(SOURCE, collection.time, samples, events)
+        out = Collection(SOURCE, self._out_time, samples, events)
         for c in self.downstream():
             try:
                 c.submit(out)
@@ -192,19 +213,29 @@ class AnomalyStage:
     def _score(self, col: Collection) -> list[Event] | None:
         """Update every watched series in ``col``; None when it held none."""
         groups: dict[str, list[Any]] = {}
+        cache = self._select_cache
         for s in col.samples:
             rules = self.rules.get(s.name)
             if not rules:
                 continue
-            added = None
-            for rule in rules:
-                if not rule.selects(s.labels):
-                    continue
-                kept = {k: s.labels.get(k, "") for k in rule.by}
-                key = s.name + "|" + ",".join(f"{k}={v}" for k, v in kept.items())
-                if added == key:  # two rules giving the same series count the sample once
-                    continue
-                added = key
+            ck = (s.name, *s.labels.items())
+            selected = cache.get(ck)
+            if selected is None:  # which watched series this one feeds: the same answer every cycle
+                selected = []
+                added = None
+                for rule in rules:
+                    if not rule.selects(s.labels):
+                        continue
+                    kept = {k: s.labels.get(k, "") for k in rule.by}
+                    key = s.name + "|" + ",".join(f"{k}={v}" for k, v in kept.items())
+                    if added == key:  # two rules giving the same series count the sample once
+                        continue
+                    added = key
+                    selected.append((key, kept, rule))
+                if len(cache) >= 8 * self.cfg.max_series + 1024:  # label churn: start over rather than grow
+                    cache.clear()
+                cache[ck] = selected
+            for key, kept, rule in selected:
                 g = groups.get(key)
                 if g is None:
                     counter = rule.rate == "always" or (rule.rate == "auto" and s.type == COUNTER)

@@ -166,3 +166,31 @@ async def test_a_bad_model_in_the_state_is_replaced_by_a_fresh_one(tmp_path: Pat
     await st.start()
     st.submit(col(T0, 1.0))
     assert st.series["load|"].det.n == 1 and st.restore_errors == 1
+
+
+async def test_in_the_agent_the_collections_of_one_tick_are_published_once(tmp_path: Path) -> None:
+    """On the event loop the scores go out once after the tick's collections, with every event they raised."""
+    import asyncio
+
+    st, keep = make(tmp_path)
+    published: list[list[Sample]] = []
+    st.publish = published.append
+    r = random.Random(3)
+    t, user = T0, 0.0
+    for i in range(300):  # learn on the loop: one flush per tick of two collections
+        t += 15
+        user += 15 * (1.0 + r.gauss(0, 0.05))
+        st.submit(col(t, 1.0 + r.gauss(0, 0.05)))
+        st.submit(Collection("cpu", t, [Sample("cpu_seconds_total", COUNTER, user, {"cpu": "0", "mode": "user", **TAGS})], []))
+        assert len(published) == i, "nothing published before the loop turns"
+        await asyncio.sleep(0)
+    assert len(published) == 300, "one publish per tick, not per collection"
+    names = {s.labels.get("series") for s in published[-1] if s.name == "hostmon_anomaly_score"}
+    assert names == {"", "mode=user"}, names
+    keep.cols.clear()
+    t += 15
+    st.submit(col(t, 8.0))
+    st.submit(Collection("cpu", t, [Sample("cpu_seconds_total", COUNTER, user + 15 * 8.0, {"cpu": "0", "mode": "user", **TAGS})], []))
+    await asyncio.sleep(0)
+    (last,) = keep.cols
+    assert sorted(e.fields["metric"] for e in last.events) == ["cpu_seconds_total", "load"], "both events in the one flush"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import logging
 import os
 import platform
@@ -262,6 +263,24 @@ class ProcessStats:
             pass
         self.samples = out
         return out
+
+
+_gc_settled = False
+
+
+def _settle_gc() -> None:
+    """Once the agent runs (modules, collectors, server set up), keep the garbage collector off those objects.
+
+    What exists after start lives as long as the process; a full collection walked all of it
+    (about 50,000 objects, ~25 ms here) every few dozen cycles for nothing. ``gc.freeze`` moves
+    it to the permanent generation; objects made later are collected as usually.
+    """
+    global _gc_settled
+    if _gc_settled:
+        return
+    _gc_settled = True
+    gc.collect()
+    gc.freeze()
 
 
 def _all_self_specs() -> list[MetricSpec]:
@@ -688,6 +707,7 @@ class Agent:
     def _check_ready(self) -> None:
         if not self.ready and all(r.done_first for r in self.runners):
             self.ready = True
+            _settle_gc()
             self.ready_event.set()
             self.proc.refresh()
             self.store.update("_self", [])

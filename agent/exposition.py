@@ -3,7 +3,8 @@
 The request path does no collection and no I/O: ``MetricStore.update`` replaces
 one collector's samples and marks the snapshot changed; the first request after
 a change renders it from memory (and gathers the in-memory self-metrics), every
-later request until the next change gets the cached body for the negotiated
+later request until the next change (or for at most ``max_age``, 1 s, so that
+self-metrics stay fresh between collections) gets the cached body for the negotiated
 format (text 0.0.4 or OpenMetrics 1.0.0), gzipped once per snapshot when asked.
 Rendering on demand, not on every update, matters at long intervals: the
 collectors finish at different times within a cycle (jitter), and a render per
@@ -16,6 +17,7 @@ import gzip
 import logging
 import math
 import sys
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -177,8 +179,13 @@ class MetricStore:
     the last render (once, whatever the number of requests) and caches each format.
     """
 
-    def __init__(self, specs: Mapping[str, MetricSpec]) -> None:
+    def __init__(self, specs: Mapping[str, MetricSpec], max_age: float = 1.0) -> None:
         self.renderer = Renderer(specs)
+        # Self-metrics (request and refusal counters, reloads) change between collections: a cached
+        # body older than this is rendered again, so they are never more than max_age stale, and a
+        # flood of requests still costs at most one render per max_age.
+        self.max_age = max_age
+        self._rendered_at = float("-inf")
         self._sources: dict[str, list[Sample]] = {}
         self._families: dict[str, dict[str, MetricSpec]] = {}
         self._providers: list[Callable[[], Iterable[Sample]]] = []
@@ -244,10 +251,11 @@ class MetricStore:
         self._om = None
         self._bodies = {}
         self._dirty = False
+        self._rendered_at = time.monotonic()
         self.renders += 1
 
     def body(self, openmetrics: bool, gz: bool) -> bytes:
-        if self._dirty:
+        if self._dirty or time.monotonic() - self._rendered_at > self.max_age:
             try:
                 self.render()
             except Exception:  # noqa: BLE001 - keep serving the previous body

@@ -54,8 +54,7 @@ from hostmond.web.security import security_metrics
 
 log = logging.getLogger("hostmon.runtime")
 
-HEARTBEAT = 0.5  # seconds between two heartbeats of the event loop
-STALL_GAP = 2.0  # a heartbeat this much later than due means the whole process stood still
+STALL_GAP = 2.0  # a timer this much later than due means the whole process stood still
 
 SELF_SPECS: tuple[MetricSpec, ...] = selfmetrics.declare(
     "agent.runtime",
@@ -164,6 +163,7 @@ class _Batch:
         self.cut = len(runners)  # runs runners[:cut]
         self.finished = False
         self.taken = 0  # results the loop has already handed on
+        self.timer: asyncio.TimerHandle | None = None  # the loop's next look at it (see Agent._watch_batch)
         # (runner, items, error, duration), appended by the worker as each collection ends
         self.results: list[tuple[CollectorRunner, list[Sample | Event] | None, BaseException | None, float]] = []
 
@@ -417,13 +417,11 @@ class Agent:
         self.notifier: Any = None
         self.started_at = time.time()
         self._self_task: asyncio.Task[None] | None = None
-        self._beat_task: asyncio.Task[None] | None = None
         # Set while the collector loops are being stopped: each loop also checks it, because Python
         # 3.11's wait_for loses a cancellation that lands as the awaited collection completes
         # (gh-86296, fixed in 3.12); without the check that loop ran on and stop waited forever.
         self._halting = False
-        self._beat = 0.0  # loop time of the last heartbeat
-        self._stall_seen = float("-inf")  # loop time a stall was last noticed
+        self._stall_end = float("-inf")  # loop time the last stall noticed ended
         self.stalls = 0
         self._extra_tasks: list[asyncio.Task[Any]] = []
         self.store.add_provider(self._self_samples)
@@ -622,7 +620,7 @@ class Agent:
         loop = asyncio.get_running_loop()
         afut = asyncio.wrap_future(fut)
         afut.add_done_callback(lambda _f: self._batch_done(batch, fut))
-        loop.call_later(self._detach_after(runners[0]), self._watch_batch, batch)
+        batch.timer = loop.call_later(self._detach_after(runners[0]), self._watch_batch, batch)
 
     @staticmethod
     def _detach_after(r: CollectorRunner) -> float:
@@ -636,14 +634,14 @@ class Agent:
         loop = asyncio.get_running_loop()
         if cur is None:
             if not batch.finished:  # not started yet (all worker threads busy): look again soon
-                loop.call_later(0.05, self._watch_batch, batch)
+                batch.timer = loop.call_later(0.05, self._watch_batch, batch)
             return
         i, started = cur
         r = batch.runners[i]
         elapsed = time.monotonic() - started
         limit = self._detach_after(r)
         if elapsed < limit:
-            loop.call_later(limit - elapsed, self._watch_batch, batch)
+            batch.timer = loop.call_later(limit - elapsed, self._watch_batch, batch)
             return
         rest = batch.detach()
         self._take_results(batch)  # those that ended before the slow one are not held back by it
@@ -673,6 +671,9 @@ class Agent:
 
     def _batch_done(self, batch: _Batch, fut: concurrent.futures.Future[Any]) -> None:
         self._batches.discard(fut)
+        if batch.timer is not None:  # no wake-up at half the interval for a batch long done
+            batch.timer.cancel()
+            batch.timer = None
         self._take_results(batch)
         if fut.exception() is not None:  # the worker itself failed (not a collector): never seen in practice
             log.error("collection batch failed", extra={"error": repr(fut.exception())})
@@ -725,10 +726,14 @@ class Agent:
         return s
 
     async def _group_loop(self, group: list[CollectorRunner], interval: float) -> None:
+        """Tick the group every ``interval``. A tick only starts a batch, so the loop is late only when
+        a collector's start was slow (its periods are overruns) or when the whole process stood still
+        (SIGSTOP, a frozen cgroup, a blocked event loop: one missed period, however long it lasted).
+        No heartbeat task is needed to tell the two apart: the sleep itself wakes late in a stall."""
         loop = asyncio.get_running_loop()
         jitter = self.cfg.runtime.jitter
         next_t = loop.time()
-        mark = next_t  # start of this period: a stall since then is not the collectors' overrun
+        stalled = False
         while not self._halting:
             await self._tick(group)
             if self._halting or all(r.unavailable for r in group):
@@ -737,43 +742,25 @@ class Agent:
             now = loop.time()
             if now > next_t:
                 missed = int((now - next_t) // interval) + 1
-                stalled = self._stalled_since(mark)
                 for r in group:
                     if stalled:
                         r.missed_periods += 1
                     else:
                         r.overruns += missed
                 next_t += missed * interval
-            mark = now
             await asyncio.sleep(next_t - now)
+            woke = loop.time()
+            stalled = woke - next_t > STALL_GAP
+            if stalled:
+                self._note_stall(next_t, woke)
 
-    def _stalled_since(self, t0: float) -> bool:
-        """Whether the whole process stood still (heartbeat gap over STALL_GAP s) after loop time ``t0``."""
-        if self._beat_task is None:
-            return False
-        now = asyncio.get_running_loop().time()
-        if now - self._beat > HEARTBEAT + STALL_GAP:  # stalled, and the heartbeat has not run since
-            self._note_stall(now)
-        return self._stall_seen >= t0
-
-    def _note_stall(self, now: float) -> None:
-        if self._stall_seen < self._beat:  # once per stall, whoever notices it first
+    def _note_stall(self, due: float, woke: float) -> None:
+        if due > self._stall_end:  # once per stall, whichever loop notices it first
             self.stalls += 1
             log.warning("the agent stood still (stopped, frozen or starved) and skipped collection periods; "
                         "counted once in hostmon_collector_missed_periods_total, not as overruns",
-                        extra={"seconds": round(now - self._beat, 1)})
-        self._stall_seen = now
-
-    async def _heartbeat(self) -> None:
-        """Notice when the process as a whole stood still: a late heartbeat is a stall, not an overrun."""
-        loop = asyncio.get_running_loop()
-        self._beat = loop.time()
-        while True:
-            await asyncio.sleep(HEARTBEAT)
-            now = loop.time()
-            if now - self._beat > HEARTBEAT + STALL_GAP:
-                self._note_stall(now)
-            self._beat = now
+                        extra={"seconds": round(woke - due, 1)})
+        self._stall_end = max(self._stall_end, woke)
 
     async def _self_loop(self) -> None:
         while True:
@@ -801,9 +788,6 @@ class Agent:
         self.ready_event.clear()
         if not self.runners:
             self._check_ready()
-        if self._beat_task is None:
-            self._beat = asyncio.get_running_loop().time()
-            self._beat_task = asyncio.create_task(self._heartbeat(), name="heartbeat")
         by_interval: dict[float, list[CollectorRunner]] = {}
         for r in self.runners:
             by_interval.setdefault(r.interval, []).append(r)
@@ -940,7 +924,7 @@ class Agent:
         """Stop within the 5 s budget: collectors (2 s), consumers flush (2 s), server."""
         if self.notifier is not None:
             self.notifier.stopping()
-        for t in [self._self_task, self._beat_task, *self._extra_tasks]:
+        for t in [self._self_task, *self._extra_tasks]:
             if t is not None:
                 t.cancel()
         await self.stop_collectors(budget=2.0)

@@ -105,3 +105,18 @@ def test_rendered_lines_keep_special_values_labels_and_hidden_labels_across_cach
     r.set_hidden_labels(())
     text = r.render([Sample("t_v", GAUGE, 2, {"k": "int", "host": "h"})]).decode()
     assert 't_v{k="int",host="h"} 2\n' in text, "a change of hidden labels is not served from the old cache"
+
+
+def test_a_cached_body_is_rendered_again_after_max_age_so_self_metrics_stay_fresh() -> None:
+    import time
+
+    store = MetricStore(SPECS, max_age=0.2)
+    count = [0]
+    store.add_provider(lambda: [Sample("x_temp", GAUGE, float(count[0]), {"sensor": "self"})])
+    store.update("c", samples())
+    assert b'sensor="self"} 0.0' in store.body(False, False)
+    count[0] = 7  # a self-metric changed, no collection since
+    assert b'sensor="self"} 0.0' in store.body(False, False), "within max_age: the cached body"
+    time.sleep(0.25)
+    assert b'sensor="self"} 7.0' in store.body(False, False), "older than max_age: rendered again"
+    assert store.renders == 2

@@ -4,8 +4,8 @@
 calls ``start()``/``stop()`` on its consumers). With no ``shipping.ingest_url``
 it first starts the embedded ingest handed to it by the command (an
 :class:`EmbeddedIngest`: ``hostmond.ingest.embedded.EmbeddedIngest``, passed in by
-``hostmond.cli``, so the agent never imports the ingest) on 127.0.0.1 and ships
-to that, so the first ``hostmon run`` shows the whole path.
+``hostmond.cli``, so the agent never imports the ingest) in this process and hands
+it the sealed batches directly, so the first ``hostmon run`` shows the whole path.
 
 The agent identity at the default path (``STATE_DIR/keys/agent.key``) is created
 on first start, like an ssh host key; its agent id is logged so it can be
@@ -24,6 +24,7 @@ import shlex
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from hostmond.agent.shipping.sender import Deliver
 from hostmond.agent.shipping.shipper import Shipper
 
 from hostmond.core import keys
@@ -76,7 +77,7 @@ class EmbeddedIngest(Protocol):
 
     async def start(
         self, state_dir: str, agent_public_key_path: str, suite: str, *, max_bytes: int, retention_seconds: float
-    ) -> tuple[str, Callable[[], Awaitable[None]]]: ...
+    ) -> tuple[Deliver, Callable[[], Awaitable[None]]]: ...
 
 
 class EmbeddedShipper(Shipper):
@@ -106,7 +107,7 @@ async def make_shipper(cfg: Any, agent: Any = None, embedded: EmbeddedIngest | N
             getattr(cfg, "source", None), "shipping.ingest_url",
             "is empty and this program has no embedded ingest: set ingest_url, or shipping.enabled = false",
         )
-    url, stop = await embedded.start(
+    deliver, stop = await embedded.start(
         state_dir, _ensure_public_file(agent_key_path), sc.suite or keys.X25519,
         max_bytes=sc.local_history_max_bytes, retention_seconds=sc.local_history_days * 86400.0,
     )
@@ -121,7 +122,8 @@ async def make_shipper(cfg: Any, agent: Any = None, embedded: EmbeddedIngest | N
         tenant_ids=tenant_ids,
         agent_key_path=agent_key_path,
         ingest_public_key_path=embedded.public_key_path(state_dir),
-        ingest_url=url,
+        ingest_url="embedded ingest (in-process)",
+        local=deliver,
     )
     shipper.stop_ingest = stop
     return shipper

@@ -9,12 +9,14 @@ unexpected: keep and back off).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import random
 import ssl
 import time
 from email.utils import parsedate_to_datetime
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -168,16 +170,7 @@ class Sender:
             return SendResult(RETRY, reason="timeout")
         except (aiohttp.ClientError, OSError):
             return SendResult(RETRY, reason="connect")
-        outcome, why = classify(status)
-        info = _json(body)
-        if outcome == ACKED:
-            return SendResult(ACKED, status, duplicate=info.get("status") == "duplicate")
-        if outcome == DROP:
-            reason = info.get("reason")
-            if not isinstance(reason, str) or not reason.replace("_", "").isalnum():
-                reason = "unspecified"
-            return SendResult(DROP, status, reason[:MAX_REASON_LEN])
-        return SendResult(RETRY, status, why, retry_after)
+        return answer_result(status, _json(body), retry_after)
 
 
 def _json(body: bytes) -> dict[str, Any]:
@@ -186,3 +179,46 @@ def _json(body: bytes) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError):
         return {}
     return v if isinstance(v, dict) else {}
+
+
+def answer_result(status: int, info: dict[str, Any], retry_after: float | None) -> SendResult:
+    """The outcome of an ingest's answer (status and JSON body), the same for HTTP and in-process."""
+    outcome, why = classify(status)
+    if outcome == ACKED:
+        return SendResult(ACKED, status, duplicate=info.get("status") == "duplicate")
+    if outcome == DROP:
+        reason = info.get("reason")
+        if not isinstance(reason, str) or not reason.replace("_", "").isalnum():
+            reason = "unspecified"
+        return SendResult(DROP, status, reason[:MAX_REASON_LEN])
+    return SendResult(RETRY, status, why, retry_after)
+
+
+# An ingest in this process: takes one batch envelope, answers (HTTP status, JSON body, headers).
+Deliver = Callable[[bytes], Awaitable[tuple[int, dict[str, Any], dict[str, str] | None]]]
+
+
+class LocalSender:
+    """Hands sealed batches to an ingest running in this process (the embedded ingest).
+
+    The batch is the same signed, encrypted envelope a central ingest gets and goes through
+    the same checks and the same durable store; only the socket and the HTTP stack are gone.
+    The answers are classified exactly as :class:`Sender` classifies HTTP answers.
+    """
+
+    def __init__(self, deliver: Deliver) -> None:
+        self.deliver = deliver
+
+    async def send(self, blob: bytes, seq: int | None = None, timeout: float | None = None) -> SendResult:
+        try:
+            if timeout is None:
+                status, info, headers = await self.deliver(blob)
+            else:
+                status, info, headers = await asyncio.wait_for(self.deliver(blob), timeout)
+        except TimeoutError:
+            return SendResult(RETRY, reason="timeout")
+        retry_after = parse_retry_after((headers or {}).get("Retry-After"))
+        return answer_result(status, info, retry_after)
+
+    async def close(self) -> None:
+        return None

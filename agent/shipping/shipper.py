@@ -37,6 +37,8 @@ from hostmond.agent.shipping.sender import (
     DROP,
     DROP_STATUSES,
     RETRY_REASONS,
+    Deliver,
+    LocalSender,
     Sender,
     retry_wait,
 )
@@ -98,6 +100,7 @@ class Shipper:
         ingest_public_key_path: str | None = None,
         ingest_url: str | None = None,
         rng: random.Random | None = None,
+        local: Deliver | None = None,
     ) -> None:
         if not tenant_ids:
             raise ValueError("tenant_ids must name at least the agent's own tenant")
@@ -107,13 +110,14 @@ class Shipper:
         self.agent_key_path = agent_key_path or config.resolved_agent_key(state_dir)
         self.ingest_public_key_path = ingest_public_key_path or config.ingest_public_key
         self.ingest_url = ingest_url or config.ingest_url
+        self.local = local  # an ingest in this process (the embedded one): batches go to it without HTTP
         self.rng = rng or random.Random()
         self.batcher = Batcher(
             config.batch_max_records, config.batch_max_age, config.batch_jitter, config.buffer_limit_records, self.rng
         )
         self.spool: Spool | None = None
         self.seqs: SeqStore | None = None
-        self.sender: Sender | None = None
+        self.sender: Sender | LocalSender | None = None
         self.agent_key: keys.PrivateKey | None = None
         self.ingest_key: keys.PublicKey | None = None
         self._batch_task: asyncio.Task[None] | None = None
@@ -167,7 +171,7 @@ class Shipper:
         highest = self.spool.max_seq()
         floor = 0 if highest is None else highest + 1
         await asyncio.to_thread(self.seqs.open, self.agent_key.key_id, floor)
-        self.sender = Sender(
+        self.sender = LocalSender(self.local) if self.local is not None else Sender(
             self.ingest_url,
             agent_id=self.agent_key.key_id,
             ca_file=self.config.ca_file,

@@ -19,7 +19,7 @@ SELF_METRIC_MODULES = (
     "hostmond.agent.anomaly.stage",
     "hostmond.agent.shipping.shipper",
     "hostmond.web.security",
-    "hostmond.ingest.server",
+    "hostmond.ingest.core",
 )
 
 

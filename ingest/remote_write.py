@@ -37,8 +37,14 @@ import struct
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import aiohttp
-import cramjam
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import aiohttp
+
+# aiohttp and cramjam are imported where they are used: the batch decoder imports this module
+# for sanitize_label_name on every batch, and the agent's embedded ingest (no remote write) must
+# not load an HTTP client and a compression library for that (~15 MB of RSS).
 
 _LABEL_OK = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _METRIC_OK = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
@@ -124,6 +130,8 @@ def encode_write_request(samples: Iterable[tuple[str, Mapping[str, str], float, 
 
 def compress(body: bytes) -> bytes:
     """Snappy block format (not the framed format), as remote write requires."""
+    import cramjam
+
     return bytes(cramjam.snappy.compress_raw(body))
 
 
@@ -146,6 +154,8 @@ class RemoteWriteSink:
         headers: Mapping[str, str] | None = None,
         tenant_header: str = "",
     ) -> None:
+        import aiohttp
+
         self.url = url
         self.tenant_header = tenant_header
         self.timeout = aiohttp.ClientTimeout(total=timeout_seconds)
@@ -154,6 +164,8 @@ class RemoteWriteSink:
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
+        import aiohttp
+
         ssl_ctx: Any = None
         if self.url.startswith("https://"):
             ssl_ctx = ssl.create_default_context(cafile=self.ca_file or None)  # verification stays on
@@ -178,6 +190,8 @@ class RemoteWriteSink:
         With a ``tenant_header`` and a ``tenant``, the request carries that header set to the
         tenant (Mimir/Cortex ``X-Scope-OrgID``); the body must hold that tenant's series only.
         """
+        import aiohttp
+
         if self._session is None:
             raise RuntimeError("remote write sink not started")
         headers = self.headers

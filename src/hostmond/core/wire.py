@@ -217,6 +217,30 @@ def encode_records(
     return out
 
 
+_SERIES_SEEN: dict[tuple[Any, ...], Any] = {}  # (default tenant, name, type, *labels) -> (labels, tenant) or False
+_SERIES_SEEN_MAX = 100_000
+
+
+def _check_series(name: Any, type_: Any, labels: Any, default_tenant: str) -> tuple[dict[str, str], str] | bool:
+    """(labels with tenant_id, tenant) of a valid series, False for one the ingest would refuse."""
+    if (
+        type(name) is not str
+        or not 0 < len(name) <= MAX_NAME_LEN
+        or type(type_) is not str
+        or type_ not in _TYPES
+        or type(labels) is not dict
+        or len(labels) > MAX_LABELS
+    ):
+        return False
+    for k, lv in labels.items():
+        if type(k) is not str or type(lv) is not str or len(lv) > MAX_LABEL_VALUE_LEN or not 0 < len(k) <= MAX_LABEL_NAME_LEN:
+            return False
+    tid = labels.get("tenant_id")
+    if tid is None:
+        return {**labels, "tenant_id": default_tenant}, default_tenant
+    return labels, tid
+
+
 def encode_checked(
     samples: Iterable[Sample],
     events: Iterable[Event],
@@ -237,34 +261,32 @@ def encode_checked(
     """
     bad = 0
     append = records.append
+    seen = _SERIES_SEEN
     for s in samples:
         name, labels, v, t = s.name, s.labels, s.value, s.timestamp
         if t is None:
             t = default_time
-        if (
-            type(name) is not str
-            or not 0 < len(name) <= MAX_NAME_LEN
-            or type(s.type) is not str
-            or s.type not in _TYPES
-            or type(v) not in _NUM
-            or type(t) not in _NUM
-            or not -MAX_ABS_TIMESTAMP < t < MAX_ABS_TIMESTAMP  # NaN, +-Inf or beyond int64 ms: no store takes it
-            or type(labels) is not dict
-            or len(labels) > MAX_LABELS
-        ):
+        if type(v) not in _NUM or type(t) not in _NUM or not -MAX_ABS_TIMESTAMP < t < MAX_ABS_TIMESTAMP:
+            bad += 1  # NaN, +-Inf or beyond int64 ms: no store takes it
+            continue
+        # The name, type and labels of a series are checked once: the same series comes every cycle.
+        try:
+            key = (default_tenant, name, s.type, *labels.items())
+            checked = seen.get(key)
+        except (AttributeError, TypeError):  # labels not a dict, or an unhashable part: checked below
+            key, checked = None, None
+        if checked is None:
+            checked = _check_series(name, s.type, labels, default_tenant)
+            if key is not None:
+                if len(seen) >= _SERIES_SEEN_MAX:  # series churn: start over rather than grow
+                    seen.clear()
+                seen[key] = checked
+        if checked is False:
             bad += 1
             continue
-        for k, lv in labels.items():
-            if type(k) is not str or type(lv) is not str or len(lv) > MAX_LABEL_VALUE_LEN or not 0 < len(k) <= MAX_LABEL_NAME_LEN:
-                bad += 1
-                break
-        else:
-            tid = labels.get("tenant_id")
-            if tid is None:
-                labels = {**labels, "tenant_id": default_tenant}
-                tid = default_tenant
-            tenants.add(tid)
-            append({"s": name, "k": s.type, "v": v, "l": labels, "t": t})
+        labels, tid = checked
+        tenants.add(tid)
+        append({"s": name, "k": s.type, "v": v, "l": labels, "t": t})
     for e in events:
         labels = e.labels
         if type(labels) is dict and "tenant_id" not in labels:

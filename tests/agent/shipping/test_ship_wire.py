@@ -335,3 +335,28 @@ def test_encode_checked_keeps_exactly_the_records_check_record_accepts() -> None
     assert tenants == {"acme", "dflt"}
     for r in records:
         wire.check_record(r)
+
+
+def test_encode_checked_remembers_a_series_check_but_checks_every_value_and_time() -> None:
+    """The name/type/labels check is kept per series; values and timestamps are checked on every sample."""
+    ok = Sample("series_ok", "gauge", 1.0, {"tenant_id": "acme", "dev": "sda"}, 5.0)
+    bad_label = Sample("series_bad", "gauge", 1.0, {"tenant_id": "acme", "v": 5}, 5.0)  # type: ignore[dict-item]
+    for _ in range(2):  # the second pass comes from the remembered checks
+        records: list = []
+        tenants: set = set()
+        assert wire.encode_checked([ok, bad_label], (), 9.0, "dflt", records, tenants) == 1
+        assert [r["s"] for r in records] == ["series_ok"] and tenants == {"acme"}
+    same_series = [
+        Sample("series_ok", "gauge", "1", {"tenant_id": "acme", "dev": "sda"}, 5.0),  # type: ignore[arg-type]
+        Sample("series_ok", "gauge", 2.0, {"tenant_id": "acme", "dev": "sda"}, float("nan")),
+        Sample("series_ok", "gauge", 3.0, {"tenant_id": "acme", "dev": "sda"}, 1e300),
+        Sample("series_ok", "gauge", 4.0, {"tenant_id": "acme", "dev": "sda"}, 6.0),
+        Sample("series_ok", "gauge", 4.0, {"tenant_id": "acme", "dev": "x" * 1025}, 6.0),  # other labels: checked
+    ]
+    records = []
+    assert wire.encode_checked(same_series, (), 9.0, "dflt", records, set()) == 4
+    assert [(r["v"], r["t"]) for r in records] == [(4.0, 6.0)]
+    nodflt: list = []
+    wire.encode_checked([Sample("series_t", "gauge", 1.0, {"x": "y"}, 5.0)], (), 9.0, "one", nodflt, set())
+    wire.encode_checked([Sample("series_t", "gauge", 1.0, {"x": "y"}, 5.0)], (), 9.0, "two", nodflt, set())
+    assert [r["l"]["tenant_id"] for r in nodflt] == ["one", "two"], "the default tenant is part of what is remembered"

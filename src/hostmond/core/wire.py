@@ -235,10 +235,11 @@ def _check_series(name: Any, type_: Any, labels: Any, default_tenant: str) -> tu
     for k, lv in labels.items():
         if type(k) is not str or type(lv) is not str or len(lv) > MAX_LABEL_VALUE_LEN or not 0 < len(k) <= MAX_LABEL_NAME_LEN:
             return False
+    # a copy: it is remembered and reused, so a collector changing its dict later must not change it
     tid = labels.get("tenant_id")
     if tid is None:
         return {**labels, "tenant_id": default_tenant}, default_tenant
-    return labels, tid
+    return dict(labels), tid
 
 
 def encode_checked(

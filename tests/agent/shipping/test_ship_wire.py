@@ -360,3 +360,11 @@ def test_encode_checked_remembers_a_series_check_but_checks_every_value_and_time
     wire.encode_checked([Sample("series_t", "gauge", 1.0, {"x": "y"}, 5.0)], (), 9.0, "one", nodflt, set())
     wire.encode_checked([Sample("series_t", "gauge", 1.0, {"x": "y"}, 5.0)], (), 9.0, "two", nodflt, set())
     assert [r["l"]["tenant_id"] for r in nodflt] == ["one", "two"], "the default tenant is part of what is remembered"
+    reused = {"tenant_id": "acme", "dev": "sda"}  # a collector that reuses and changes one labels dict
+    first: list = []
+    wire.encode_checked([Sample("series_r", "gauge", 1.0, reused, 5.0)], (), 9.0, "dflt", first, set())
+    reused["dev"] = "sdb"
+    assert first[0]["l"]["dev"] == "sda"
+    again: list = []
+    wire.encode_checked([Sample("series_r", "gauge", 1.0, {"tenant_id": "acme", "dev": "sda"}, 5.0)], (), 9.0, "dflt", again, set())
+    assert again[0]["l"] == {"tenant_id": "acme", "dev": "sda"}

@@ -367,3 +367,31 @@ def test_stale_mount_that_is_unmounted_is_forgotten_once_its_call_returns(tmp_pa
     finally:
         release.set()
         c.stop()
+
+
+def test_a_changed_mount_table_and_new_block_devices_are_seen_at_the_next_collection(tmp_path: Path) -> None:
+    """The mount table is parsed and filtered again only when its text changed, and a device's
+    exclusion verdict is remembered: neither may hide a change."""
+    proc = tmp_path / "proc"
+    (proc / "1").mkdir(parents=True)
+    mounts = (FIX / "proc" / "1" / "mounts").read_text()
+    (proc / "1" / "mounts").write_text(mounts)
+    disks = (FIX / "proc" / "diskstats").read_text()
+    (proc / "diskstats").write_text(disks)
+    c = make(str(proc), stat_fn=fake_statvfs("/fixture-root"))
+    try:
+        first = list(c.collect())
+        again = list(c.collect())
+        assert [(s.name, s.labels, s.value) for s in first] == [(s.name, s.labels, s.value) for s in again]
+        assert "/data2" not in by(first, "node_filesystem_size_bytes", "mountpoint")
+        (proc / "1" / "mounts").write_text(mounts + "/dev/vdz /data2 ext4 ro,relatime 0 0\n")
+        (proc / "diskstats").write_text(disks + " 254      16 vdz 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17\n 7 9 loop9 1 2 3 4 5 6 7 8 9 10 11\n")
+        out = list(c.collect())
+        assert by(out, "node_filesystem_readonly", "mountpoint")["/data2"] == 1
+        assert by(out, "node_disk_reads_completed_total", "device")["vdz"] == 1
+        assert by(out, "node_disk_flush_requests_time_seconds_total", "device")["vdz"] == 0.017
+        assert "loop9" not in by(out, "node_disk_reads_completed_total", "device")
+        (proc / "1" / "mounts").write_text(mounts)
+        assert "/data2" not in by(list(c.collect()), "node_filesystem_readonly", "mountpoint")
+    finally:
+        c.stop()

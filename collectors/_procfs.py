@@ -9,6 +9,7 @@ I/O here, and they take a full path built from the configured roots
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import struct
@@ -161,6 +162,7 @@ def parse_pressure(text: str) -> dict[str, PressureLine]:
 _PARENS = re.compile(r"\((.*)\)")
 
 
+@functools.lru_cache(maxsize=512)  # the kernel's fixed set of keys, named again every cycle
 def meminfo_metric_name(key: str, has_unit: bool) -> str:
     """node_exporter's naming: ``Active(anon)`` -> ``node_memory_Active_anon_bytes``; unitless keys get no ``_bytes``."""
     key = _PARENS.sub(r"_\1", key)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import time
 from pathlib import Path
 
@@ -341,3 +342,28 @@ def test_interrupts_is_opt_in_and_matches_node_exporter_on_the_fixture() -> None
     out, _ = run(InterruptsCollector)
     assert len(out) == 14
     assert nodeexp.compare(nodeexp.ours(out), theirs, {"node_interrupts_total"}) == []
+
+
+@pytest.mark.parametrize("proc", [str(FIX / "proc"), "/proc"])
+@pytest.mark.parametrize("fields", [netstat.DEFAULT_FIELDS, ".*", "^Tcp_"])
+def test_netstat_reads_only_the_wanted_fields_with_the_same_result_as_parsing_all(proc: str, fields: str, tmp_path: Path) -> None:
+    """The collector converts only the fields it reports (selection worked out once per header
+    line); the series are those of parsing everything and filtering, in the same order."""
+    net = tmp_path / "net"
+    net.mkdir()
+    for f in ("netstat", "snmp", "snmp6"):
+        if os.path.exists(f"{proc}/net/{f}"):
+            (net / f).write_bytes(Path(f"{proc}/net/{f}").read_bytes())  # one snapshot for both sides
+    c = netstat.NetstatCollector(netstat.NetstatConfig(fields=fields), CollectorContext(proc_root=str(tmp_path)))
+    stats: dict[str, float] = {}
+    stats.update(netstat.parse_netstat((net / "netstat").read_text()))
+    stats.update(netstat.parse_netstat((net / "snmp").read_text()))
+    if (net / "snmp6").exists():
+        stats.update(netstat.parse_snmp6((net / "snmp6").read_text()))
+    want = [(f"node_netstat_{k}", v) for k, v in stats.items() if re.search(fields, k)]
+    for _ in range(2):  # the second time from the remembered selections
+        assert [(s.name, s.value) for s in c.collect()] == want
+    assert len(want) > 5
+    (net / "snmp").write_text("Tcp: A B\nTcp: 1\n")
+    with pytest.raises(ValueError):
+        list(c.collect())

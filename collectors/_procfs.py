@@ -388,6 +388,55 @@ def count_inet_diag_states(data: bytes, counts: dict[str, int]) -> bool:
     return False
 
 
+SOCK_DIAG_BY_FAMILY = 20
+_INET_DIAG_REQ_V2 = struct.Struct("=BBBBI48x")  # family, protocol, ext, pad, states, struct inet_diag_sockid
+_INET_DIAG_QUEUES = struct.Struct("=II")  # inet_diag_msg's idiag_rqueue, idiag_wqueue
+_INET_DIAG_QUEUES_AT = _NLMSG_HDR.size + 4 + 48 + 4  # after family/state/timer/retrans, the sockid, expires
+
+
+def inet_diag_v2_request(family: int, protocol: int, seq: int = 1) -> bytes:
+    """A netlink SOCK_DIAG_BY_FAMILY dump request (struct inet_diag_req_v2) for every socket of
+    ``protocol`` (17: UDP) and ``family`` (2: IPv4, 10: IPv6), in every state."""
+    body = _INET_DIAG_REQ_V2.pack(family, protocol, 0, 0, 0xFFFFFFFF)
+    return _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST_DUMP, seq, 0) + body
+
+
+def sum_inet_diag_queues(data: bytes, acc: list[int]) -> bool:
+    """Add the queues of the inet_diag_msg records in one netlink read to ``acc`` = [tx, rx]; True
+    at NLMSG_DONE. For UDP the kernel fills them as /proc/net/udp's tx_queue and rx_queue columns
+    (sk_wmem_alloc_get, udp_rqueue_get). Raises OSError for an NLMSG_ERROR answer."""
+    off = 0
+    n = len(data)
+    hdr = _NLMSG_HDR
+    q = _INET_DIAG_QUEUES
+    while off + hdr.size <= n:
+        length, typ = hdr.unpack_from(data, off)[:2]
+        if length < hdr.size:
+            raise ValueError(f"netlink: bad message length {length}")
+        if typ == NLMSG_DONE:
+            return True
+        if typ == NLMSG_ERROR:
+            err = -struct.unpack_from("=i", data, off + hdr.size)[0]
+            raise OSError(err, f"sock_diag: {os.strerror(err) if err > 0 else 'error'}")
+        if length >= _INET_DIAG_QUEUES_AT + q.size:
+            rq, wq = q.unpack_from(data, off + _INET_DIAG_QUEUES_AT)
+            acc[0] += wq
+            acc[1] += rq
+        off += (length + 3) & ~3
+    return False
+
+
+def is_procfs(path: str, mounts_text: str | None = None) -> bool:
+    """Whether ``path`` is a mount of the proc file system in this process's mount table."""
+    real = os.path.realpath(path)
+    if mounts_text is None:
+        try:
+            mounts_text = read_text("/proc/self/mounts")
+        except OSError:
+            return False
+    return any(m.fstype == "proc" and m.mountpoint == real for m in parse_mounts(mounts_text))
+
+
 # --------------------------------------------------------------------------- /proc/PID/stat
 
 

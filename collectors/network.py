@@ -42,6 +42,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from hostmond.collectors import _procfs
+from hostmond.collectors._procfs import is_procfs
 
 from hostmond.api import (
     COUNTER,
@@ -141,17 +142,6 @@ def netclass_values(attrs: dict[str, str]) -> tuple[dict[str, str], dict[str, fl
 def _check_source(v: str) -> None:
     if v not in ("auto", "netlink", "proc"):
         raise ValueError("must be one of auto, netlink, proc")
-
-
-def is_procfs(path: str, mounts_text: str | None = None) -> bool:
-    """Whether ``path`` is a mount of the proc file system in this process's mount table."""
-    real = os.path.realpath(path)
-    if mounts_text is None:
-        try:
-            mounts_text = _procfs.read_text("/proc/self/mounts")
-        except OSError:
-            return False
-    return any(m.fstype == "proc" and m.mountpoint == real for m in _procfs.parse_mounts(mounts_text))
 
 
 @dataclass

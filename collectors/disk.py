@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import select
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -131,6 +132,14 @@ _DISK_METRICS: tuple[tuple[str, str, float], ...] = (
     ("flush_time_ms", "node_disk_flush_requests_time_seconds_total", 0.001),
 )
 assert tuple(k for k, _, _ in _DISK_METRICS) == _procfs.DISKSTAT_FIELDS  # read by position below
+
+
+def _read_fd(fd: int) -> str:
+    """The whole text of a procfs file from its current offset."""
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks).decode("utf-8", "replace")
 
 
 class _Job:
@@ -301,24 +310,60 @@ class DiskCollector(Collector[DiskConfig]):
         self._mounts_text: str | None = None  # the mount table last parsed, and what it gave
         self._mounts_wanted: list[_procfs.Mount] = []
         self._dev_excluded: dict[str, bool] = {}
+        self._mounts_pollable = _procfs.is_procfs(ctx.proc_root)
+        self._mounts_fd: int | None = None
+        self._mounts_poll = select.poll()
 
     def stop(self) -> None:
         self._pool.close()
+        self._close_mounts_fd()
 
     # -- file systems ----------------------------------------------------------
-    def _mounts_text_now(self) -> str:
+    def _mounts_text_now(self) -> str | None:
+        """The mount table's text; None when it is known not to have changed since the last read.
+
+        On a real procfs the mounts file stays open: the kernel marks it with POLLPRI when a
+        file system is mounted or unmounted (proc(5)), so an unchanged table costs one poll()
+        instead of being generated again. A fixture tree (regular files) is read every time."""
+        fd = self._mounts_fd
+        if fd is not None and self._mounts_text is not None:
+            try:
+                changed = bool(self._mounts_poll.poll(0))
+                if not changed:
+                    return None
+                os.lseek(fd, 0, os.SEEK_SET)
+                return _read_fd(fd)
+            except OSError:
+                self._close_mounts_fd()  # read it by path below
         proc = self.ctx.proc_root
         for rel in ("1/mounts", "self/mounts", "mounts"):
+            path = os.path.join(proc, rel)
             try:
-                return _procfs.read_text(os.path.join(proc, rel))
+                if not self._mounts_pollable:
+                    return _procfs.read_text(path)
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # opened first: a change after this is signalled
+                try:
+                    text = _read_fd(fd)
+                except OSError:
+                    os.close(fd)
+                    raise
             except OSError:
                 continue
+            self._mounts_fd = fd
+            self._mounts_poll = select.poll()
+            self._mounts_poll.register(fd, select.POLLPRI)
+            return text
         raise FileNotFoundError(f"no mount table under {proc} (1/mounts, self/mounts, mounts)")
+
+    def _close_mounts_fd(self) -> None:
+        if self._mounts_fd is not None:
+            os.close(self._mounts_fd)
+            self._mounts_fd = None
 
     def _wanted_mounts(self) -> list[_procfs.Mount]:
         """The mounts to stat: parsed and filtered again only when the mount table changed."""
         text = self._mounts_text_now()
-        if text != self._mounts_text:
+        if text is not None and text != self._mounts_text:
             self._mounts_wanted = self._wanted(_procfs.parse_mounts(text))
             self._mounts_text = text
         return self._mounts_wanted

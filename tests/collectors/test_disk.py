@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -395,3 +396,42 @@ def test_a_changed_mount_table_and_new_block_devices_are_seen_at_the_next_collec
         assert "/data2" not in by(list(c.collect()), "node_filesystem_readonly", "mountpoint")
     finally:
         c.stop()
+
+
+def test_real_mount_table_is_read_again_only_when_the_kernel_signals_a_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the real procfs the mounts file stays open and is polled (POLLPRI on mount/umount):
+    an unchanged table is not read again, a new mount shows at the next collection."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    from hostmond.collectors import disk
+
+    reads: list[int] = []
+    real_read = disk._read_fd
+    monkeypatch.setattr(disk, "_read_fd", lambda fd: reads.append(fd) or real_read(fd))
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    c = DiskCollector(DiskConfig(mount_points_exclude="^/(proc|sys|dev)($|/)", fs_types_exclude="^(proc|sysfs|cgroup2?|devpts|mqueue)$"),
+                      CollectorContext())
+    try:
+        first = by(list(c.collect()), "node_filesystem_readonly", "mountpoint")
+        assert len(reads) == 1 and c._mounts_fd is not None and str(mnt) not in first
+        for _ in range(3):
+            assert by(list(c.collect()), "node_filesystem_readonly", "mountpoint") == first
+        assert len(reads) == 1
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "hostmon-test", str(mnt)], capture_output=True, text=True, check=False)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount here: {r.stderr.strip()}")
+        try:
+            out = list(c.collect())
+            assert len(reads) == 2
+            assert by(out, "node_filesystem_readonly", "mountpoint")[str(mnt)] == 1
+            assert by(out, "node_filesystem_size_bytes", "mountpoint")[str(mnt)] == 1024 * 1024
+            list(c.collect())
+            assert len(reads) == 2
+        finally:
+            subprocess.run(["umount", str(mnt)], check=False)
+        assert str(mnt) not in by(list(c.collect()), "node_filesystem_readonly", "mountpoint")
+        assert len(reads) == 3
+    finally:
+        c.stop()
+    assert c._mounts_fd is None

@@ -28,16 +28,32 @@ except (AttributeError, ValueError, OSError):  # pragma: no cover - not Linux
 SECTOR_SIZE = 512  # /proc/diskstats counts 512-byte sectors whatever the device's sector size
 
 
-def read_text(path: str) -> str:
-    """Read a whole small text file (procfs/sysfs); errors propagate to the caller."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return f.read()
-
-
 def read_bytes(path: str) -> bytes:
-    """Read a whole small file as bytes (cheaper than text for hot per-process reads)."""
-    with open(path, "rb") as f:
-        return f.read()
+    """Read a whole small file as bytes; errors propagate to the caller.
+
+    os.open/os.read: half the CPU of ``open()`` (no buffered reader, no text wrapper), which
+    matters at some 35 reads per collection cycle."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, 65536)
+        if data:
+            chunks = [data]
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+            if len(chunks) > 1:
+                data = b"".join(chunks)
+        return data
+    finally:
+        os.close(fd)
+
+
+def read_text(path: str) -> str:
+    """Read a whole small text file (procfs/sysfs) as ``open(path, encoding="utf-8",
+    errors="replace").read()`` would, universal newlines included; errors propagate."""
+    text = read_bytes(path).decode("utf-8", "replace")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
 
 
 def read_small(path: str, size: int = 4096) -> bytes:

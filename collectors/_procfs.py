@@ -113,7 +113,8 @@ def parse_stat(text: str, user_hz: int = USER_HZ) -> Stat:
     st = Stat(cpus={})
     names = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal", "guest", "guest_nice")
     for line in text.splitlines():
-        parts = line.split()
+        # the intr and softirq lines carry one number per interrupt (hundreds): only the total is read
+        parts = line.split(None, 2) if line.startswith(("intr", "softirq")) else line.split()
         if not parts:
             continue
         key = parts[0]

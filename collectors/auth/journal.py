@@ -376,8 +376,11 @@ class JournalReader:
             if now >= self._check_at:  # /proc is read now and then, not at every poll
                 self._check_at = now + min(self.timeout / 2, 5.0)
                 self._stopped_since = 0.0
-            if self.status != "ok" and now - self._spawned_at >= min(1.0, self.timeout):
+            up = now - self._spawned_at
+            if self.status != "ok" and up >= min(1.0, self.timeout):
                 self.status, self.error = "ok", None  # a restarted follower that stays up
+            if up >= 30.0:
+                self._delay = self.backoff  # healthy for a while: the next failure starts the backoff again
         if why is not None:
             if not self._eof:
                 self.status = "error"

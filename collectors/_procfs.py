@@ -9,6 +9,7 @@ I/O here, and they take a full path built from the configured roots
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import struct
@@ -27,16 +28,32 @@ except (AttributeError, ValueError, OSError):  # pragma: no cover - not Linux
 SECTOR_SIZE = 512  # /proc/diskstats counts 512-byte sectors whatever the device's sector size
 
 
-def read_text(path: str) -> str:
-    """Read a whole small text file (procfs/sysfs); errors propagate to the caller."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return f.read()
-
-
 def read_bytes(path: str) -> bytes:
-    """Read a whole small file as bytes (cheaper than text for hot per-process reads)."""
-    with open(path, "rb") as f:
-        return f.read()
+    """Read a whole small file as bytes; errors propagate to the caller.
+
+    os.open/os.read: half the CPU of ``open()`` (no buffered reader, no text wrapper), which
+    matters at some 35 reads per collection cycle."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, 65536)
+        if data:
+            chunks = [data]
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+            if len(chunks) > 1:
+                data = b"".join(chunks)
+        return data
+    finally:
+        os.close(fd)
+
+
+def read_text(path: str) -> str:
+    """Read a whole small text file (procfs/sysfs) as ``open(path, encoding="utf-8",
+    errors="replace").read()`` would, universal newlines included; errors propagate."""
+    text = read_bytes(path).decode("utf-8", "replace")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
 
 
 def read_small(path: str, size: int = 4096) -> bytes:
@@ -96,7 +113,8 @@ def parse_stat(text: str, user_hz: int = USER_HZ) -> Stat:
     st = Stat(cpus={})
     names = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal", "guest", "guest_nice")
     for line in text.splitlines():
-        parts = line.split()
+        # the intr and softirq lines carry one number per interrupt (hundreds): only the total is read
+        parts = line.split(None, 2) if line.startswith(("intr", "softirq")) else line.split()
         if not parts:
             continue
         key = parts[0]
@@ -161,6 +179,7 @@ def parse_pressure(text: str) -> dict[str, PressureLine]:
 _PARENS = re.compile(r"\((.*)\)")
 
 
+@functools.lru_cache(maxsize=512)  # the kernel's fixed set of keys, named again every cycle
 def meminfo_metric_name(key: str, has_unit: bool) -> str:
     """node_exporter's naming: ``Active(anon)`` -> ``node_memory_Active_anon_bytes``; unitless keys get no ``_bytes``."""
     key = _PARENS.sub(r"_\1", key)
@@ -384,6 +403,55 @@ def count_inet_diag_states(data: bytes, counts: dict[str, int]) -> bool:
                 counts[name] = counts.get(name, 0) + 1
         off += (length + 3) & ~3
     return False
+
+
+SOCK_DIAG_BY_FAMILY = 20
+_INET_DIAG_REQ_V2 = struct.Struct("=BBBBI48x")  # family, protocol, ext, pad, states, struct inet_diag_sockid
+_INET_DIAG_QUEUES = struct.Struct("=II")  # inet_diag_msg's idiag_rqueue, idiag_wqueue
+_INET_DIAG_QUEUES_AT = _NLMSG_HDR.size + 4 + 48 + 4  # after family/state/timer/retrans, the sockid, expires
+
+
+def inet_diag_v2_request(family: int, protocol: int, seq: int = 1) -> bytes:
+    """A netlink SOCK_DIAG_BY_FAMILY dump request (struct inet_diag_req_v2) for every socket of
+    ``protocol`` (17: UDP) and ``family`` (2: IPv4, 10: IPv6), in every state."""
+    body = _INET_DIAG_REQ_V2.pack(family, protocol, 0, 0, 0xFFFFFFFF)
+    return _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST_DUMP, seq, 0) + body
+
+
+def sum_inet_diag_queues(data: bytes, acc: list[int]) -> bool:
+    """Add the queues of the inet_diag_msg records in one netlink read to ``acc`` = [tx, rx]; True
+    at NLMSG_DONE. For UDP the kernel fills them as /proc/net/udp's tx_queue and rx_queue columns
+    (sk_wmem_alloc_get, udp_rqueue_get). Raises OSError for an NLMSG_ERROR answer."""
+    off = 0
+    n = len(data)
+    hdr = _NLMSG_HDR
+    q = _INET_DIAG_QUEUES
+    while off + hdr.size <= n:
+        length, typ = hdr.unpack_from(data, off)[:2]
+        if length < hdr.size:
+            raise ValueError(f"netlink: bad message length {length}")
+        if typ == NLMSG_DONE:
+            return True
+        if typ == NLMSG_ERROR:
+            err = -struct.unpack_from("=i", data, off + hdr.size)[0]
+            raise OSError(err, f"sock_diag: {os.strerror(err) if err > 0 else 'error'}")
+        if length >= _INET_DIAG_QUEUES_AT + q.size:
+            rq, wq = q.unpack_from(data, off + _INET_DIAG_QUEUES_AT)
+            acc[0] += wq
+            acc[1] += rq
+        off += (length + 3) & ~3
+    return False
+
+
+def is_procfs(path: str, mounts_text: str | None = None) -> bool:
+    """Whether ``path`` is a mount of the proc file system in this process's mount table."""
+    real = os.path.realpath(path)
+    if mounts_text is None:
+        try:
+            mounts_text = read_text("/proc/self/mounts")
+        except OSError:
+            return False
+    return any(m.fstype == "proc" and m.mountpoint == real for m in parse_mounts(mounts_text))
 
 
 # --------------------------------------------------------------------------- /proc/PID/stat

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import select
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -67,16 +68,8 @@ def parse_udev_data(text: str) -> dict[str, str]:
     return out
 
 
-def parse_diskstats_numbers(text: str) -> dict[str, tuple[str, str]]:
-    """``{device: (major, minor)}`` from /proc/diskstats."""
-    out: dict[str, tuple[str, str]] = {}
-    for line in text.splitlines():
-        parts = line.split(None, 3)
-        if len(parts) >= 3:
-            out[parts[2]] = (parts[0], parts[1])
-    return out
-
 StatFn = Callable[[str], os.statvfs_result]
+_MAX_EXCLUDE_MEMO = 4096  # device names whose exclusion verdict is remembered
 
 
 @dataclass
@@ -138,6 +131,15 @@ _DISK_METRICS: tuple[tuple[str, str, float], ...] = (
     ("flush_requests", "node_disk_flush_requests_total", 1.0),
     ("flush_time_ms", "node_disk_flush_requests_time_seconds_total", 0.001),
 )
+assert tuple(k for k, _, _ in _DISK_METRICS) == _procfs.DISKSTAT_FIELDS  # read by position below
+
+
+def _read_fd(fd: int) -> str:
+    """The whole text of a procfs file from its current offset."""
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks).decode("utf-8", "replace")
 
 
 class _Job:
@@ -305,20 +307,66 @@ class DiskCollector(Collector[DiskConfig]):
         # so the stale-mount test injects a function that blocks on a threading.Event.
         self._pool = StatPool(stat_fn or os.statvfs, cfg.stat_workers, cfg.max_stuck_calls)
         self._stale: dict[str, _Stale] = {}
+        self._mounts_text: str | None = None  # the mount table last parsed, and what it gave
+        self._mounts_wanted: list[_procfs.Mount] = []
+        self._dev_excluded: dict[str, bool] = {}
+        self._mounts_pollable = _procfs.is_procfs(ctx.proc_root)
+        self._mounts_fd: int | None = None
+        self._mounts_poll = select.poll()
 
     def stop(self) -> None:
         self._pool.close()
+        self._close_mounts_fd()
 
     # -- file systems ----------------------------------------------------------
-    def _mounts(self) -> list[_procfs.Mount]:
+    def _mounts_text_now(self) -> str | None:
+        """The mount table's text; None when it is known not to have changed since the last read.
+
+        On a real procfs the mounts file stays open: the kernel marks it with POLLPRI when a
+        file system is mounted or unmounted (proc(5)), so an unchanged table costs one poll()
+        instead of being generated again. A fixture tree (regular files) is read every time."""
+        fd = self._mounts_fd
+        if fd is not None and self._mounts_text is not None:
+            try:
+                changed = bool(self._mounts_poll.poll(0))
+                if not changed:
+                    return None
+                os.lseek(fd, 0, os.SEEK_SET)
+                return _read_fd(fd)
+            except OSError:
+                self._close_mounts_fd()  # read it by path below
         proc = self.ctx.proc_root
         for rel in ("1/mounts", "self/mounts", "mounts"):
+            path = os.path.join(proc, rel)
             try:
-                text = _procfs.read_text(os.path.join(proc, rel))
+                if not self._mounts_pollable:
+                    return _procfs.read_text(path)
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # opened first: a change after this is signalled
+                try:
+                    text = _read_fd(fd)
+                except OSError:
+                    os.close(fd)
+                    raise
             except OSError:
                 continue
-            return _procfs.parse_mounts(text)
+            self._mounts_fd = fd
+            self._mounts_poll = select.poll()
+            self._mounts_poll.register(fd, select.POLLPRI)
+            return text
         raise FileNotFoundError(f"no mount table under {proc} (1/mounts, self/mounts, mounts)")
+
+    def _close_mounts_fd(self) -> None:
+        if self._mounts_fd is not None:
+            os.close(self._mounts_fd)
+            self._mounts_fd = None
+
+    def _wanted_mounts(self) -> list[_procfs.Mount]:
+        """The mounts to stat: parsed and filtered again only when the mount table changed."""
+        text = self._mounts_text_now()
+        if text is not None and text != self._mounts_text:
+            self._mounts_wanted = self._wanted(_procfs.parse_mounts(text))
+            self._mounts_text = text
+        return self._mounts_wanted
 
     def _wanted(self, mounts: list[_procfs.Mount]) -> list[_procfs.Mount]:
         by_mp: dict[str, _procfs.Mount] = {}
@@ -338,7 +386,7 @@ class DiskCollector(Collector[DiskConfig]):
         return os.path.join(root, rel) if rel else root
 
     def _filesystems(self) -> Iterator[Sample]:
-        mounts = self._wanted(self._mounts())
+        mounts = self._wanted_mounts()
         jobs: list[tuple[_procfs.Mount, _Job | None]] = []
         for m in mounts:
             st = self._stale.get(m.mountpoint)
@@ -397,17 +445,34 @@ class DiskCollector(Collector[DiskConfig]):
             self.partial_error("diskstats_unreadable")
             return
         s = self.sample
-        numbers = parse_diskstats_numbers(text)
-        for dev, fields in _procfs.parse_diskstats(text).items():
-            if self._dev_exclude is not None and self._dev_exclude.search(dev):
+        # _procfs.parse_diskstats, with the excluded devices (loop, ram, partitions: most lines)
+        # skipped before their numbers are parsed; a device's verdict is remembered.
+        excluded = self._dev_excluded
+        rx = self._dev_exclude
+        rows: dict[str, list[str]] = {}
+        for line in text.splitlines():
+            head = line.split(None, 3)  # major, minor, name, the rest
+            if len(head) < 4:
                 continue
+            dev = head[2]
+            ex = excluded.get(dev)
+            if ex is None:
+                ex = rx is not None and rx.search(dev) is not None
+                if len(excluded) >= _MAX_EXCLUDE_MEMO:
+                    excluded.clear()
+                excluded[dev] = ex
+            if ex:
+                continue
+            parts = line.split()
+            if len(parts) >= 14:
+                rows[dev] = parts  # a repeated name: the last line wins, in the first one's place
+        for dev, parts in rows.items():
             labels = {"device": dev}
-            major, minor = numbers.get(dev, ("", ""))
+            major, minor = parts[0], parts[1]
+            vals = [int(v) for v in parts[3 : 3 + len(_DISK_METRICS)]]
             yield s("node_disk_info", 1.0, {"device": dev, "major": major, "minor": minor, **self._udev_info(major, minor)})
-            for key, metric, scale in _DISK_METRICS:
-                v = fields.get(key)
-                if v is not None:
-                    yield s(metric, v * scale if scale != 1.0 else float(v), labels)
+            for (_, metric, scale), v in zip(_DISK_METRICS, vals):
+                yield s(metric, v * scale if scale != 1.0 else float(v), labels)
 
     def _udev_info(self, major: str, minor: str) -> dict[str, str]:
         try:

@@ -58,6 +58,21 @@ _VMSTAT = {
 }
 
 
+def vmstat_selected(text: str) -> dict[str, int]:
+    """_procfs.parse_vmstat for the fields reported only (about 7 of some 190 lines)."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        name = line.partition(" ")[0]  # the kernel writes "name value", one space
+        if name in _VMSTAT:
+            parts = line.split()
+            if len(parts) == 2:
+                try:
+                    out[parts[0]] = int(parts[1])
+                except ValueError:
+                    continue
+    return out
+
+
 def _meminfo_specs() -> tuple[MetricSpec, ...]:
     specs = [
         MetricSpec(
@@ -128,7 +143,7 @@ class MemoryCollector(Collector[MemoryConfig]):
 
         if self.config.vmstat:
             try:
-                vm = _procfs.parse_vmstat(_procfs.read_text(os.path.join(proc, "vmstat")))
+                vm = vmstat_selected(_procfs.read_text(os.path.join(proc, "vmstat")))
             except OSError:
                 self.partial_error("vmstat_unreadable")
             else:

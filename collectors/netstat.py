@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from hostmond.collectors import _procfs
@@ -63,7 +63,7 @@ def parse_netstat(text: str) -> dict[str, float]:
             raise ValueError(f"netstat: {hp}: {len(n)} names, {len(v)} values")
         for k, x in zip(n, v):
             out[f"{hp}_{k}"] = float(x)
-    return out
+    return out  # the collector uses header_selection and reads only the wanted fields
 
 
 def parse_snmp6(text: str) -> dict[str, float]:
@@ -78,6 +78,20 @@ def parse_snmp6(text: str) -> dict[str, float]:
             continue
         out[f"{parts[0][: i + 1]}_{parts[0][i + 1 :]}"] = float(parts[1])
     return out
+
+
+def header_selection(header: str, wanted: Callable[[str], bool]) -> tuple[str, int, list[tuple[int, str]]]:
+    """For a header line of /proc/net/netstat or snmp (``Tcp: RtoAlgorithm ActiveOpens``): its
+    prefix, its number of names, and ``(position, "Proto_Field")`` of the names ``wanted`` accepts."""
+    hp, _, names = header.partition(":")
+    n = names.split()
+    return hp, len(n), [(i, f"{hp}_{k}") for i, k in enumerate(n) if wanted(f"{hp}_{k}")]
+
+
+def snmp6_key(name: str) -> str | None:
+    """``Udp6InDatagrams`` -> ``Udp6_InDatagrams`` (split after the first '6'); None without a '6'."""
+    i = name.find("6")
+    return None if i < 0 else f"{name[: i + 1]}_{name[i + 1 :]}"
 
 
 @dataclass
@@ -97,19 +111,65 @@ class NetstatCollector(Collector[NetstatConfig]):
         super().__init__(config, ctx)
         self._fields = re.compile(self.config.fields)
         self._match: dict[str, bool] = {}
+        # The header lines and snmp6 names are the kernel's, the same every cycle: which of their
+        # fields are wanted is worked out once, and only those values are converted.
+        self._headers: dict[str, tuple[str, int, list[tuple[int, str]]]] = {}
+        self._snmp6: dict[str, str | None] = {}
+
+    def _wanted(self, k: str) -> bool:
+        ok = self._match.get(k)
+        if ok is None:
+            if len(self._match) >= 4096:
+                self._match.clear()
+            ok = self._match[k] = self._fields.search(k) is not None
+        return ok
+
+    def _pairs(self, text: str, stats: dict[str, float]) -> None:
+        """parse_netstat, for the wanted fields only (same checks of the line pairs)."""
+        lines = text.splitlines()
+        headers = self._headers
+        for i in range(0, len(lines) - 1, 2):
+            header = lines[i]
+            sel = headers.get(header)
+            if sel is None:
+                if len(headers) >= 256:
+                    headers.clear()
+                sel = headers[header] = header_selection(header, self._wanted)
+            hp, n, picks = sel
+            vp, _, vals = lines[i + 1].partition(":")
+            if hp != vp:
+                raise ValueError(f"netstat: header {hp!r} followed by values of {vp!r}")
+            v = vals.split()
+            if len(v) != n:
+                raise ValueError(f"netstat: {hp}: {n} names, {len(v)} values")
+            for j, key in picks:
+                stats[key] = float(v[j])
+
+    def _snmp6_pairs(self, text: str, stats: dict[str, float]) -> None:
+        """parse_snmp6, for the wanted fields only."""
+        keys = self._snmp6
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) != 2:
+                continue
+            name = parts[0]
+            if name in keys:
+                key = keys[name]
+            else:
+                if len(keys) >= 4096:
+                    keys.clear()
+                key = snmp6_key(name)
+                key = keys[name] = key if key is not None and self._wanted(key) else None
+            if key is not None:
+                stats[key] = float(parts[1])
 
     def collect(self) -> Iterator[Sample]:
         net = os.path.join(self.ctx.proc_root, "net")
         stats: dict[str, float] = {}
-        stats.update(parse_netstat(_procfs.read_text(os.path.join(net, "netstat"))))
-        stats.update(parse_netstat(_procfs.read_text(os.path.join(net, "snmp"))))
+        self._pairs(_procfs.read_text(os.path.join(net, "netstat")), stats)
+        self._pairs(_procfs.read_text(os.path.join(net, "snmp")), stats)
         snmp6 = _procfs.read_optional(os.path.join(net, "snmp6"))
         if snmp6 is not None:
-            stats.update(parse_snmp6(snmp6))
-        match = self._match
+            self._snmp6_pairs(snmp6, stats)
         for k, v in stats.items():
-            ok = match.get(k)
-            if ok is None:
-                ok = match[k] = self._fields.search(k) is not None
-            if ok:
-                yield Sample(f"node_netstat_{k}", GAUGE, v, {})
+            yield Sample(f"node_netstat_{k}", GAUGE, v, {})

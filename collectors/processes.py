@@ -4,7 +4,8 @@ Per process it reads only what it needs, straight from ``{proc_root}``:
 ``/proc/PID/stat`` (name, state, CPU ticks, threads, start time, RSS), a listing of
 ``/proc/PID/fd`` (open descriptors), the owner uid (only when tenant rules exist; it comes
 with the stat() of ``/proc/PID/fd`` that gives the fd count on Linux >= 6.2) and ``/proc/PID/cgroup`` (only when a tenant rule needs it, and
-then once per process life, cached by PID and start time). That keeps the cost
+then once per process life, cached by PID and start time). A kernel thread's fd directory
+is listed once per thread life (it has no fd table: the answer cannot change). That keeps the cost
 to a few tens of microseconds of CPU per process (see ``bench/processes_bench.py``).
 
 Processes are grouped by (name, tenant). Never one series per PID: only the top
@@ -111,6 +112,10 @@ class ProcessesCollector(Collector[ProcessesConfig]):
         # None until probed on a process whose fd directory could be listed.
         self._fd_size_ok: bool | None = None
         self._fd_probes = 0
+        # Kernel threads (most PIDs of a small host) have no fd table for life: what listing
+        # their fd directory gave (0 fds; permission denied when not root) is kept per PID and
+        # start time instead of listing it again every cycle. pid -> (starttime, denied)
+        self._kthreads: dict[int, tuple[int, bool]] = {}
 
     def _probe_fd_size(self, size: int, listed: int) -> bool | None:
         self._fd_probes += 1
@@ -122,7 +127,7 @@ class ProcessesCollector(Collector[ProcessesConfig]):
 
     def _read_sys(self, name: str) -> int | None:
         try:
-            return int(_procfs.read_text(os.path.join(self.ctx.proc_root, "sys", "kernel", name)).strip())
+            return int(_procfs.read_small(os.path.join(self.ctx.proc_root, "sys", "kernel", name)).strip())
         except (OSError, ValueError):
             return None
 
@@ -142,20 +147,33 @@ class ProcessesCollector(Collector[ProcessesConfig]):
         perm = 0
         o_open, o_read, o_close, listdir, ostat = os.open, os.read, os.close, os.listdir, os.stat
         rdonly = os.O_RDONLY
-        parse = _procfs.parse_pid_stat
         fd_size_ok = self._fd_size_ok
+        kthreads = self._kthreads
+        new_kthreads: dict[int, tuple[int, bool]] = {}
 
+        prefix = proc + "/"
         for entry in listdir(proc):
             if not entry.isdigit():
                 continue
-            base = f"{proc}/{entry}"
+            base = prefix + entry
             try:
                 fd = o_open(base + "/stat", rdonly)
                 try:
                     data = o_read(fd, 4096)
                 finally:
                     o_close(fd)
-                comm, state, utime, stime, nthreads, start, rss = parse(data)
+                # _procfs.parse_pid_stat, inlined (it runs for every PID): comm ends at the LAST ")"
+                lpar = data.find(b"(")
+                rpar = data.rfind(b")")
+                if lpar < 0 or rpar < lpar:
+                    raise ValueError("no (comm)")
+                f = data[rpar + 2 :].split(None, 22)  # f[N - 3] is field N of proc(5)
+                comm = data[lpar + 1 : rpar]
+                state = f[0]
+                cpu = int(f[11]) + int(f[12])
+                nthreads = int(f[17])
+                start = int(f[19])
+                rss = int(f[21])
             except PermissionError:
                 perm += 1
                 continue
@@ -171,7 +189,6 @@ class ProcessesCollector(Collector[ProcessesConfig]):
             pids += 1
             threads += nthreads
             states[state] = states.get(state, 0) + 1
-            cpu = utime + stime
             p = prev.get(pid)
             if p is not None and p[0] != start:
                 p = None  # PID reused by a new process
@@ -181,24 +198,34 @@ class ProcessesCollector(Collector[ProcessesConfig]):
             nfds = 0
             uid = -1  # owner, from whichever stat() of the process's files comes first
             if want_fds:
-                fdpath = base + "/fd"
-                try:
-                    if fd_size_ok:
-                        # Linux >= 6.2 reports the number of open fds as the size of /proc/PID/fd,
-                        # a third of the cost of listing it; 0 may mean no fds: list to be sure.
-                        fst = ostat(fdpath)
-                        uid = fst.st_uid  # every file under /proc/PID has the process's owner
-                        nfds = fst.st_size
-                        if nfds == 0:
+                k = kthreads.get(pid)
+                if k is not None and k[0] == start:  # a kernel thread: no fd table, same answer as before
+                    new_kthreads[pid] = k
+                    if k[1]:
+                        perm += 1
+                else:
+                    fdpath = base + "/fd"
+                    try:
+                        if fd_size_ok:
+                            # Linux >= 6.2 reports the number of open fds as the size of /proc/PID/fd,
+                            # a third of the cost of listing it; 0 may mean no fds: list to be sure.
+                            fst = ostat(fdpath)
+                            uid = fst.st_uid  # every file under /proc/PID has the process's owner
+                            nfds = fst.st_size
+                            if nfds == 0:
+                                nfds = len(listdir(fdpath))
+                        else:
                             nfds = len(listdir(fdpath))
-                    else:
-                        nfds = len(listdir(fdpath))
-                        if fd_size_ok is None and nfds > 0:
-                            fd_size_ok = self._probe_fd_size(ostat(fdpath).st_size, nfds)
-                except PermissionError:
-                    perm += 1
-                except OSError:
-                    pass  # vanished, or a zombie without an fd table
+                            if fd_size_ok is None and nfds > 0:
+                                fd_size_ok = self._probe_fd_size(ostat(fdpath).st_size, nfds)
+                        if nfds == 0 and _is_kthread(data):
+                            new_kthreads[pid] = (start, False)
+                    except PermissionError:
+                        perm += 1
+                        if _is_kthread(data):
+                            new_kthreads[pid] = (start, True)
+                    except OSError:
+                        pass  # vanished, or a zombie without an fd table
 
             if tenancy is None:
                 tenant = default_tenant
@@ -225,6 +252,7 @@ class ProcessesCollector(Collector[ProcessesConfig]):
                 g[3] += delta
 
         self._prev = new_prev
+        self._kthreads = new_kthreads
         self._fd_size_ok = fd_size_ok
         self._perm_errors += perm
         yield from self._emit(groups, states, threads, pids)
@@ -291,6 +319,17 @@ class ProcessesCollector(Collector[ProcessesConfig]):
             yield s("hostmon_process_group_processes", float(o[0]), labels)
         yield s("hostmon_process_groups", float(len(groups_by_name)))
         yield s("hostmon_process_permission_errors_total", float(self._perm_errors))
+
+
+_PF_KTHREAD = 0x00200000  # include/linux/sched.h
+
+
+def _is_kthread(stat: bytes) -> bool:
+    """Whether a /proc/PID/stat line is a kernel thread's (flags, field 9, has PF_KTHREAD)."""
+    try:
+        return bool(int(stat[stat.rfind(b")") + 2 :].split(None, 7)[6]) & _PF_KTHREAD)
+    except (ValueError, IndexError):
+        return False
 
 
 class _CgroupReader:

@@ -5,7 +5,7 @@ counts failures by service and reason, keeps bounded sliding windows per client
 address and per user, detects brute force, and returns samples plus one
 ``auth_failure`` event per failure (and ``auth_bruteforce`` when a source crosses
 the threshold). Positions (file inode/offset, journal cursor, btmp offset) are
-saved in the collector's StateStore after every collection and on stop.
+saved in the collector's StateStore after a collection that moved them, and on stop.
 """
 
 from __future__ import annotations
@@ -65,7 +65,10 @@ class AuthConfig(CollectorConfig):
     journal_facilities: list[int] = field(
         list(DEFAULT_FACILITIES), "Syslog facilities also read from journald (4 auth, 10 authpriv: PAM messages of any program); empty turns it off."
     )
-    journal_timeout: float = field(10.0, "Seconds one journalctl run may take before it is killed.")
+    journal_timeout: float = field(
+        10.0,
+        "Seconds the first journalctl run may take, and that the following journalctl may stay stopped or hold a partial entry, before it is killed (and restarted from the last cursor).",
+    )
     btmp: str = field(DEFAULT_BTMP, "The btmp file of failed logins (as lastb reads it); empty turns it off.")
     read_from_start: bool = field(False, "On the very first start (no saved position), read existing history instead of only new lines.")
     window_seconds: float = field(900.0, "Sliding window for distinct failing sources and the top-K gauges.")
@@ -106,6 +109,8 @@ METRICS = (
     _spec("hostmon_auth_tracked_keys", GAUGE, "Sources or users held in the sliding windows.", ("kind",)),
     _spec("hostmon_auth_tracked_keys_limit", GAUGE, "Limit of sources or users held in the sliding windows.", ("kind",)),
     _spec("hostmon_auth_tracked_keys_evicted_total", COUNTER, "Sources or users evicted from the windows because the limit was reached.", ("kind",)),
+    _spec("hostmon_auth_journal_restarts_total", COUNTER, "Times the following journalctl was restarted from the last cursor after it exited or hung.", ()),
+    _spec("hostmon_auth_journal_bad_entries_total", COUNTER, "journalctl output lines that were not a JSON object, skipped.", ()),
     _spec("hostmon_auth_connections_evicted_total", COUNTER, "sshd connection contexts evicted from the parser because max_connections was reached.", ()),
     _spec("hostmon_auth_events_dropped_total", COUNTER, "auth events dropped because a collection produced more than max_events.", ()),
 )
@@ -180,6 +185,7 @@ class AuthCollector(Collector[AuthConfig]):
         self.rotations: dict[tuple[str, str], int] = {}
         self.key: bytes | None = None
         self._started = False
+        self._saved: dict[str, Any] | None = None  # what the state file holds (written by this process)
         self._absent_defaults: list[str] = []  # default log files not present at start, watched for
         self.floor: float | None = None  # after a state reset: records older than this were counted before
 
@@ -248,12 +254,13 @@ class AuthCollector(Collector[AuthConfig]):
         self._started = True
 
     def stop(self) -> None:
-        self._save()
+        self._save(force=True)
         for s in self.sources:
-            if s.kind == "file":
+            if s.kind in ("file", "journal"):
                 s.reader.close()
 
-    def _save(self) -> None:
+    def _save(self, force: bool = False) -> None:
+        """Write the positions when they changed since the last write (or ``force``)."""
         st: dict[str, Any] = {"files": {}, "held": {}}
         for s in self.sources:
             if s.parser is not None and s.parser.conns:
@@ -270,7 +277,10 @@ class AuthCollector(Collector[AuthConfig]):
                 v = s.reader.state()
                 if v is not None:
                     st["btmp"] = v
+        if not force and st == self._saved:
+            return
         self.ctx.state.save(st)
+        self._saved = st
 
     # -- helpers ---------------------------------------------------------------------
     def user_label(self, user: str | None) -> str | None:
@@ -444,6 +454,10 @@ class AuthCollector(Collector[AuthConfig]):
             out.append(sm("hostmon_auth_tracked_keys", len(w.keys), {"kind": kind}))
             out.append(sm("hostmon_auth_tracked_keys_limit", w.max_keys, {"kind": kind}))
             out.append(sm("hostmon_auth_tracked_keys_evicted_total", w.evicted, {"kind": kind}))
+        journals = [s.reader for s in self.sources if s.kind == "journal"]
+        if journals:
+            out.append(sm("hostmon_auth_journal_restarts_total", sum(j.restarts for j in journals)))
+            out.append(sm("hostmon_auth_journal_bad_entries_total", sum(j.bad_entries for j in journals)))
         out.append(sm("hostmon_auth_connections_evicted_total", conn_evicted))
         out.append(sm("hostmon_auth_events_dropped_total", self.events_dropped))
         return out

@@ -160,3 +160,13 @@ def test_same_series_as_node_exporter_on_the_fixture_tree() -> None:
     # node_exporter 1.5 predates the PSI "full" line for cpu; newer releases report it under this name.
     problems = [p for p in problems if "node_pressure_cpu_stalled_seconds_total" not in p]
     assert problems == []
+
+
+def test_parse_stat_reads_the_totals_of_the_long_intr_and_softirq_lines() -> None:
+    text = "cpu0 1 2 3 4 5 6 7 8 9 10\nintr 1234 " + " ".join(["7"] * 500) + "\nctxt 99\nsoftirq 55 1 2 3\nprocesses 7\n"
+    st = _procfs.parse_stat(text, user_hz=1)
+    assert (st.intr, st.ctxt, st.processes) == (1234, 99, 7)
+    real = Path("/proc/stat").read_text()
+    want = {line.split()[0]: int(line.split()[1]) for line in real.splitlines() if line.startswith(("intr", "ctxt", "btime"))}
+    st = _procfs.parse_stat(real)
+    assert st.intr is not None and st.intr >= want["intr"] and st.btime == want["btime"]

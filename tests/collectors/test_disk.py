@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -367,3 +368,70 @@ def test_stale_mount_that_is_unmounted_is_forgotten_once_its_call_returns(tmp_pa
     finally:
         release.set()
         c.stop()
+
+
+def test_a_changed_mount_table_and_new_block_devices_are_seen_at_the_next_collection(tmp_path: Path) -> None:
+    """The mount table is parsed and filtered again only when its text changed, and a device's
+    exclusion verdict is remembered: neither may hide a change."""
+    proc = tmp_path / "proc"
+    (proc / "1").mkdir(parents=True)
+    mounts = (FIX / "proc" / "1" / "mounts").read_text()
+    (proc / "1" / "mounts").write_text(mounts)
+    disks = (FIX / "proc" / "diskstats").read_text()
+    (proc / "diskstats").write_text(disks)
+    c = make(str(proc), stat_fn=fake_statvfs("/fixture-root"))
+    try:
+        first = list(c.collect())
+        again = list(c.collect())
+        assert [(s.name, s.labels, s.value) for s in first] == [(s.name, s.labels, s.value) for s in again]
+        assert "/data2" not in by(first, "node_filesystem_size_bytes", "mountpoint")
+        (proc / "1" / "mounts").write_text(mounts + "/dev/vdz /data2 ext4 ro,relatime 0 0\n")
+        (proc / "diskstats").write_text(disks + " 254      16 vdz 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17\n 7 9 loop9 1 2 3 4 5 6 7 8 9 10 11\n")
+        out = list(c.collect())
+        assert by(out, "node_filesystem_readonly", "mountpoint")["/data2"] == 1
+        assert by(out, "node_disk_reads_completed_total", "device")["vdz"] == 1
+        assert by(out, "node_disk_flush_requests_time_seconds_total", "device")["vdz"] == 0.017
+        assert "loop9" not in by(out, "node_disk_reads_completed_total", "device")
+        (proc / "1" / "mounts").write_text(mounts)
+        assert "/data2" not in by(list(c.collect()), "node_filesystem_readonly", "mountpoint")
+    finally:
+        c.stop()
+
+
+def test_real_mount_table_is_read_again_only_when_the_kernel_signals_a_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the real procfs the mounts file stays open and is polled (POLLPRI on mount/umount):
+    an unchanged table is not read again, a new mount shows at the next collection."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    from hostmond.collectors import disk
+
+    reads: list[int] = []
+    real_read = disk._read_fd
+    monkeypatch.setattr(disk, "_read_fd", lambda fd: reads.append(fd) or real_read(fd))
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    c = DiskCollector(DiskConfig(mount_points_exclude="^/(proc|sys|dev)($|/)", fs_types_exclude="^(proc|sysfs|cgroup2?|devpts|mqueue)$"),
+                      CollectorContext())
+    try:
+        first = by(list(c.collect()), "node_filesystem_readonly", "mountpoint")
+        assert len(reads) == 1 and c._mounts_fd is not None and str(mnt) not in first
+        for _ in range(3):
+            assert by(list(c.collect()), "node_filesystem_readonly", "mountpoint") == first
+        assert len(reads) == 1
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "hostmon-test", str(mnt)], capture_output=True, text=True, check=False)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount here: {r.stderr.strip()}")
+        try:
+            out = list(c.collect())
+            assert len(reads) == 2
+            assert by(out, "node_filesystem_readonly", "mountpoint")[str(mnt)] == 1
+            assert by(out, "node_filesystem_size_bytes", "mountpoint")[str(mnt)] == 1024 * 1024
+            list(c.collect())
+            assert len(reads) == 2
+        finally:
+            subprocess.run(["umount", str(mnt)], check=False)
+        assert str(mnt) not in by(list(c.collect()), "node_filesystem_readonly", "mountpoint")
+        assert len(reads) == 3
+    finally:
+        c.stop()
+    assert c._mounts_fd is None

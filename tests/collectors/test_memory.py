@@ -115,3 +115,12 @@ def test_same_series_as_node_exporter_on_the_fixture_tree() -> None:
     names = {s.name for s in out}
     assert len([k for k in theirs if k[0].startswith("node_memory_")]) > 40
     assert nodeexp.compare(nodeexp.ours(out), theirs, names) == []
+
+
+def test_vmstat_selected_matches_parsing_everything_on_the_real_file() -> None:
+    from hostmond.collectors.memory import _VMSTAT, vmstat_selected
+
+    text = Path("/proc/vmstat").read_text()
+    every = _procfs.parse_vmstat(text)
+    assert vmstat_selected(text) == {k: v for k, v in every.items() if k in _VMSTAT}
+    assert vmstat_selected("pgpgin 1989981\npswpout 34\nbroken\npgfault x\nnr_free_pages 5\n") == {"pgpgin": 1989981, "pswpout": 34}

@@ -246,3 +246,65 @@ def test_config_rejects_unknown_tcp_source_and_bad_regex() -> None:
         load_dataclass({"tcp_source": "ss"}, NetworkConfig, "f.toml", "collectors.network")
     with pytest.raises(ConfigError, match=r"collectors.network.device_exclude: .* not a valid regular expression"):
         load_dataclass({"device_exclude": "("}, NetworkConfig, "f.toml", "collectors.network")
+
+
+def _samples(samples: list[Sample]) -> list[tuple[str, tuple[tuple[str, str], ...], float]]:
+    return sorted((s.name, tuple(sorted(s.labels.items())), s.value) for s in samples if s.name != "node_tcp_connection_states")
+
+
+def _open_fds() -> int:
+    return len(list(Path("/proc/self/fd").iterdir()))
+
+
+def test_kept_attribute_files_show_new_values_and_follow_a_recreated_interface(tmp_path: Path) -> None:
+    """Attribute files stay open and are re-read from offset 0: a changed value is seen; an
+    interface re-created under the same name (new ifindex) is read from its new files; a
+    removed interface's files are closed, and stop() closes the rest."""
+    shutil.copytree(FIX / "sys", tmp_path / "sys")
+    eth0 = tmp_path / "sys" / "class" / "net" / "eth0"
+    base_fds = _open_fds()
+    c = NetworkCollector(NetworkConfig(), CollectorContext(proc_root=str(FIX / "proc"), sys_root=str(tmp_path / "sys"), rootfs="/"))
+    out = list(c.collect())
+    assert by(out, "node_network_mtu_bytes")["eth0"] == 1400
+    assert c._nkept > 0 and _open_fds() == base_fds + c._nkept
+    (eth0 / "mtu").write_text("9000\n")  # same file, new content
+    (eth0 / "statistics" / "rx_nohandler").write_text("77\n")
+    out = list(c.collect())
+    assert by(out, "node_network_mtu_bytes")["eth0"] == 9000
+    assert by(out, "node_network_receive_nohandler_total")["eth0"] == 77
+    # re-created: new files (new inodes) and a new ifindex; the kept ones would still show 9000
+    shutil.rmtree(eth0)
+    shutil.copytree(FIX / "sys" / "class" / "net" / "eth0", eth0)
+    (eth0 / "ifindex").write_text("42\n")
+    out = list(c.collect())
+    assert by(out, "node_network_mtu_bytes")["eth0"] == 1400 and by(out, "node_network_iface_id")["eth0"] == 42
+    shutil.rmtree(eth0)
+    before = c._nkept
+    out = list(c.collect())
+    assert "eth0" not in by(out, "node_network_mtu_bytes") and c._nkept < before
+    assert _open_fds() == base_fds + c._nkept
+    c.stop()
+    assert c._nkept == 0 and _open_fds() == base_fds
+    assert c.take_partial_errors() == {}
+
+
+def test_kept_files_are_bounded_and_give_the_same_series_as_reading_by_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the real /sys: with no file kept, a few kept, or all kept, the same series and values
+    (counters excepted, they move)."""
+    from hostmond.collectors import network
+
+    def series(limit: int) -> tuple[list[tuple[str, tuple[tuple[str, str], ...], float]], int]:
+        monkeypatch.setattr(network, "MAX_KEPT_FDS", limit)
+        c = NetworkCollector(NetworkConfig(tcp_states=False), CollectorContext())
+        list(c.collect())
+        out = [x for x in _samples(list(c.collect())) if not x[0].endswith("_total")]
+        n = c._nkept
+        c.stop()
+        return out, n
+
+    by_path, n0 = series(0)
+    some, n5 = series(5)
+    kept, n_all = series(256)
+    assert n0 == 0 and n5 == 5 and n_all > 5
+    assert by_path == some == kept
+    assert any(name == "node_network_mtu_bytes" for name, _, _ in kept)

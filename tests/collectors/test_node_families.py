@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import time
 from pathlib import Path
 
@@ -341,3 +342,78 @@ def test_interrupts_is_opt_in_and_matches_node_exporter_on_the_fixture() -> None
     out, _ = run(InterruptsCollector)
     assert len(out) == 14
     assert nodeexp.compare(nodeexp.ours(out), theirs, {"node_interrupts_total"}) == []
+
+
+@pytest.mark.parametrize("proc", [str(FIX / "proc"), "/proc"])
+@pytest.mark.parametrize("fields", [netstat.DEFAULT_FIELDS, ".*", "^Tcp_"])
+def test_netstat_reads_only_the_wanted_fields_with_the_same_result_as_parsing_all(proc: str, fields: str, tmp_path: Path) -> None:
+    """The collector converts only the fields it reports (selection worked out once per header
+    line); the series are those of parsing everything and filtering, in the same order."""
+    net = tmp_path / "net"
+    net.mkdir()
+    for f in ("netstat", "snmp", "snmp6"):
+        if os.path.exists(f"{proc}/net/{f}"):
+            (net / f).write_bytes(Path(f"{proc}/net/{f}").read_bytes())  # one snapshot for both sides
+    c = netstat.NetstatCollector(netstat.NetstatConfig(fields=fields), CollectorContext(proc_root=str(tmp_path)))
+    stats: dict[str, float] = {}
+    stats.update(netstat.parse_netstat((net / "netstat").read_text()))
+    stats.update(netstat.parse_netstat((net / "snmp").read_text()))
+    if (net / "snmp6").exists():
+        stats.update(netstat.parse_snmp6((net / "snmp6").read_text()))
+    want = [(f"node_netstat_{k}", v) for k, v in stats.items() if re.search(fields, k)]
+    for _ in range(2):  # the second time from the remembered selections
+        assert [(s.name, s.value) for s in c.collect()] == want
+    assert len(want) > 5
+    (net / "snmp").write_text("Tcp: A B\nTcp: 1\n")
+    with pytest.raises(ValueError):
+        list(c.collect())
+
+
+def test_udp_queues_by_netlink_equal_the_proc_files_with_data_queued() -> None:
+    """On the real /proc: a UDP socket with unread datagrams; the sock_diag dump gives the same
+    tx/rx sums as /proc/net/udp and udp6 (what node_exporter reads)."""
+    import socket
+
+    rx4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) if socket.has_ipv6 and os.path.exists("/proc/net/udp6") else None
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx4.bind(("127.0.0.1", 0))
+        for _ in range(3):
+            tx.sendto(b"x" * 500, rx4.getsockname())
+        if rx6 is not None:
+            rx6.bind(("::1", 0))
+            with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as tx6:
+                tx6.sendto(b"y" * 300, rx6.getsockname())
+        c = udp_queues.UDPQueuesCollector(udp_queues.UDPQueuesCollector.config_class(), CollectorContext())
+        assert c._netlink
+        for _ in range(5):  # other sockets of the host may move in between: equal in one of a few tries
+            by_netlink = {(s.labels["ip"], s.labels["queue"]): s.value for s in c.collect()}
+            files = {}
+            for ip, fname in (("v4", "udp"), ("v6", "udp6")):
+                if os.path.exists(f"/proc/net/{fname}"):
+                    t, r = udp_queues.sum_udp_queues(Path(f"/proc/net/{fname}").read_text())
+                    files[(ip, "tx")], files[(ip, "rx")] = float(t), float(r)
+            if by_netlink == files:
+                break
+        assert by_netlink == files
+        assert by_netlink[("v4", "rx")] >= 1500  # the queued datagrams are seen
+        if rx6 is not None:
+            assert by_netlink[("v6", "rx")] >= 300
+        assert c.take_partial_errors() == {}
+    finally:
+        for s in (rx4, rx6, tx):
+            if s is not None:
+                s.close()
+
+
+def test_udp_queues_netlink_failure_falls_back_to_the_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(family: int, timeout: float = 2.0) -> tuple[int, int]:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(udp_queues, "udp_queues_netlink", refuse)
+    c = udp_queues.UDPQueuesCollector(udp_queues.UDPQueuesCollector.config_class(), CollectorContext())
+    out = list(c.collect())
+    assert {(s.labels["ip"], s.labels["queue"]) for s in out} >= {("v4", "tx"), ("v4", "rx")}
+    assert c.take_partial_errors() == {"udp_netlink_failed": 1} and not c._netlink
+    assert len(list(c.collect())) == len(out) and c.take_partial_errors() == {}

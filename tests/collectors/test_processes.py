@@ -328,3 +328,72 @@ def test_thread_states_are_opt_in_and_count_every_thread(tmp_path: Path) -> None
     assert thread_states(str(tmp_path)) == {"S": 1, "R": 1, "D": 1}
     live = thread_states("/proc")
     assert sum(live.values()) >= 1 and set(live) <= set("RSDZTtWXxKPI")
+
+
+def _kernel_threads() -> set[int]:
+    out = set()
+    for e in os.listdir("/proc"):
+        if e.isdigit():
+            try:
+                data = Path(f"/proc/{e}/stat").read_bytes()
+            except OSError:
+                continue
+            if int(data[data.rfind(b")") + 2 :].split()[6]) & 0x00200000:
+                out.add(int(e))
+    return out
+
+
+_KTHREAD_CHILD = textwrap.dedent(
+    """
+    import json, os
+    from hostmond.collectors.processes import ProcessesCollector, ProcessesConfig
+    from hostmond.api import CollectorContext
+    if os.getuid() == 0:
+        os.setgroups([]); os.setgid(65534); os.setuid(65534)
+    listed = []
+    real = os.listdir
+    def counting(path="."):
+        if str(path).endswith("/fd"):
+            listed.append(int(str(path).split("/")[-2]))
+        return real(path)
+    os.listdir = counting
+    c = ProcessesCollector(ProcessesConfig(), CollectorContext())
+    def perm(samples):
+        return next(s.value for s in samples if s.name == "hostmon_process_permission_errors_total")
+    for attempt in range(5):  # other processes of the host come and go: equal in one of a few tries
+        p = [perm(list(c.collect())) for _ in range(3)]  # probe, then fill the kernel-thread memo
+        del listed[:]
+        p.append(perm(list(c.collect())))  # from the memo
+        with_memo = list(listed)
+        c._kthreads = {}
+        p.append(perm(list(c.collect())))  # listed again, as before the memo
+        if p[3] - p[2] == p[4] - p[3]:
+            break
+    print(json.dumps({"uid": os.getuid(), "perm": p, "listed_with_memo": with_memo, "memo": sorted(c._kthreads)}))
+    """
+)
+
+
+@pytest.mark.parametrize("as_nobody", [False, True])
+def test_kernel_threads_fd_directories_are_listed_once_with_the_same_counts(as_nobody: bool) -> None:
+    """Kernel threads have no fd table for life: the result of listing their fd directory
+    (0 fds; permission denied for a non-root agent) is remembered per PID and start time,
+    and the permission counter moves exactly as when it is listed every cycle."""
+    kthreads = _kernel_threads()
+    if len(kthreads) < 2:
+        pytest.skip("no kernel threads visible here (a PID namespace)")
+    if as_nobody and os.getuid() != 0:
+        pytest.skip("needs root to become nobody")
+    code = _KTHREAD_CHILD if as_nobody else _KTHREAD_CHILD.replace("if os.getuid() == 0:", "if False:")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd="/", check=False)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    memo = {int(p) for p in res["memo"]}
+    assert len(memo & kthreads) >= 2 and memo <= _kernel_threads() | (memo - kthreads)
+    assert not set(res["listed_with_memo"]) & memo  # remembered kernel threads were not listed again
+    p = res["perm"]
+    if res["uid"] == 0:
+        assert p == [0, 0, 0, 0, 0]
+    else:
+        # each cycle counts the refused kernel threads, with the memo as without it
+        assert p[3] - p[2] == p[4] - p[3] >= len(memo & kthreads) - 2 > 0

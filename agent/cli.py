@@ -123,7 +123,6 @@ COLLECTOR_ALIASES: dict[str, str] = {
     "diskstats": "disk",
     "netdev": "network",
     "netclass": "network",
-    "tcpstat": "network",
     "timex": "time",
 }
 
@@ -193,14 +192,27 @@ def run_overrides(args: argparse.Namespace, classes: Mapping[str, type] | None =
     return ov
 
 
+# node_exporter collectors that are a setting of one of ours, not a collector of their own:
+# --collector.NAME turns the setting (and its collector) on, --no-collector.NAME only the setting off.
+COLLECTOR_SETTINGS: dict[str, tuple[str, str]] = {
+    "tcpstat": ("network", "tcp_states"),
+}
+
+
 def _apply_switches(ov: config_mod.Overrides, switches: list[tuple[str, bool]], classes: Mapping[str, type]) -> None:
     state: dict[str, tuple[bool, str]] = {}
     for name, on in switches:
         flag = f"--{'' if on else 'no-'}collector.{name}"
+        setting = COLLECTOR_SETTINGS.get(name)
+        if setting is not None and setting[0] in classes:
+            ov.set(("collectors", setting[0], setting[1]), "true" if on else "false", flag)
+            if on:
+                ov.set(("collectors", setting[0], "enabled"), "true", flag)
+            continue
         target = name if name in classes else COLLECTOR_ALIASES.get(name)
         if target is None or target not in classes:
             if on:
-                known = ", ".join(sorted(set(classes) | set(COLLECTOR_ALIASES)))
+                known = ", ".join(sorted(set(classes) | set(COLLECTOR_ALIASES) | set(COLLECTOR_SETTINGS)))
                 raise ConfigError(f"command-line flag {flag}", f"collectors.{name}", f"no collector named {name!r} (known: {known})")
             log.warning("no such collector; nothing to turn off", extra={"flag": flag})
             continue
@@ -251,6 +263,7 @@ def add_run_arguments(r: argparse.ArgumentParser) -> None:
     r.epilog = (
         "--collector.NAME / --no-collector.NAME turn a collector on or off (hostmon's names, or node_exporter's: "
         + ", ".join(f"{a}={t}" for a, t in COLLECTOR_ALIASES.items())
+        + ", ".join(f"; {a}={c}.{f}" for a, (c, f) in COLLECTOR_SETTINGS.items())
         + "). Precedence: flags > HOSTMON_* environment > config file > defaults."
     )
 

@@ -155,7 +155,12 @@ class NetworkConfig(CollectorConfig):
     netclass_ignored_devices: str = field(
         "", "Regular expression of interfaces left out of the sysfs attributes; empty keeps all.", check=check_regex
     )
-    tcp_states: bool = field(True, "Count TCP connections by state (IPv4 and IPv6).")
+    tcp_states: bool = field(
+        False,
+        "Count TCP connections by state (node_tcp_connection_states, IPv4 and IPv6): node_exporter's tcpstat, opt-in "
+        "there too, because its one sock_diag dump per collection grows with the number of sockets "
+        "(--collector.tcpstat turns it on).",
+    )
     tcp_source: str = field(
         "auto",
         "Where TCP states come from: 'netlink' (sock_diag, cheapest), 'proc' (the net/tcp and net/tcp6 files), "

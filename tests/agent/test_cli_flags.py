@@ -128,6 +128,26 @@ def test_collector_switches_and_disable_defaults(tmp_path: Path) -> None:
     assert COLLECTOR_ALIASES["timex"] == "time"
 
 
+def test_tcpstat_is_a_setting_of_network_off_by_default_like_node_exporter(tmp_path: Path) -> None:
+    """node_exporter's tcpstat is opt-in (its dump grows with the sockets); here it is network.tcp_states."""
+    from hostmond.agent.registry import discover
+
+    classes = {n: c for n, c in discover()[0].items() if n in ("cpu", "network")}
+
+    def network_cfg(argv: list[str]) -> tuple[bool, bool]:
+        cfg = _load(argv, classes=classes)
+        cfg.state_dir = "/nonexistent"
+        runners, _ = build_collectors(cfg, classes, persist_state=False)
+        net = next((r for r in runners if r.name == "network"), None)
+        return net is not None, bool(net and net.c.config.tcp_states)
+
+    assert network_cfg([]) == (True, False), "off by default"
+    assert network_cfg(["--collector.tcpstat"]) == (True, True)
+    assert network_cfg(["--collector.disable-defaults", "--collector.tcpstat"]) == (True, True), "turns network on too"
+    assert network_cfg(["--no-collector.tcpstat"]) == (True, False), "only the setting goes off, not the network collector"
+    assert network_cfg(["--no-collector.netdev", "--no-collector.netclass"]) == (False, False)
+
+
 @pytest.mark.parametrize(
     ("argv", "env", "source", "key"),
     [

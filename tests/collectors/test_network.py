@@ -19,6 +19,7 @@ _spec.loader.exec_module(nodeexp)  # type: ignore[union-attr]
 
 
 def run(proc: str = str(FIX / "proc"), sys_: str = str(FIX / "sys"), **cfg: object) -> tuple[list[Sample], NetworkCollector]:
+    cfg.setdefault("tcp_states", True)  # opt-in (node_exporter's tcpstat); most tests here read them
     c = NetworkCollector(NetworkConfig(**cfg), CollectorContext(proc_root=proc, sys_root=sys_, rootfs="/"))
     return list(c.collect()), c
 
@@ -109,6 +110,13 @@ def test_device_exclude() -> None:
     out, _ = run(device_exclude="", netclass_ignored_devices="^veth")
     assert sorted(by(out, "node_network_receive_bytes_total")) == ["eth0", "ifb0", "lo", "veth1a2b"]
     assert sorted(by(out, "node_network_up")) == ["eth0", "ifb0", "lo"]
+
+
+def test_tcp_states_are_off_by_default() -> None:
+    c = NetworkCollector(NetworkConfig(), CollectorContext(proc_root=str(FIX / "proc"), sys_root=str(FIX / "sys"), rootfs="/"))
+    out = list(c.collect())
+    assert not [s for s in out if s.name == "node_tcp_connection_states"]
+    assert by(out, "node_network_receive_bytes_total")["eth0"] == 54225769
 
 
 def test_no_sysfs_and_no_ipv6_still_reports_counters(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import resource
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -105,7 +106,21 @@ NETCLASS_STR = ("address", "broadcast", "duplex", "ifalias", "operstate")
 # Attributes fixed for an interface's life (an interface re-created under the same name gets a new
 # ifindex, which is read every cycle): read once per ifindex, saving a third of the reads.
 NETCLASS_STATIC = frozenset({"addr_assign_type", "broadcast", "dev_id", "iflink", "link_mode", "name_assign_type", "type"})
-MAX_KEPT_FDS = 256  # attribute files kept open, all interfaces together
+MAX_KEPT_FDS = 256  # attribute files kept open, all interfaces together, at most
+
+
+def kept_fds_limit() -> int:
+    """How many attribute files to keep open: MAX_KEPT_FDS, or 1/16 of the soft descriptor limit when
+    that is lower. The HTTP listeners size their connection cap to 3/4 of the limit and leave the
+    rest to the process; files kept open here must fit in that rest (with RLIMIT_NOFILE=256 they
+    took it all, and accept() failed with EMFILE)."""
+    try:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (OSError, ValueError):
+        return 0
+    if soft == resource.RLIM_INFINITY:
+        return MAX_KEPT_FDS
+    return max(0, min(MAX_KEPT_FDS, soft // 16))
 INFO_LABELS = ("device", "address", "broadcast", "duplex", "operstate", "ifalias")
 _SKIP_ERRNOS = (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EINVAL, errno.EOPNOTSUPP, errno.ENODEV, errno.ENOTDIR, errno.EISDIR)
 
@@ -191,6 +206,7 @@ class NetworkCollector(Collector[NetworkConfig]):
         self._static: dict[str, tuple[str, dict[str, str]]] = {}  # device -> (ifindex, static attributes)
         self._kept: dict[str, tuple[str, dict[str, int]]] = {}  # device -> (ifindex, {attribute file: fd})
         self._nkept = 0
+        self._max_kept = kept_fds_limit()  # read at start: the limit the listeners sized themselves to
         src = self.config.tcp_source
         self._netlink = src == "netlink" or (src == "auto" and is_procfs(ctx.proc_root))
 
@@ -257,7 +273,7 @@ class NetworkCollector(Collector[NetworkConfig]):
         if kept is not None and kept[0] != ifindex:  # gone, or another interface under this name
             self._forget(dev)
             kept = None
-        if kept is None and ifindex is not None and self._nkept < MAX_KEPT_FDS:
+        if kept is None and ifindex is not None and self._nkept < self._max_kept:
             kept = self._kept[dev] = (ifindex, {})
         fds = kept[1] if kept is not None else None
         cached = self._static.get(dev)
@@ -276,7 +292,7 @@ class NetworkCollector(Collector[NetworkConfig]):
                 static[fname] = v
         if not static_known and ifindex is not None:
             self._static[dev] = (ifindex, static)
-        if fds is not None and "statistics/rx_nohandler" not in fds and self._nkept < MAX_KEPT_FDS:
+        if fds is not None and "statistics/rx_nohandler" not in fds and self._nkept < self._max_kept:
             try:  # read by the traffic counters, opened here where the interface's ifindex is known
                 fds["statistics/rx_nohandler"] = os.open(f"{base}/statistics/rx_nohandler", os.O_RDONLY | os.O_CLOEXEC)
                 self._nkept += 1
@@ -293,7 +309,7 @@ class NetworkCollector(Collector[NetworkConfig]):
         try:
             fd = fds.get(fname)
             if fd is None:
-                if self._nkept >= MAX_KEPT_FDS:
+                if self._nkept >= self._max_kept:
                     return self._attr(base, fname)
                 fd = fds[fname] = os.open(f"{base}/{fname}", os.O_RDONLY | os.O_CLOEXEC)
                 self._nkept += 1

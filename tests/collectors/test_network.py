@@ -350,3 +350,23 @@ def test_kept_files_are_bounded_and_give_the_same_series_as_reading_by_path(monk
     assert n0 == 0 and n5 == 5 and n_all > 5
     assert by_path == some == kept
     assert any(name == "node_network_mtu_bytes" for name, _, _ in kept)
+
+
+def test_files_kept_open_fit_in_what_the_listeners_leave_under_a_low_descriptor_limit() -> None:
+    """The HTTP listeners take 3/4 of RLIMIT_NOFILE for connections; the kept attribute files must
+    fit in the rest: at most 1/16 of the soft limit (with 256: 16, not 256)."""
+    import resource
+
+    from hostmond.collectors import network
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        assert network.kept_fds_limit() == 16
+        c = NetworkCollector(NetworkConfig(tcp_states=False), CollectorContext())
+        list(c.collect())
+        assert 0 < c._nkept <= 16
+        c.stop()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert network.kept_fds_limit() == min(network.MAX_KEPT_FDS, soft // 16)

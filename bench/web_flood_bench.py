@@ -47,7 +47,7 @@ def _serve(cert: str, key: str, hashed: str, rate: float, port_q: mp.Queue, stop
     from aiohttp import web
 
     from hostmond.web.config import RateLimitConfig, TLSServerConfig, WebConfig
-    from hostmond.web.security import apply_web_security, security_of
+    from hostmond.web.aiohttp_security import apply_web_security, security_of
 
     async def main() -> None:
         app = web.Application()

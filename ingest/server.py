@@ -80,7 +80,7 @@ from hostmond.core.errors import ConfigError
 from hostmond.core.model import COUNTER, GAUGE, HISTOGRAM, MetricSpec
 from hostmond.core.validate import parse_listen
 from hostmond.web.listen import CappedListener
-from hostmond.web.security import PrometheusCollector, apply_web_security, security_of
+from hostmond.web.aiohttp_security import PrometheusCollector, apply_web_security, security_of
 
 log = logging.getLogger("hostmon.ingest")
 

@@ -430,9 +430,11 @@ class Agent:
 
     # -- self-metrics --------------------------------------------------------
     def _server_samples(self) -> list[Sample]:
-        if self.server is None or self.server.security is None:
+        if self.server is None:
             return []
-        out = self.server.security.self_metrics()
+        out = self.server.http.self_metrics("agent")
+        if self.server.security is not None:
+            out.extend(self.server.security.self_metrics())
         for s in out:
             s.labels.update(self.tags)
         return out

@@ -47,9 +47,27 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from hostmond.core import selfmetrics
+from hostmond.core.model import COUNTER, MetricSpec, Sample
 from hostmond.web.security import Refusal, WebSecurity
 
 log = logging.getLogger("hostmon.http")
+
+# Why a request was answered with an error and its connection closed (fixed set: label values).
+BAD_REQUEST_REASONS = ("malformed", "too_large", "body", "version", "head_timeout")
+_BAD_REASON = {400: "malformed", 414: "too_large", 431: "too_large", 413: "body", 405: "body", 505: "version", 408: "head_timeout"}
+
+METRICS = selfmetrics.declare(
+    "web.httpserver",
+    MetricSpec(
+        "hostmon_web_bad_requests_total",
+        COUNTER,
+        "Requests the agent's HTTP server answered with an error and closed the connection for: malformed (400), "
+        "too_large (414/431: request line, header line, head or header count over its limit), body (a request "
+        "body, never read), version (505), head_timeout (408: the head did not arrive within 10 s).",
+        ("server", "reason"),
+    ),
+)
 
 MAX_LINE = 8190
 MAX_HEAD = 32 * 1024
@@ -237,6 +255,13 @@ class HTTPServer:
         self.routes = dict(routes)
         self.security = security
         self.errors = 0  # handler exceptions (answered 500)
+        self.bad_requests: dict[str, int] = dict.fromkeys(BAD_REQUEST_REASONS, 0)
+
+    def self_metrics(self, server: str) -> list[Sample]:
+        return [
+            Sample("hostmon_web_bad_requests_total", COUNTER, float(n), {"server": server, "reason": r})
+            for r, n in self.bad_requests.items()
+        ]
 
     def protocol(self) -> HTTPProtocol:
         return HTTPProtocol(self)
@@ -475,6 +500,7 @@ class HTTPProtocol(asyncio.Protocol):
             self._close()
 
     def _fail(self, e: HTTPError) -> None:
+        self.server.bad_requests[_BAD_REASON.get(e.status, "malformed")] += 1
         headers = [("Content-Type", "text/plain; charset=utf-8")]
         if e.status == 405:
             headers.append(("Allow", ALLOW))

@@ -160,6 +160,8 @@ async def test_malformed_or_oversized_requests_get_an_error_and_the_connection_c
     if status == 405:
         assert headers["allow"] == "GET, HEAD"
     assert await c.closed()
+    counted = {s.labels["reason"]: s.value for s in server.http.self_metrics("agent") if s.value}
+    assert counted == {httpserver._BAD_REASON[status]: 1.0}
 
 
 async def test_a_head_larger_than_the_limit_without_an_end_is_refused_before_it_ends(server: MetricsServer) -> None:
@@ -184,6 +186,7 @@ async def test_slowloris_gets_408_after_the_head_timeout_and_silent_idle_connect
         await slow.send(b"X-Slow: 1\r\n")
     status, headers, _ = await slow.response()
     assert status == 408 and headers["connection"] == "close" and time.monotonic() - t0 < 3
+    assert server.http.bad_requests["head_timeout"] == 1
     silent = await connect(server)
     assert await silent.closed()  # nothing sent: closed without an answer
     kept = await connect(server)

@@ -105,7 +105,7 @@ def entry_points(group: str) -> list[Any]:
             continue
         for child in children:
             low = child.lower()
-            if not (low.endswith(".dist-info") or low.endswith(".egg-info")):
+            if not low.endswith((".dist-info", ".egg-info")):
                 continue
             stem = child.rsplit(".", 1)[0]
             name = _normalise(stem.partition("-")[0])

@@ -216,7 +216,7 @@ async def test_a_client_that_never_reads_is_disconnected_after_the_write_timeout
     monkeypatch.setattr(httpserver, "WRITE_TIMEOUT", 0.5)
     # a big body, requested many times without reading: the server's send buffer fills up
     server.store.update("demo", [Sample("demo_value", GAUGE, float(i), {"k": f"v{i}"}) for i in range(20000)])
-    r, w = await asyncio.open_connection("127.0.0.1", server.port, limit=1024)
+    _r, w = await asyncio.open_connection("127.0.0.1", server.port, limit=1024)
     sock = w.get_extra_info("socket")
     import socket as socketmod
 

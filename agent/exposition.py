@@ -21,11 +21,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from aiohttp import web
-
 from hostmond.core import selfmetrics
 from hostmond.core.model import COUNTER, UNTYPED, MetricSpec, Sample
-from hostmond.web.security import apply_web_security
+from hostmond.web.httpserver import HTTPServer, Request, Response
+from hostmond.web.security import WebSecurity, make_web_security
 
 log = logging.getLogger("hostmon.http")
 
@@ -318,7 +317,7 @@ def wants_gzip(accept_encoding: str) -> bool:
 
 
 class MetricsServer:
-    """aiohttp server for /metrics, /healthz, /readyz."""
+    """The agent's HTTP server for /metrics, /healthz, /readyz and / (hostmond.web.httpserver, not aiohttp)."""
 
     def __init__(
         self,
@@ -335,64 +334,61 @@ class MetricsServer:
         self.port = port
         self.is_ready = is_ready
         self.web_config = web_config
-        self._runner: web.AppRunner | None = None
         self._listener: Any = None
-        self.app = web.Application()
-        self.app.router.add_get(telemetry_path, self.metrics)
-        self.app.router.add_get("/healthz", self.healthz)
-        self.app.router.add_get("/readyz", self.readyz)
-        self.app.router.add_get("/", self.index)
-        self.ssl_context = None
-        self.security: Any = None
+        self.security: WebSecurity | None = None
         if web_config is not None:
-            self.ssl_context = apply_web_security(self.app, web_config, server="agent")
-
-    async def metrics(self, request: web.Request) -> web.Response:
-        om = wants_openmetrics(request.headers.get("Accept", ""))
-        gz = wants_gzip(request.headers.get("Accept-Encoding", ""))
-        body = self.store.body(om, gz)
-        headers = {"Content-Type": OM_CT if om else TEXT_CT}
-        if gz:
-            headers["Content-Encoding"] = "gzip"
-        return web.Response(body=body, headers=headers)
-
-    async def healthz(self, request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
-
-    async def readyz(self, request: web.Request) -> web.Response:
-        if self.is_ready():
-            return web.Response(text="ready\n")
-        return web.Response(status=503, text="not ready: first collection not finished\n")
-
-    async def index(self, request: web.Request) -> web.Response:
-        return web.Response(
-            text="<html><head><title>hostmon</title></head><body><h1>hostmon</h1>"
-            f'<p><a href="{self.telemetry_path}">{self.telemetry_path}</a> <a href="/healthz">/healthz</a> <a href="/readyz">/readyz</a></p>'
-            "</body></html>",
-            content_type="text/html",
+            self.security = make_web_security(web_config, server="agent")
+        self.ssl_context = self.security.ssl_context if self.security is not None else None
+        self.http = HTTPServer(
+            {telemetry_path: self.metrics, "/healthz": self.healthz, "/readyz": self.readyz, "/": self.index},
+            self.security,
         )
+        self._index = Response.text(
+            200,
+            "<html><head><title>hostmon</title></head><body><h1>hostmon</h1>"
+            f'<p><a href="{telemetry_path}">{telemetry_path}</a> <a href="/healthz">/healthz</a> <a href="/readyz">/readyz</a></p>'
+            "</body></html>",
+            "text/html; charset=utf-8",
+        )
+
+    def metrics(self, request: Request) -> Response:
+        headers = request.headers
+        om = wants_openmetrics(headers.get("accept", ""))
+        gz = wants_gzip(headers.get("accept-encoding", ""))
+        body = self.store.body(om, gz)
+        out = [("Content-Type", OM_CT if om else TEXT_CT)]
+        if gz:
+            out.append(("Content-Encoding", "gzip"))
+        return Response(200, body, out)
+
+    def healthz(self, request: Request) -> Response:
+        return Response.text(200, "ok\n")
+
+    def readyz(self, request: Request) -> Response:
+        if self.is_ready():
+            return Response.text(200, "ready\n")
+        return Response.text(503, "not ready: first collection not finished\n")
+
+    def index(self, request: Request) -> Response:
+        return self._index
 
     async def start(self) -> None:
         from hostmond.web.listen import CappedListener
 
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
-        await self._runner.setup()
         # Our own accept loop: a connection cap sized to the fd limit (hostmond.web.listen).
         max_conns = int(getattr(self.web_config, "max_connections", 1024))
-        self._listener = CappedListener(self._runner.server, self.ssl_context, max_conns, server="agent")
-        if self.web_config is not None:
-            from hostmond.web.security import security_of
-
-            sec = security_of(self.app)
-            if sec is not None:
-                sec.listener = self._listener  # connection self-metrics
+        self._listener = CappedListener(self.http.protocol, self.ssl_context, max_conns, server="agent")
+        if self.security is not None:
+            self.security.listener = self._listener  # connection self-metrics
         self.port = await self._listener.start(self.host, self.port)
+        if self.security is not None:
+            await self.security.start()
         log.info("listening", extra={"address": f"{self.host}:{self.port}", "tls": self.ssl_context is not None})
 
     async def stop(self) -> None:
         if self._listener is not None:
             await self._listener.stop()
+            self._listener.close_connections()
             self._listener = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self.security is not None:
+            await self.security.stop()

@@ -50,7 +50,6 @@ from hostmond.api import (
 from hostmond.core import selfmetrics
 from hostmond.core.errors import ConfigError, PluginError
 from hostmond.core.logs import LogOnce
-from hostmond.web.security import security_metrics
 
 log = logging.getLogger("hostmon.runtime")
 
@@ -431,7 +430,9 @@ class Agent:
     def _server_samples(self) -> list[Sample]:
         if self.server is None:
             return []
-        out = security_metrics(self.server.app)
+        out = self.server.http.self_metrics("agent")
+        if self.server.security is not None:
+            out.extend(self.server.security.self_metrics())
         for s in out:
             s.labels.update(self.tags)
         return out

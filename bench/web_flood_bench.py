@@ -1,8 +1,9 @@
 """Benchmark (not a test): honest scrape latency while another address floods with bad passwords.
 
-    python bench/web_flood_bench.py [--scrapes 60] [--flooders 32] [--runs 3]
+    python bench/web_flood_bench.py [--scrapes 60] [--flooders 32] [--runs 3] [--server agent|aiohttp]
 
-Starts the test app (TLS + basic auth, bcrypt cost 10, default rate limit) in its own process, then measures an
+Starts a test server (TLS + basic auth, bcrypt cost 10, default rate limit) in its own process: the agent's own
+HTTP server (hostmond.web.httpserver, the default) or an aiohttp app behind the ingest's middlewares. Then it measures an
 honest client on 127.0.0.1 (keep-alive, correct password, cached after its first scrape) three ways, in the same
 run: quiet; while a flood process on 127.0.0.2 sends wrong passwords on keep-alive TLS connections as fast as it
 can, with the default rate limit; and the same flood with the rate limit off (the peer: what the limiter saves).
@@ -43,11 +44,44 @@ def _pki(d: Path) -> tuple[Path, Path, Path]:
     return ca.cert, srv.cert, srv.key
 
 
+def _serve_agent(cert: str, key: str, hashed: str, rate: float, port_q: mp.Queue, stop: mp.Event) -> None:  # type: ignore[type-arg]
+    from hostmond.web.config import RateLimitConfig, TLSServerConfig, WebConfig
+    from hostmond.web.httpserver import HTTPServer, Request, Response
+    from hostmond.web.listen import CappedListener
+    from hostmond.web.security import make_web_security
+
+    async def main() -> None:
+        cfg = WebConfig(
+            tls_server_config=TLSServerConfig(cert_file=cert, key_file=key),
+            basic_auth_users={"prom": hashed},
+            rate_limit=RateLimitConfig(requests_per_second=rate),
+        )
+        sec = make_web_security(cfg, server="agent")
+        body = b"up 1\n" * 200
+
+        def metrics(request: Request) -> Response:
+            return Response(200, body, [("Content-Type", "text/plain")])
+
+        def counters(request: Request) -> Response:
+            data = json.dumps({"refused": sec.refused, "bcrypt_runs": sec.auth.bcrypt_runs}).encode()
+            return Response(200, data, [("Content-Type", "application/json")])
+
+        http = HTTPServer({"/metrics": metrics, "/healthz": counters}, sec)
+        listener = CappedListener(http.protocol, sec.ssl_context, cfg.max_connections, server="agent")
+        port_q.put(await listener.start("127.0.0.1", 0))
+        while not stop.is_set():
+            await asyncio.sleep(0.1)
+        await listener.stop()
+        listener.close_connections()
+
+    asyncio.run(main())
+
+
 def _serve(cert: str, key: str, hashed: str, rate: float, port_q: mp.Queue, stop: mp.Event) -> None:  # type: ignore[type-arg]
     from aiohttp import web
 
+    from hostmond.web.aiohttp_security import apply_web_security, security_of
     from hostmond.web.config import RateLimitConfig, TLSServerConfig, WebConfig
-    from hostmond.web.security import apply_web_security, security_of
 
     async def main() -> None:
         app = web.Application()
@@ -125,10 +159,13 @@ def _counters(port: int, ca: str) -> dict[str, object]:
     return asyncio.run(main())
 
 
-def scenario(ca: str, cert: str, key: str, hashed: str, rate: float, flooders: int, scrapes: int) -> tuple[list[float], dict[str, object]]:
+def scenario(
+    ca: str, cert: str, key: str, hashed: str, rate: float, flooders: int, scrapes: int, kind: str = "agent"
+) -> tuple[list[float], dict[str, object]]:
     stop = mp.Event()
     q: mp.Queue = mp.Queue()  # type: ignore[type-arg]
-    server = mp.Process(target=_serve, args=(cert, key, hashed, rate, q, stop), daemon=True)
+    target = _serve_agent if kind == "agent" else _serve
+    server = mp.Process(target=target, args=(cert, key, hashed, rate, q, stop), daemon=True)
     server.start()
     fl = None
     try:
@@ -155,6 +192,8 @@ def main() -> None:
     ap.add_argument("--scrapes", type=int, default=60)
     ap.add_argument("--flooders", type=int, default=32)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--server", choices=("agent", "aiohttp"), default="agent",
+                    help="the agent's own HTTP server (default) or an aiohttp app with the ingest's middlewares")
     a = ap.parse_args()
     d = Path(tempfile.mkdtemp(prefix="hostmon-bench-"))
     ca, cert, key = (str(p) for p in _pki(d))
@@ -163,11 +202,11 @@ def main() -> None:
     last: dict[str, object] = {}
     for _ in range(a.runs):
         for name, rate, fl in (("quiet", 10.0, 0), ("flood, rate limit on", 10.0, a.flooders), ("flood, rate limit off", 0.0, a.flooders)):
-            lat, counters = scenario(ca, cert, key, hashed, rate, fl, a.scrapes)
+            lat, counters = scenario(ca, cert, key, hashed, rate, fl, a.scrapes, a.server)
             results[name].extend(lat)
             last[name] = counters
     quiet = statistics.median(results["quiet"])
-    print(f"honest scrape latency, {a.runs} runs x {a.scrapes} scrapes, {a.flooders} flooding connections")
+    print(f"{a.server} server: honest scrape latency, {a.runs} runs x {a.scrapes} scrapes, {a.flooders} flooding connections")
     for name, lat in results.items():
         med = statistics.median(lat)
         p95 = statistics.quantiles(lat, n=20)[-1]

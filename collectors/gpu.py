@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import importlib.util
 import os
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
@@ -85,7 +86,20 @@ _MAX_LABEL = 64
 _COMM_LEN = 15  # the kernel's TASK_COMM_LEN minus the NUL
 
 
+NVML_LIBRARY = "libnvidia-ml.so.1"  # the name pynvml itself loads on Linux
+
+
 def _import_pynvml() -> Any:
+    """The bindings, once NVML's library is known to load: on a host without it (most hosts) the
+    collector is unavailable without importing pynvml, which alone is ~2 MB of the agent's RSS."""
+    if importlib.util.find_spec("pynvml") is None:
+        raise ImportError("No module named 'pynvml'")
+    import ctypes
+
+    try:
+        ctypes.CDLL(NVML_LIBRARY)  # what pynvml.nvmlInit() does first; the loader keeps it loaded for it
+    except OSError as e:
+        raise CollectorUnavailable(f"NVML cannot start here: NVML Shared Library Not Found ({e})") from None
     return importlib.import_module("pynvml")
 
 

@@ -61,7 +61,7 @@ from hostmond.core import wire
 from hostmond.core.errors import ConfigError
 from hostmond.core.validate import parse_listen
 from hostmond.web.listen import CappedListener
-from hostmond.web.security import PrometheusCollector, apply_web_security, security_of
+from hostmond.web.aiohttp_security import PrometheusCollector, apply_web_security, security_of
 
 BATCH_PATH = "/v1/batches"
 

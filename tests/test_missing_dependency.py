@@ -25,7 +25,7 @@ def run_without(name: str, argv: list[str], cwd: Path) -> subprocess.CompletedPr
     ("library", "argv"),
     [
         ("cryptography", ["check-config", "{cfg}"]),  # imported when the shipping keys are checked
-        ("aiohttp", ["run", "--config", "{cfg}"]),  # imported at start
+        ("aiohttp", ["ingest", "run", "--config", "{cfg}"]),  # the ingest's server (the agent does not use it)
         ("msgpack", ["check-config", "{cfg}"]),
     ],
 )
@@ -46,3 +46,15 @@ def test_with_the_library_present_the_same_config_is_refused_for_its_missing_key
                    f'ingest_public_key = "{tmp_path / "missing.pub"}"\n')
     r = subprocess.run([sys.executable, "-m", "hostmond.cli", "check-config", str(cfg)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert r.returncode != 0 and "missing.pub" in r.stderr and "required library" not in r.stderr
+
+
+def test_the_agent_needs_no_aiohttp(tmp_path: Path) -> None:
+    """`hostmon run` with aiohttp blocked gets as far as the same config's real fault (issue 14: no aiohttp in the agent)."""
+    from helpers import free_port
+
+    cfg = tmp_path / "hostmon.toml"
+    cfg.write_text(f'state_dir = "{tmp_path / "state"}"\n[http]\nlisten = "127.0.0.1:{free_port()}"\n'
+                   f'[shipping]\ningest_url = "https://ingest.example:19436"\ningest_public_key = "{tmp_path / "missing.pub"}"\n')
+    r = run_without("aiohttp", ["run", "--config", str(cfg)], tmp_path)
+    assert r.returncode != 0 and "missing.pub" in r.stderr, (r.returncode, r.stderr[-2000:])
+    assert "required library" not in r.stderr and "Traceback" not in r.stderr

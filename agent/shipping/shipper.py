@@ -308,27 +308,28 @@ class Shipper:
         assert self.seqs is not None and self.agent_key is not None and self.ingest_key is not None
         default = self.tenant_ids[0]
         tenants: set[str] = set()
-        srecs: list[dict[str, Any]] = []
-        erecs: list[dict[str, Any]] = []
+        # packed record by record: the batch never exists as a list of dicts (wire.RecordPacker)
+        srecs = wire.RecordPacker()
+        erecs = wire.RecordPacker()
         invalid = 0
         for c in chunks:
-            invalid += wire.encode_checked(c.samples, (), c.time, default, srecs, tenants)
-            invalid += wire.encode_checked((), c.events, c.time, default, erecs, tenants)
-        records = srecs + erecs
+            invalid += wire.encode_checked(c.samples, (), c.time, default, srecs, tenants)  # type: ignore[arg-type]
+            invalid += wire.encode_checked((), c.events, c.time, default, erecs, tenants)  # type: ignore[arg-type]
         ns = len(srecs)
+        n = ns + len(erecs)
         if invalid:
             self.invalid_records += invalid
             self.log_once.once(("invalid_records",), logging.WARNING,
                            "records with wrong field types or sizes dropped before sealing "
                            "(counted in hostmon_shipper_invalid_records_total)")
-        if not records:
+        if not n:
             return None
         seq = self.seqs.next()
         header = wire.BatchHeader(
             wire.FORMAT_VERSION, self.ingest_key.alg, self.ingest_key.key_id, self.agent_key.key_id,
-            tuple(sorted(tenants)), seq, time.time(), ns, len(records) - ns, self.seqs.instance,
+            tuple(sorted(tenants)), seq, time.time(), ns, n - ns, self.seqs.instance,
         )
-        blob = wire.seal(header, records, self.agent_key, self.ingest_key)
+        blob = wire.seal_packed(header, wire.pack_records(srecs, erecs), self.agent_key, self.ingest_key)
         self.sealed += 1
         return header, blob
 

@@ -15,7 +15,6 @@ import dataclasses
 import fnmatch
 import os
 import re
-import sqlite3
 import stat
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -485,6 +484,8 @@ def installed_packages(h: Any) -> tuple[set[str], str] | None:
         if h.stat(db) is None:
             continue
         uri = "file:" + h.resolve(db) + "?mode=ro&immutable=1"
+        import sqlite3  # only on rpm hosts: not loaded (1.3 MB of RSS) by every agent
+
         try:
             con = sqlite3.connect(uri, uri=True, timeout=1.0)
             try:

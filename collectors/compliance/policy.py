@@ -28,10 +28,10 @@ Pure: :func:`parse_policy` turns TOML text into a :class:`Policy` or raises
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import tomllib
 from collections.abc import Mapping
-from importlib import resources
 from typing import Any
 
 SEVERITIES = ("low", "medium", "high", "critical")
@@ -296,5 +296,6 @@ def load_policy(path: str) -> Policy:
 
 
 def default_policy_path() -> str:
-    """The default policy shipped as package data."""
-    return str(resources.files(__package__ or "hostmond.collectors.compliance") / "policies" / "default.toml")
+    """The default policy shipped as package data (next to this module; read with open(), so a file path:
+    importlib.resources would give the same path and cost every agent ~1 MB of RSS to import)."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "policies", "default.toml")

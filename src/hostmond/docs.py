@@ -19,6 +19,7 @@ SELF_METRIC_MODULES = (
     "hostmond.agent.anomaly.stage",
     "hostmond.agent.shipping.shipper",
     "hostmond.web.security",
+    "hostmond.web.httpserver",
     "hostmond.ingest.core",
 )
 

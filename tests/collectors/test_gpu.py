@@ -332,6 +332,31 @@ def test_importing_the_module_does_not_import_pynvml() -> None:
     assert out.stdout.strip() == "False"
 
 
+def test_without_the_nvml_library_the_real_loader_gives_up_before_importing_pynvml(tmp_path: Path) -> None:
+    """The default loader on a host without libnvidia-ml: unavailable, and pynvml (~2 MB of RSS) never imported."""
+    code = (
+        "import ctypes, sys\n"
+        "from hostmond.api import CollectorContext, CollectorUnavailable\n"
+        "from hostmond.collectors.gpu import NVML_LIBRARY, GpuCollector, GpuConfig\n"
+        "try:\n"
+        "    ctypes.CDLL(NVML_LIBRARY)\n"
+        "    print('HAS-NVML')\n"
+        "    sys.exit(0)\n"
+        "except OSError:\n"
+        "    pass\n"
+        "try:\n"
+        "    GpuCollector(GpuConfig(), CollectorContext()).start()\n"
+        "except CollectorUnavailable as e:\n"
+        "    print('UNAVAILABLE', e)\n"
+        "print('pynvml' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    if out.startswith("HAS-NVML"):
+        pytest.skip("this host has libnvidia-ml")
+    assert "UNAVAILABLE NVML cannot start here: NVML Shared Library Not Found" in out, out
+    assert out.strip().endswith("False"), out
+
+
 def test_the_collector_is_registered_as_gpu() -> None:
     from hostmond.agent.registry import discover
 

@@ -1,7 +1,7 @@
 """The accept loop of both servers: a cap on open connections, sized to the fd limit.
 
 asyncio's own accept loop (``loop.create_server``, which aiohttp's ``TCPSite``
-uses) accepts until the process runs out of file descriptors. Then every
+uses, and which the agent's own server would use) accepts until the process runs out of file descriptors. Then every
 ``accept()`` fails with ``EMFILE``: asyncio logs "socket.accept() out of system
 resource" with a traceback up to a hundred times per wake-up and schedules as
 many retries, so 1,100 idle connections produced 220k tracebacks (120 MB of
@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import resource
 import socket
@@ -63,6 +64,16 @@ def connection_limit(configured: int, nofile: int) -> int:
     return max(MIN_CONNECTIONS, min(configured, usable))
 
 
+class ListenerProtocol(asyncio.Protocol):
+    """What the listener needs of a protocol that is not aiohttp's: the transport, whether a
+    request is being handled (``busy``: not evicted at the cap), and a call to ``on_lost``
+    (set by the listener) from ``connection_lost``."""
+
+    transport: asyncio.BaseTransport | None = None
+    busy: bool = False
+    on_lost: Any = None
+
+
 class _Conn:
     __slots__ = ("handler", "listener", "released")
 
@@ -78,14 +89,20 @@ class _Conn:
 
 
 class CappedListener:
-    """Listen on ``host:port`` and hand accepted connections to an aiohttp ``web.Server``.
+    """Listen on ``host:port`` and hand accepted connections to a protocol factory.
 
-    Usage (after ``await runner.setup()``)::
+    The factory is either an aiohttp ``web.Server`` (the ingest; after
+    ``await runner.setup()``)::
 
         listener = CappedListener(runner.server, ssl_ctx, max_connections, server="ingest")
         port = await listener.start(host, port)
         ...
         await listener.stop()   # before runner.cleanup()
+
+    or any callable making :class:`asyncio.Protocol` objects that follow the
+    small contract of :class:`ListenerProtocol` (the agent's own server,
+    :mod:`hostmond.web.httpserver`); ``close_connections()`` then closes the
+    ones still open after ``stop()``.
     """
 
     def __init__(self, protocol_factory: Any, ssl_context: ssl.SSLContext | None, max_connections: int, *, server: str) -> None:
@@ -105,21 +122,27 @@ class CappedListener:
         self._pending: set[asyncio.Task[None]] = set()
         self._failing_since: float | None = None
         self._failed_logged = 0.0
-        self._hook(protocol_factory)
+        # aiohttp's web.Server is told of every lost connection (chained onto below); our own
+        # protocols call on_lost instead.
+        self._aiohttp = callable(getattr(protocol_factory, "connection_lost", None))
+        if self._aiohttp:
+            self._hook(protocol_factory)
 
     # -- bookkeeping -------------------------------------------------------------
 
     def _hook(self, server: Any) -> None:
-        # aiohttp's web.Server is told of every lost connection; chain onto it.
         orig = server.connection_lost
 
         def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
             orig(handler, exc)
-            rec = self._conns.pop(handler, None)
-            if rec is not None:
-                rec.release()
+            self._lost(handler)
 
         server.connection_lost = connection_lost
+
+    def _lost(self, handler: Any) -> None:
+        rec = self._conns.pop(handler, None)
+        if rec is not None:
+            rec.release()
 
     def _released(self, rec: _Conn) -> None:
         self.open -= 1
@@ -131,7 +154,8 @@ class CappedListener:
         """Close the oldest connection that is not handling a request; False when all are busy."""
         for handler, rec in self._conns.items():
             transport = getattr(handler, "transport", None)
-            if transport is None or getattr(handler, "_request_in_progress", False):
+            busy = getattr(handler, "_request_in_progress", False) if self._aiohttp else handler.busy
+            if transport is None or busy:
                 continue
             transport.abort()  # at once: a TLS close_notify would keep the descriptor
             self.evicted += 1
@@ -182,8 +206,15 @@ class CappedListener:
             s.close()
         self._sockets.clear()
 
+    def close_connections(self) -> None:
+        """Close every open connection at once (for protocols other than aiohttp's, after ``stop()``)."""
+        for handler in list(self._conns):
+            transport = getattr(handler, "transport", None)
+            if transport is not None:
+                transport.abort()
+
     async def stop(self) -> None:
-        """Stop accepting (open connections are left to ``runner.cleanup()``)."""
+        """Stop accepting (open connections are left to ``runner.cleanup()`` or ``close_connections()``)."""
         for t in [*self._tasks, *self._pending]:
             t.cancel()
         for t in [*self._tasks, *self._pending]:
@@ -281,6 +312,8 @@ class CappedListener:
             handler = self.factory()
             rec.handler = handler
             self._conns[handler] = rec
+            if not self._aiohttp:
+                handler.on_lost = functools.partial(self._lost, handler)
             return handler
 
         try:

@@ -1,13 +1,22 @@
-"""One call secures an aiohttp server: TLS, client certificates, auth, rate limit, self-metrics.
+"""The endpoint security of both servers: TLS, client certificates, auth, rate limit, self-metrics.
 
-Integration, before the app is frozen (before ``AppRunner.setup()``)::
+This module holds the decisions and the counters, with no HTTP framework in
+it; each server adapts it to its own request type:
 
-    ssl_ctx = apply_web_security(app, cfg.web, server="agent")
-    listener = CappedListener(runner.server, ssl_ctx, cfg.web.max_connections, server="agent")
-    security_of(app).listener = listener   # connection self-metrics
-    port = await listener.start(host, port)   # hostmond.web.listen: connection cap, fd limit
+- the agent (``hostmond.web.httpserver``, our own small HTTP/1.1 server, no
+  aiohttp in the agent process) calls :meth:`WebSecurity.rate_check`,
+  :meth:`WebSecurity.rate_refusal` and :meth:`WebSecurity.auth_refusal` itself;
+- the ingest (aiohttp) gets them as two middlewares from
+  :func:`hostmond.web.aiohttp_security.apply_web_security`.
 
-and expose ``security_metrics(app)`` (a list of :class:`hostmond.api.Sample`) with
+Setting up::
+
+    sec = make_web_security(cfg.web, server="agent")   # ConfigError when the TLS files do not load
+    listener = CappedListener(factory, sec.ssl_context, cfg.web.max_connections, server="agent")
+    sec.listener = listener        # connection self-metrics
+    await sec.start()              # the TLS/token file watcher; await sec.stop() at the end
+
+and expose ``sec.self_metrics()`` (a list of :class:`hostmond.api.Sample`) with
 the server's other self-metrics.
 
 Order of checks for a request: TLS handshake (client certificate, inside
@@ -25,10 +34,8 @@ import contextlib
 import logging
 import os
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
-
-from aiohttp import web
 
 from hostmond.core import selfmetrics
 from hostmond.core.errors import ConfigError
@@ -122,7 +129,8 @@ METRICS = selfmetrics.declare(
 )
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# A refusal as the adapters send it: (status, body text, headers; a name may repeat).
+Refusal = tuple[int, str, list[tuple[str, str]]]
 
 
 class WebSecurity:
@@ -142,7 +150,7 @@ class WebSecurity:
         self.auth = Authenticator(cfg.basic_auth_users, tokens)
         self.tls = TLSManager(cfg.tls_server_config, server, self.count) if cfg.tls_server_config.enabled else None
         self._task: asyncio.Task[None] | None = None
-        self.delayed = 0  # 429 answers being held back (see rate_limit_middleware)
+        self.delayed = 0  # 429 answers being held back (see rate_refusal)
         self.delayed_max = DELAYED_REFUSALS_MAX
         self.listener: Any = None  # the server's hostmond.web.listen.CappedListener, once listening
 
@@ -153,50 +161,55 @@ class WebSecurity:
             reason = "tls_handshake_failed" if reason.startswith("tls_") else "auth_failed"
         self.refused[reason] += 1
 
-    # -- middlewares ---------------------------------------------------------
+    # -- decisions (the adapters call these in this order) -----------------
 
-    @web.middleware
-    async def rate_limit_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if self.limiter is not None:
-            ok, wait = self.limiter.allow(client_key(request.remote))
-            if not ok:
-                self.count("rate_limited")
-                if self.delayed < self.delayed_max:
-                    # Answer late (at most 1 s, or until the next token): a keep-alive client that
-                    # hammers the server gets at most one refusal per second per connection instead
-                    # of thousands, which would cost the event loop more than the refusals save.
-                    self.delayed += 1
-                    try:
-                        await asyncio.sleep(min(wait, 1.0))
-                    finally:
-                        self.delayed -= 1
-                return _refusal(429, "too many requests from this address\n", {"Retry-After": retry_after_header(wait)})
-        return await handler(request)
+    def rate_check(self, remote: str | None) -> float | None:
+        """None when the client at ``remote`` may go on; else the seconds until its next token (counted)."""
+        if self.limiter is None:
+            return None
+        ok, wait = self.limiter.allow(client_key(remote))
+        if ok:
+            return None
+        self.count("rate_limited")
+        return wait
 
-    @web.middleware
-    async def auth_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not self.auth.enabled or self._is_open(request):
-            return await handler(request)
-        reason = await self.auth.check(request.headers.get("Authorization"))
+    async def rate_refusal(self, wait: float) -> Refusal:
+        """The 429 for a client over its limit, answered late (see below) while fewer than ``delayed_max`` are."""
+        if self.delayed < self.delayed_max:
+            # Answer late (at most 1 s, or until the next token): a keep-alive client that
+            # hammers the server gets at most one refusal per second per connection instead
+            # of thousands, which would cost the event loop more than the refusals save.
+            self.delayed += 1
+            try:
+                await asyncio.sleep(min(wait, 1.0))
+            finally:
+                self.delayed -= 1
+        return 429, "too many requests from this address\n", [("Retry-After", retry_after_header(wait))]
+
+    def needs_auth(self, path_open: bool) -> bool:
+        """Whether a request must authenticate: auth is configured and its route is not an open path."""
+        return self.auth.enabled and not path_open
+
+    def is_open_path(self, route: str | None) -> bool:
+        """``route`` is the route the server resolved (None: no route, a 404 or 405): never open then."""
+        return route is not None and route in self.open_paths
+
+    async def auth_refusal(self, remote: str | None, authorization: str | None) -> Refusal | None:
+        """None when the ``Authorization`` header is accepted; else the refusal (counted)."""
+        reason = await self.auth.check(authorization)
         if reason is None:
-            return await handler(request)
+            return None
         self.count(reason)
         if reason == "auth_failed" and self.limiter is not None:
-            self.limiter.penalize(client_key(request.remote), self.cfg.rate_limit.auth_failure_cost)
+            self.limiter.penalize(client_key(remote), self.cfg.rate_limit.auth_failure_cost)
         if reason == "auth_overloaded":
-            return _refusal(429, "too many password checks in progress, retry shortly\n", {"Retry-After": "1"})
-        resp = _refusal(401, "authentication required\n", {})
-        for value in self.auth.challenge():
-            resp.headers.add("WWW-Authenticate", value)
-        return resp
+            return 429, "too many password checks in progress, retry shortly\n", [("Retry-After", "1")]
+        return 401, "authentication required\n", [("WWW-Authenticate", v) for v in self.auth.challenge()]
 
-    def _is_open(self, request: web.Request) -> bool:
-        # Decide on the route aiohttp resolved, not on the raw path: "/healthz/../metrics"
-        # and friends resolve to /metrics. Unknown paths (404) need credentials too.
-        resource = request.match_info.route.resource
-        if resource is None:
-            return False
-        return resource.canonical in self.open_paths
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The context for the listener (hostmond.web.listen); None: plain HTTP."""
+        return self.tls.base if self.tls is not None else None
 
     # -- files, timer --------------------------------------------------------
 
@@ -250,11 +263,12 @@ class WebSecurity:
             if self.limiter is not None:
                 self.limiter.prune()
 
-    async def on_startup(self, app: web.Application) -> None:
+    async def start(self) -> None:
+        """Start the file watcher (TLS rotation, token files, rate-limiter pruning)."""
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._watch(), name=f"hostmon-web-{self.server}-watch")
 
-    async def on_cleanup(self, app: web.Application) -> None:
+    async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -294,75 +308,18 @@ class WebSecurity:
         return out
 
 
-WEB_SECURITY_KEY: web.AppKey[WebSecurity] = web.AppKey("hostmon_web_security", WebSecurity)
+def make_web_security(cfg: WebConfig, *, server: str, own_auth_paths: Iterable[str] = ()) -> WebSecurity:
+    """The security layer of one server per ``cfg``.
 
-
-def _refusal(status: int, text: str, headers: dict[str, str]) -> web.Response:
-    return web.Response(status=status, text=text, headers=headers)
-
-
-def apply_web_security(
-    app: web.Application, cfg: WebConfig, *, server: str, own_auth_paths: Iterable[str] = ()
-) -> ssl.SSLContext | None:
-    """Secure ``app`` per ``cfg``; returns the SSL context for the listener (:mod:`hostmond.web.listen`; None: plain HTTP).
-
-    Must be called before the app is frozen. The rate-limit and auth middlewares
-    are put first in ``app.middlewares`` (before any the app already has), the
-    file watcher starts with the app and stops at its cleanup, and
-    :func:`security_metrics` reads the counters. ``own_auth_paths`` are routes
-    that authenticate each request themselves (the ingest's ``/v1/batches``:
-    the batch signature): the rate limit applies to them, HTTP credentials are
-    never asked for. Raises ConfigError or
-    ssl.SSLError/OSError when the TLS files cannot be loaded at start.
+    ``own_auth_paths`` are routes that authenticate each request themselves (the
+    ingest's ``/v1/batches``: the batch signature): the rate limit applies to
+    them, HTTP credentials are never asked for. Raises ConfigError when the TLS
+    files cannot be loaded at start.
     """
-    if app.frozen:
-        raise RuntimeError("apply_web_security() must be called before the aiohttp app is frozen (before runner.setup())")
     try:
         sec = WebSecurity(cfg, server, own_auth_paths)
     except (ssl.SSLError, OSError, ValueError) as e:
         raise ConfigError(None, "web.tls_server_config", f"cannot load the TLS files: {e}") from None
-    app.middlewares.insert(0, sec.auth_middleware)
-    app.middlewares.insert(0, sec.rate_limit_middleware)
-    app[WEB_SECURITY_KEY] = sec
-    app.on_startup.append(sec.on_startup)
-    app.on_cleanup.append(sec.on_cleanup)
     if sec.auth.enabled and sec.tls is None:
         log.warning("web[%s]: authentication is on without TLS: credentials cross the network in clear text", server)
-    return sec.tls.base if sec.tls is not None else None
-
-
-def security_of(app: web.Application) -> WebSecurity | None:
-    """The :class:`WebSecurity` registered on ``app`` (an object with ``self_metrics()``), if any."""
-    return app.get(WEB_SECURITY_KEY)
-
-
-def security_metrics(app: web.Application) -> list[Sample]:
-    """The security layer's self-metrics for ``app``; [] when apply_web_security was not called."""
-    sec = security_of(app)
-    return sec.self_metrics() if sec is not None else []
-
-
-class PrometheusCollector:
-    """The security self-metrics as a prometheus_client custom collector (for servers that use a
-    ``CollectorRegistry``, like the ingest): ``registry.register(PrometheusCollector(app))``."""
-
-    def __init__(self, app: web.Application) -> None:
-        self._app = app
-        self._specs = {m.name: m for m in METRICS}
-
-    def describe(self) -> list[object]:
-        return []  # no fixed description: families appear once apply_web_security ran
-
-    def collect(self) -> Iterator[object]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
-        for s in security_metrics(self._app):
-            fam = families.get(s.name)
-            if fam is None:
-                spec = self._specs[s.name]
-                cls = CounterMetricFamily if spec.type == COUNTER else GaugeMetricFamily
-                fam = cls(s.name, spec.help, labels=list(spec.labels))
-                families[s.name] = fam
-            fam.add_metric([s.labels[k] for k in self._specs[s.name].labels], s.value)
-        yield from families.values()
+    return sec

@@ -368,3 +368,34 @@ def test_encode_checked_remembers_a_series_check_but_checks_every_value_and_time
     again: list = []
     wire.encode_checked([Sample("series_r", "gauge", 1.0, {"tenant_id": "acme", "dev": "sda"}, 5.0)], (), 9.0, "dflt", again, set())
     assert again[0]["l"] == {"tenant_id": "acme", "dev": "sda"}
+
+
+def test_records_packed_one_by_one_are_the_bytes_of_the_packed_list() -> None:
+    """The shipper packs each record as encode_checked makes it (wire.RecordPacker): same bytes as packb(list)."""
+    samples = [Sample(f"m{i % 7}", "gauge" if i % 2 else "counter", float(i) if i % 3 else i, {"d": f"x{i}"}) for i in range(300)]
+    samples.append(Sample("m_nan", "gauge", float("nan"), {}, timestamp=5.0))
+    events = [Event("auth_failure", 10.0 + i, {"user": "u", "n": i, "nested": {"a": [1, 2.5, None, True]}}, {"k": "v"}) for i in range(5)]
+    as_list_s: list[dict] = []
+    as_list_e: list[dict] = []
+    ps, pe = wire.RecordPacker(), wire.RecordPacker()
+    tenants: set[str] = set()
+    assert wire.encode_checked(samples, (), 100.0, "acme", as_list_s, tenants) == 0
+    assert wire.encode_checked((), events, 100.0, "acme", as_list_e, tenants) == 0
+    wire.encode_checked(samples, (), 100.0, "acme", ps, set())  # type: ignore[arg-type]
+    wire.encode_checked((), events, 100.0, "acme", pe, set())  # type: ignore[arg-type]
+    assert (len(ps), len(pe)) == (len(as_list_s), len(as_list_e)) == (301, 5)
+    assert wire.pack_records(ps, pe) == msgpack.packb(as_list_s + as_list_e, use_bin_type=True)
+    assert wire.pack_records(wire.RecordPacker()) == msgpack.packb([], use_bin_type=True)
+    with pytest.raises(SealError) as ei:
+        wire.RecordPacker().append({"f": object()})
+    assert ei.value.reason == "seal_failed"
+
+
+def test_a_batch_sealed_from_packed_records_opens_to_the_same_records(agent_key, ingest_key) -> None:
+    recs = _records()
+    packer = wire.RecordPacker()
+    for r in recs:
+        packer.append(r)
+    header = _header(agent_key, ingest_key, recs)
+    blob = wire.seal_packed(header, wire.pack_records(packer), agent_key, ingest_key.public)
+    assert _open(blob, agent_key, ingest_key) == _open(wire.seal(header, recs, agent_key, ingest_key.public), agent_key, ingest_key) == recs

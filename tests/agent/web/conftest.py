@@ -1,4 +1,9 @@
-"""Real TLS for the web security tests: a PKI made at test time, a real aiohttp server on 127.0.0.1.
+"""Real TLS for the web security tests: a PKI made at test time, real servers on 127.0.0.1.
+
+The security layer is shared by two HTTP servers: the ingest's (aiohttp, through
+``hostmond.web.aiohttp_security``) and the agent's own (``hostmond.web.httpserver``
+behind ``MetricsServer``). ``start_server`` and ``server_in_thread`` start either
+(``kind`` "aiohttp" or "agent"): the tests that use ``start_server`` run against both.
 
 The PKI (EC P-256 keys, fast to make) holds two CAs and the certificates the
 tests need: a server certificate for 127.0.0.1/localhost, a second one for
@@ -28,13 +33,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from hostmond.agent.exposition import MetricsServer, MetricStore
+from hostmond.core.model import Sample
+from hostmond.web.aiohttp_security import apply_web_security, security_of
 from hostmond.web.config import WebConfig
-from hostmond.web.security import (
-    WebSecurity,
-    apply_web_security,
-    security_metrics,
-    security_of,
-)
+from hostmond.web.security import METRICS, WebSecurity
+
+SERVER_KINDS = ("aiohttp", "agent")
 
 NOW = dt.datetime.now(dt.timezone.utc)
 
@@ -177,11 +182,11 @@ def client_ctx(ca: Path, cert: Issued | None = None) -> ssl.SSLContext:
     return ctx
 
 
-def render(app: web.Application) -> str:
+def render(samples: list[Sample]) -> str:
     """Minimal text exposition of the security self-metrics (the agent's exposition does the real one)."""
     lines: list[str] = []
     typed: set[str] = set()
-    for s in security_metrics(app):
+    for s in samples:
         if s.name not in typed:
             lines.append(f"# TYPE {s.name} {s.type}")
             typed.add(s.name)
@@ -192,22 +197,17 @@ def render(app: web.Application) -> str:
 
 @dataclasses.dataclass
 class Server:
-    app: web.Application
-    runner: web.AppRunner
+    kind: str  # "aiohttp" (the ingest's adapter) or "agent" (MetricsServer, our own HTTP server)
+    sec: WebSecurity
     port: int
     ssl: ssl.SSLContext | None
-
-    @property
-    def sec(self) -> WebSecurity:
-        sec = security_of(self.app)
-        assert sec is not None
-        return sec
+    stop: Callable[[], Awaitable[None]]
 
     def url(self, path: str, host: str = "127.0.0.1") -> str:
         return f"{'https' if self.ssl else 'http'}://{host}:{self.port}{path}"
 
     def refused(self, reason: str) -> float:
-        for s in security_metrics(self.app):
+        for s in self.sec.self_metrics():
             if s.name == "hostmon_web_requests_refused_total" and s.labels["reason"] == reason:
                 return s.value
         raise AssertionError(f"no refusal counter for reason {reason}")
@@ -217,7 +217,8 @@ def build_app() -> web.Application:
     app = web.Application()
 
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(text=render(request.app), content_type="text/plain")
+        sec = security_of(request.app)
+        return web.Response(text=render(sec.self_metrics() if sec else []), content_type="text/plain")
 
     async def ok(request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -228,27 +229,48 @@ def build_app() -> web.Application:
     return app
 
 
-StartServer = Callable[[WebConfig], Awaitable[Server]]
+class LiveStore(MetricStore):
+    """Renders at every request (the agent renders once per collection): counters seen at once."""
+
+    def body(self, openmetrics: bool, gz: bool) -> bytes:
+        self._dirty = True
+        return super().body(openmetrics, gz)
 
 
-@pytest.fixture
-async def start_server() -> AsyncIterator[StartServer]:
-    runners: list[web.AppRunner] = []
-
-    async def start(cfg: WebConfig) -> Server:
+async def start_kind(kind: str, cfg: WebConfig) -> Server:
+    """Start a server of ``kind`` on 127.0.0.1 (a free port) on the running loop."""
+    if kind == "aiohttp":
         app = build_app()
         ctx = apply_web_security(app, cfg, server="agent")
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        runners.append(runner)
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
-        await site.start()
-        port = runner.addresses[0][1]
-        return Server(app, runner, port, ctx)
+        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx).start()
+        sec = security_of(app)
+        assert sec is not None
+        return Server(kind, sec, runner.addresses[0][1], ctx, runner.cleanup)
+    store = LiveStore({m.name: m for m in METRICS})
+    srv = MetricsServer(store, "127.0.0.1", 0, lambda: True, cfg)
+    assert srv.security is not None
+    store.add_provider(srv.security.self_metrics)
+    await srv.start()
+    return Server(kind, srv.security, srv.port, srv.ssl_context, srv.stop)
+
+
+StartServer = Callable[[WebConfig], Awaitable[Server]]
+
+
+@pytest.fixture(params=SERVER_KINDS)
+async def start_server(request: pytest.FixtureRequest) -> AsyncIterator[StartServer]:
+    servers: list[Server] = []
+
+    async def start(cfg: WebConfig) -> Server:
+        srv = await start_kind(request.param, cfg)
+        servers.append(srv)
+        return srv
 
     yield start
-    for r in runners:
-        await r.cleanup()
+    for s in servers:
+        await s.stop()
 
 
 async def eventually(cond: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -269,25 +291,16 @@ async def get(url: str, *, ctx: ssl.SSLContext | bool | None = None, source: str
 
 
 @contextlib.contextmanager
-def server_in_thread(cfg: WebConfig) -> Iterator[Server]:
-    """The test app on its own event loop in a thread, for tests that block (a real Prometheus)."""
+def server_in_thread(cfg: WebConfig, kind: str = "aiohttp") -> Iterator[Server]:
+    """A server of ``kind`` on its own event loop in a thread, for tests that block (a real Prometheus)."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="web-test-server", daemon=True)
     thread.start()
-
-    async def start() -> Server:
-        app = build_app()
-        ctx = apply_web_security(app, cfg, server="agent")
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx).start()
-        return Server(app, runner, runner.addresses[0][1], ctx)
-
-    srv = asyncio.run_coroutine_threadsafe(start(), loop).result(30)
+    srv = asyncio.run_coroutine_threadsafe(start_kind(kind, cfg), loop).result(30)
     try:
         yield srv
     finally:
-        asyncio.run_coroutine_threadsafe(srv.runner.cleanup(), loop).result(30)
+        asyncio.run_coroutine_threadsafe(srv.stop(), loop).result(30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()

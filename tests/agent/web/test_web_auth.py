@@ -13,7 +13,7 @@ from aiohttp import web
 
 from hostmond.web.config import RateLimitConfig, TLSServerConfig, WebConfig
 from hostmond.web.ratelimit import RateLimiter, client_key
-from hostmond.web.security import apply_web_security
+from hostmond.web.aiohttp_security import apply_web_security
 
 from .conftest import PKI, StartServer, client_ctx, get
 

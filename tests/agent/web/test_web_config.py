@@ -11,12 +11,8 @@ from hostmond.agent import config as config_mod
 
 from hostmond.core.errors import ConfigError
 from hostmond.web.config import WebConfig
-from hostmond.web.security import (
-    REFUSAL_REASONS,
-    WEB_SECURITY_KEY,
-    WebSecurity,
-    apply_web_security,
-)
+from hostmond.web.aiohttp_security import WEB_SECURITY_KEY, apply_web_security
+from hostmond.web.security import REFUSAL_REASONS, WebSecurity, make_web_security
 
 from .conftest import PKI
 
@@ -167,6 +163,9 @@ def test_unloadable_tls_files_at_start_are_a_config_error(tmp_path: Path, pki: P
     with pytest.raises(ConfigError) as ei:
         apply_web_security(web.Application(), cfg, server="ingest")
     assert ei.value.key == "web.tls_server_config" and "cannot load the TLS files" in ei.value.reason
+    with pytest.raises(ConfigError) as ei:  # the agent's server (no aiohttp) refuses them the same way
+        make_web_security(cfg, server="agent")
+    assert ei.value.key == "web.tls_server_config" and "cannot load the TLS files" in ei.value.reason
 
 
 def test_refusal_reasons_are_a_fixed_set_and_all_exported_at_zero() -> None:
@@ -183,7 +182,7 @@ def test_prometheus_client_collector_exposes_the_same_figures() -> None:
     from aiohttp import web
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from hostmond.web.security import PrometheusCollector
+    from hostmond.web.aiohttp_security import PrometheusCollector
 
     app = web.Application()
     apply_web_security(app, WebConfig(), server="ingest")

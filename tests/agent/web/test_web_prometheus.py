@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import bcrypt
+import pytest
 from helpers import free_port, hostmon_process, prometheus_server, promql, wait_until
 
 from hostmond.web.config import TLSServerConfig, WebConfig
 
-from .conftest import PKI, client_ctx, server_in_thread
+from .conftest import PKI, SERVER_KINDS, client_ctx, server_in_thread
 
 PASSWORD = "scrape-secret"
 HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(8)).decode()
@@ -35,7 +36,8 @@ def up_by_job(prom: str) -> dict[str, str]:
     return {r["metric"]["job"]: r["value"][1] for r in promql(prom, "up")}
 
 
-def test_prometheus_scrapes_over_mutual_tls_with_basic_auth_and_refusals_are_counted(tmp_path: Path, pki: PKI) -> None:
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+def test_prometheus_scrapes_over_mutual_tls_with_basic_auth_and_refusals_are_counted(tmp_path: Path, pki: PKI, kind: str) -> None:
     cfg = WebConfig(
         tls_server_config=TLSServerConfig(
             cert_file=str(pki.server.cert),
@@ -46,7 +48,7 @@ def test_prometheus_scrapes_over_mutual_tls_with_basic_auth_and_refusals_are_cou
         basic_auth_users={"prometheus": HASH},
     )
     good_tls = {"ca_file": str(pki.ca.cert), "cert_file": str(pki.client.cert), "key_file": str(pki.client.key)}
-    with server_in_thread(cfg) as srv:
+    with server_in_thread(cfg, kind) as srv:
         jobs = [
             job("good", srv.port, good_tls, PASSWORD),
             job("wrong_password", srv.port, good_tls, "guess"),

@@ -117,6 +117,34 @@ def test_agent_shipping_to_a_real_ingest_never_imports_aiohttp(tmp_path: Path) -
         ingest.stop()
 
 
+def test_the_default_agent_with_its_embedded_ingest_never_imports_aiohttp(tmp_path: Path) -> None:
+    """The newcomer default (no ingest_url): batches reach the embedded ingest in-process, and the
+    agent still loads no HTTP framework, no remote-write client and no snappy."""
+    port = free_port()
+    conf = tmp_path / "hostmon.toml"
+    conf.write_text(f'tenant_id = "acme"\n[http]\nlisten = "127.0.0.1:{port}"\n[runtime]\ninterval = 1\n'
+                    "[shipping]\nbatch_max_age = 0.5\nbatch_jitter = 0\n")
+    marker = tmp_path / "stored"
+    db = tmp_path / "state" / "ingest" / "ingest.db"
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(sqlite3.Error):
+                if db.exists() and db_counts(db).get("samples", 0) > 0:
+                    marker.touch()
+                    return
+            time.sleep(0.2)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    mods = _modules_of_agent(conf, f"http://127.0.0.1:{port}", str(marker), tmp_path)
+    stop.set()
+    assert marker.exists(), "the agent never stored a batch in its embedded ingest"
+    assert "hostmond.ingest.core" in mods and "hostmond.ingest.server" not in mods
+    assert _loaded_from(mods, (*AIOHTTP_FAMILY, "cramjam")) == []
+
+
 def test_a_running_hostmon_run_maps_no_aiohttp_shared_object(tmp_path: Path) -> None:
     import aiohttp
 

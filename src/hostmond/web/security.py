@@ -256,10 +256,11 @@ class WebSecurity:
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.reload_interval)
-            try:
-                await asyncio.to_thread(self._tick)
-            except Exception:  # a bug here must not end rotation silently
-                log.exception("web[%s]: checking TLS/token files failed", self.server)
+            if self.tls is not None or self.cfg.bearer_token_files:  # files to watch: stat them off the loop
+                try:
+                    await asyncio.to_thread(self._tick)
+                except Exception:  # a bug here must not end rotation silently
+                    log.exception("web[%s]: checking TLS/token files failed", self.server)
             if self.limiter is not None:
                 self.limiter.prune()
 

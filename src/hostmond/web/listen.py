@@ -121,7 +121,8 @@ class CappedListener:
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: set[asyncio.Task[None]] = set()
         self._failing_since: float | None = None
-        self._failed_logged = 0.0
+        self._failed_logged = float("-inf")
+        self._spell_logged = False  # the current spell of accept() failures was logged (so is its end)
         # aiohttp's web.Server is told of every lost connection (chained onto below); our own
         # protocols call on_lost instead.
         self._aiohttp = callable(getattr(protocol_factory, "connection_lost", None))
@@ -260,11 +261,7 @@ class CappedListener:
                 await asyncio.sleep(0.1)
                 continue
             if self._failing_since is not None:
-                log.info(
-                    "web[%s]: accepting connections again after %.0f s (%d accept() failures, counted)",
-                    self.server, time.monotonic() - self._failing_since, self.accept_errors,
-                )
-                self._failing_since = None
+                self._accept_recovered()
             self.open += 1
             conn.setblocking(False)
             with contextlib.suppress(OSError):
@@ -289,17 +286,31 @@ class CappedListener:
         finally:
             loop.remove_reader(sock.fileno())
 
+    def _accept_recovered(self) -> None:
+        if self._spell_logged and self._failing_since is not None:
+            log.info(
+                "web[%s]: accepting connections again after %.0f s (%d accept() failures, counted)",
+                self.server, time.monotonic() - self._failing_since, self.accept_errors,
+            )
+        self._failing_since = None
+        self._spell_logged = False
+
     def _accept_failed(self, e: OSError) -> None:
         self.accept_errors += 1
         now = time.monotonic()
-        if self._failing_since is None:
+        if self._failing_since is None and now - self._failed_logged >= 60:
+            # the first failure of a spell, and none logged in the last minute: accepts that succeed
+            # in between (idle connections closed for them) do not make every failure a new spell
             self._failing_since = now
             self._failed_logged = now
+            self._spell_logged = True
             log.error(
                 "web[%s]: cannot accept connections: %s (%d open, limit %d); closing idle connections and retrying, "
                 "logged once a minute while it lasts",
                 self.server, e.strerror or e, self.open, self.limit,
             )
+        elif self._failing_since is None:
+            self._failing_since = now  # a new spell within the minute: counted, not logged
         elif now - self._failed_logged >= 60:
             self._failed_logged = now
             log.error("web[%s]: still cannot accept connections: %s (%d failures so far)", self.server, e.strerror or e, self.accept_errors)

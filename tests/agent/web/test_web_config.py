@@ -195,3 +195,23 @@ def test_prometheus_client_collector_exposes_the_same_figures() -> None:
     assert 'hostmon_web_requests_refused_total{reason="rate_limited",server="ingest"} 2.0' in text
     assert "# TYPE hostmon_web_requests_refused_total counter" in text
     assert 'hostmon_web_rate_limit_clients_max{server="ingest"} 10000.0' in text
+
+
+async def test_accept_failures_between_successful_accepts_are_logged_once_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+    """Under EMFILE the listener closes an idle connection and accepts one, then fails again: a flapping
+    spell. It is counted every time but logged once a minute, not once per 100 ms retry."""
+    import errno
+    import logging
+
+    from hostmond.web.listen import CappedListener
+
+    lst = CappedListener(lambda: None, None, 10, server="agent")
+    caplog.set_level(logging.INFO, logger="hostmon.web")
+    emfile = OSError(errno.EMFILE, "Too many open files")
+    for _ in range(50):  # fail, then an accept succeeds, and so on
+        lst._accept_failed(emfile)
+        lst._accept_recovered()
+    assert lst.accept_errors == 50
+    msgs = [r.getMessage() for r in caplog.records]
+    assert sum("cannot accept connections" in m for m in msgs) == 1, msgs
+    assert sum("accepting connections again" in m for m in msgs) == 1, "the end of the logged spell only"

@@ -74,6 +74,9 @@ class Renderer:
         self.specs = dict(specs)
         self._label_cache: dict[tuple[tuple[str, str], ...], str] = {}
         self._prefix_cache: dict[tuple[Any, ...], str] = {}
+        self._headers: dict[tuple[str, bool], str] = {}  # (family, openmetrics) -> HELP and TYPE lines
+        # family -> [(name, labels, prefix)] of the last text render, in order (see render)
+        self._last_layout: dict[str, list[tuple[str, dict[str, str], str]]] = {}
         self.hidden_labels: frozenset[str] = frozenset(hidden_labels)
         # run-time families (Collector.family): their specs, and sample name -> family name
         self.dynamic: dict[str, MetricSpec] = {}
@@ -81,6 +84,7 @@ class Renderer:
 
     def set_dynamic(self, families: Iterable[MetricSpec]) -> None:
         self.dynamic = {f.name: f for f in families}
+        self._headers.clear()
         self.family_of = {sn: f.name for f in self.dynamic.values() for sn in f.sample_names() if sn != f.name}
 
     def set_hidden_labels(self, names: Iterable[str]) -> None:
@@ -89,6 +93,7 @@ class Renderer:
             self.hidden_labels = names
             self._label_cache.clear()
             self._prefix_cache.clear()
+            self._last_layout = {}
 
     def _labels(self, labels: dict[str, str]) -> str:
         if not labels:
@@ -126,6 +131,31 @@ class Renderer:
             p = self._prefix_cache[key] = s.name + self._labels(s.labels) + " "
         return p
 
+    def _header(self, name: str, lst: list[Sample], openmetrics: bool) -> str:
+        """``# HELP`` and ``# TYPE`` of a family, made once per family and format."""
+        key = (name, openmetrics)
+        h = self._headers.get(key)
+        if h is not None:
+            return h
+        spec = self.specs.get(name) or self.dynamic.get(name)
+        if spec is None:
+            # a self-metric whose module loaded after this store was built (the shipper)
+            spec = selfmetrics.find(name)
+            if spec is not None:
+                self.specs[name] = spec
+        typ = spec.type if spec else lst[0].type
+        help_ = spec.help if spec else name
+        fname = name
+        if openmetrics:
+            if typ == COUNTER and name.endswith("_total"):
+                fname = name[:-6]
+            elif typ in (COUNTER, UNTYPED):
+                typ = "unknown"
+        h = f"# HELP {fname} {_esc_help_om(help_) if openmetrics else _esc_help(help_)}\n# TYPE {fname} {typ}\n"
+        if spec is not None:  # an undeclared family's header follows its first sample's type: not kept
+            self._headers[key] = h
+        return h
+
     def render(self, samples: Iterable[Sample], openmetrics: bool = False) -> bytes:
         fam = self.group(samples)
         out: list[str] = []
@@ -133,25 +163,29 @@ class Renderer:
         lab = self._labels
         cache = self._prefix_cache
         prefix = self._prefix
+        header = self._header
+        last = self._last_layout
+        layout: dict[str, list[tuple[str, dict[str, str], str]]] = {}
         for name, lst in fam.items():
-            spec = self.specs.get(name) or self.dynamic.get(name)
-            if spec is None:
-                # a self-metric whose module loaded after this store was built (the shipper)
-                spec = selfmetrics.find(name)
-                if spec is not None:
-                    self.specs[name] = spec
-            typ = spec.type if spec else lst[0].type
-            help_ = spec.help if spec else name
-            fname = name
-            if openmetrics:
-                if typ == COUNTER and name.endswith("_total"):
-                    fname = name[:-6]
-                elif typ in (COUNTER, UNTYPED):
-                    typ = "unknown"
-            out.append(f"# HELP {fname} {_esc_help_om(help_) if openmetrics else _esc_help(help_)}\n# TYPE {fname} {typ}\n")
-            for s in lst:
+            ap(header(name, lst, openmetrics))
+            # The family's series come in the same order every cycle: a series equal to the one at
+            # the same place last time reuses its prefix (a dict comparison, no key to build and hash).
+            prev = last.get(name)
+            np_ = len(prev) if prev is not None else 0
+            cur: list[tuple[str, dict[str, str], str]] = []
+            keep = cur.append
+            for i, s in enumerate(lst):
                 if s.timestamp is None:
-                    p = cache.get((s.name, *s.labels.items())) or prefix(s)
+                    sname, labels = s.name, s.labels
+                    if i < np_:
+                        pn, pl, p = prev[i]  # type: ignore[index]
+                        if pn != sname or pl != labels:
+                            p = cache.get((sname, *labels.items())) or prefix(s)
+                            pl = dict(labels)
+                    else:
+                        p = cache.get((sname, *labels.items())) or prefix(s)
+                        pl = dict(labels)  # a copy: a collector may change its own dict later
+                    keep((sname, pl, p))
                     v = s.value
                     if type(v) is int:
                         ap(p + str(v) + "\n")
@@ -160,13 +194,17 @@ class Renderer:
                     else:
                         ap(p + fmt_value(v) + "\n")
                     continue
+                keep(("", {}, ""))  # never matches a sample: timestamped lines are formatted in full
                 sname = s.name
                 if openmetrics:
-                    out.append(f"{sname}{lab(s.labels)} {fmt_value(s.value)} {s.timestamp:.3f}\n")
+                    ap(f"{sname}{lab(s.labels)} {fmt_value(s.value)} {s.timestamp:.3f}\n")
                 else:
-                    out.append(f"{sname}{lab(s.labels)} {fmt_value(s.value)} {int(s.timestamp * 1000)}\n")
+                    ap(f"{sname}{lab(s.labels)} {fmt_value(s.value)} {int(s.timestamp * 1000)}\n")
+            layout[name] = cur
+        if not openmetrics:  # the text format is rendered every time; OpenMetrics only when asked
+            self._last_layout = layout
         if openmetrics:
-            out.append("# EOF\n")
+            ap("# EOF\n")
         return "".join(out).encode("utf-8")
 
 
@@ -198,6 +236,7 @@ class MetricStore:
     def add_specs(self, specs: Iterable[MetricSpec]) -> None:
         for s in specs:
             self.renderer.specs[s.name] = s
+        self.renderer._headers.clear()
 
     def add_provider(self, fn: Callable[[], Iterable[Sample]]) -> None:
         """A callable giving in-memory self-metrics (no I/O) gathered at each render."""

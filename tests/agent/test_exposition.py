@@ -120,3 +120,19 @@ def test_a_cached_body_is_rendered_again_after_max_age_so_self_metrics_stay_fres
     time.sleep(0.25)
     assert b'sensor="self"} 7.0' in store.body(False, False), "older than max_age: rendered again"
     assert store.renders == 2
+
+
+def test_a_series_at_the_same_place_as_last_render_is_checked_not_assumed() -> None:
+    """The renderer reuses the previous render's prefix for an equal series at the same place in its
+    family; a different series there, a reordered family, or a labels dict the collector changed
+    after the last render must still come out right."""
+    r = Renderer({"t_v": MetricSpec("t_v", GAUGE, "values", ("k",))})
+    shared = {"k": "a"}
+    first = r.render([Sample("t_v", GAUGE, 1, shared), Sample("t_v", GAUGE, 2, {"k": "b"})]).decode()
+    assert 't_v{k="a"} 1\n' in first and 't_v{k="b"} 2\n' in first
+    shared["k"] = "z"  # the collector reuses its dict with a new value
+    text = r.render([Sample("t_v", GAUGE, 3, shared), Sample("t_v", GAUGE, 4, {"k": "a"})]).decode()
+    assert 't_v{k="z"} 3\n' in text and 't_v{k="a"} 4\n' in text and 'k="b"' not in text
+    text = r.render([Sample("t_v", GAUGE, 5, {"k": "a"}), Sample("t_v", GAUGE, 6, {"k": "z"}), Sample("t_v", GAUGE, 7, {"k": "new"})]).decode()
+    assert text.endswith('t_v{k="a"} 5\nt_v{k="z"} 6\nt_v{k="new"} 7\n')
+    assert r.render([Sample("t_v", GAUGE, 8, {"k": "a", "extra": "x"})]).decode().endswith('t_v{k="a",extra="x"} 8\n')

@@ -404,6 +404,7 @@ class Agent:
         self.groups: list[list[CollectorRunner]] = []
         self._gen = 0  # bumped at each stop: a batch of an older generation is ignored
         self._batches: set[concurrent.futures.Future[Any]] = set()
+        self._static_names: tuple[tuple[int, int], frozenset[str]] = ((-1, -1), frozenset())  # see _accept_families
         self.executor: concurrent.futures.ThreadPoolExecutor | None = None
         self.server: MetricsServer | None = None
         self.tags = cfg.resolved_tags()
@@ -686,8 +687,13 @@ class Agent:
         """A dynamic collector's run-time families, less those that clash (their samples removed in place)."""
         families = r.c.take_families()
         static = self.store.renderer.specs
-        static_names = {n for spec in static.values() for n in spec.sample_names()}
-        static_names.update(n for spec in _all_self_specs() for n in spec.sample_names())
+        self_specs = _all_self_specs()
+        key = (len(static), len(self_specs))  # families are only ever added: their counts say when to redo it
+        if self._static_names[0] != key:
+            names = {n for spec in static.values() for n in spec.sample_names()}
+            names.update(n for spec in self_specs for n in spec.sample_names())
+            self._static_names = (key, frozenset(names))
+        static_names = self._static_names[1]
         refused: set[str] = set()
         for name, spec in families.items():
             owner = self.store.family_owner(name)

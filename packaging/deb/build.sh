@@ -65,8 +65,8 @@ s|^# key_file =$|# key_file = "/etc/hostmon/tls/tls.key"   # owned by hostmon, m
 { cat <<'HEAD'
 # LOCAL HISTORY. With no [shipping] ingest_url (the default), this agent runs an embedded
 # ingest and keeps its own history in /var/lib/hostmon/ingest/ingest.db: at most
-# shipping.local_history_max_bytes (256 MiB: about a day and a half at the defaults, about
-# 70 bytes per sample) and at most shipping.local_history_days (30), the oldest deleted
+# shipping.local_history_max_bytes (256 MiB: about 22 hours at the defaults, about
+# 90 bytes per sample) and at most shipping.local_history_days (30), the oldest deleted
 # first. Set ingest_url and ingest_public_key to ship to your central ingest instead, or
 # shipping.enabled = false for no shipping and no local history.
 

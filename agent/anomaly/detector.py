@@ -40,7 +40,8 @@ Per sample ``x`` seen at time ``t`` (``update(x, t)``):
    past", 1.0 twice as surprising or more; a series that is always noisy stops
    alarming on its noise once it has seen it.
 7. **Novelty.** A value beyond every value seen so far by more than
-   ``range_tol`` of the seen range scores 1.0, and so does a *level* beyond
+   ``range_tol`` of the seen range, and at least ``novel_z`` sd from the
+   baseline's mean, scores 1.0, and so does a *level* beyond
    every level seen (an EW mean of weight ``level_alpha``, about four samples,
    against its own seen range): a sustained shift to somewhere the series has
    never been, even when no single sample is extreme. The seen ranges grow only
@@ -89,7 +90,8 @@ class DetectorParams:
     short: float = 0.05  # short average of deviations: about 20 samples
     long: float = 0.002  # long-run spread of that average: about 500 samples
     zclip: float = 10.0  # deviations beyond this many sd count as this many
-    range_tol: float = 0.05  # range novelty: beyond the seen range by this fraction of it
+    range_tol: float = 0.05  # range novelty: beyond the seen range by this fraction of it ...
+    novel_z: float = 3.0  # ... and at least this many sd from the baseline's mean
     record_memory_min: int = 2000  # the recent maximum forgets over half the samples seen, at least this many ...
     record_memory_max: int = 4000  # ... and at most this many
     record_floor: float = 0.5  # log10-surprise below which nothing counts as a record
@@ -116,7 +118,7 @@ class DetectorParams:
             v = getattr(self, name)
             if not 0.0 < v < 1.0:
                 errs.append(f"{name}: must be between 0 and 1 (exclusive), got {v}")
-        for name in ("zclip", "record_floor", "band"):
+        for name in ("zclip", "record_floor", "band", "novel_z"):
             if not getattr(self, name) > 0:
                 errs.append(f"{name}: must be > 0, got {getattr(self, name)}")
         if not 1 <= self.record_memory_min <= self.record_memory_max:
@@ -292,20 +294,22 @@ class Detector:
                     self.expected = (r0 - w, r0 + w)
         # range novelty; the seen range only grows by novel steps, so a slow creep out of it still counts
         novel = False
+        # a new extreme counts only when the baseline also finds it far off (nothing new in a tiny range)
+        far = abs(x - m0) >= p.novel_z * b.sd
         tol = p.range_tol * (self.hi - self.lo)
         # what the model held normal: the band, within the bounds beyond which a value is novel
         elo, ehi = max(self.expected[0], self.lo - tol), min(self.expected[1], self.hi + tol)
         self.expected = (elo, ehi) if elo <= ehi else (self.lo - tol, self.hi + tol)
         if x > self.hi + tol:
-            novel = True
+            novel = far
             self.hi = x
         elif x < self.lo - tol:
-            novel = True
+            novel = far
             self.lo = x
         # level novelty: the same for a short EW level against its own seen range
         lv = self.level = self.level + p.level_alpha * (x - self.level)
         ltol = p.range_tol * (self.lhi - self.llo)
-        wide = self.lhi > self.llo
+        wide = self.lhi > self.llo and far
         if lv > self.lhi + ltol:
             novel = novel or wide
             self.lhi = lv

@@ -89,7 +89,7 @@ class DetectorParams:
     alpha: float = 0.01  # baseline weight: memory of about 100 samples
     short: float = 0.05  # short average of deviations: about 20 samples
     long: float = 0.002  # long-run spread of that average: about 500 samples
-    zclip: float = 10.0  # deviations beyond this many sd count as this many
+    zclip: float = 10.0  # deviations (and drift and burst z) beyond this many sd count as this many: no surprise tops ~23.6
     range_tol: float = 0.05  # range novelty: beyond the seen range by this fraction of it ...
     novel_z: float = 3.0  # ... and at least this many sd from the baseline's mean
     record_memory_min: int = 2000  # the recent maximum forgets over half the samples seen, at least this many ...
@@ -182,7 +182,7 @@ class _Deviation:
         s = surprise(z) if z > 0.0 else 0.0
         zl = (sa - self.long_mean) / (math.sqrt(lv) + 1e-12)
         if zl > 0.0:
-            s = max(s, surprise(min(1e6, zl)))
+            s = max(s, surprise(min(p.zclip, zl)))
         return s
 
     def state(self) -> list[float]:
@@ -328,7 +328,7 @@ class Detector:
             bs[1] += al * dl
             bs[2] = (1.0 - al) * (bs[2] + al * dl * dl)
             if c > p.burst_min and bs[2] > 0.0 and bs[0] > bs[1]:
-                s = max(s, p.burst_weight * surprise(min(1e6, (bs[0] - bs[1]) / math.sqrt(bs[2]))))
+                s = max(s, p.burst_weight * surprise(min(p.zclip, (bs[0] - bs[1]) / math.sqrt(bs[2]))))
         # relative to the recent maximum, whose memory is half the samples seen (within bounds)
         rec = max(p.record_floor, self.record)
         score = 1.0 if novel else min(1.0, 0.5 * s / rec)

@@ -53,10 +53,12 @@ def run_file(src: Path, dst: Path) -> tuple[int, float]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", required=True, type=Path, help="NAB data folder: <category>/<file>.csv")
+    ap.add_argument("--data", required=True, type=Path, help="NAB data folder: <category>/<file>.csv (or the corpus folder holding data/)")
     ap.add_argument("--out", required=True, type=Path, help="results folder (created)")
     a = ap.parse_args(argv)
     files = sorted(a.data.glob("*/*.csv"))
+    if not files and (a.data / "data").is_dir():  # the corpus folder itself (data/ and labels/ inside)
+        files = sorted((a.data / "data").glob("*/*.csv"))
     if not files:
         print(f"no <category>/<file>.csv under {a.data}", file=sys.stderr)
         return 2

@@ -269,6 +269,10 @@ class AnomalyStage:
             score = det.update(v, t)
             learning = det.n <= self.cfg.learn_samples
             ser.score = 0.0 if learning else score  # no alarm on /metrics or alerts before events may be raised
+            if learning:
+                # an alarm that raised no event holds nothing: else the first real event after learning
+                # could fall in the hold of an early, unraised one (a young model alarms easily)
+                det.quiet = 0
             if score >= thr / 2:
                 if ser.since is None:
                     ser.since = t

@@ -115,6 +115,17 @@ def test_an_alarm_holds_further_alarms_for_hold_samples() -> None:
     assert d.update(5000.0) == 1.0
 
 
+def test_a_version_1_state_from_before_level_novelty_is_still_restored() -> None:
+    a = Detector()
+    feed(a, noisy(800, seed=8))
+    old = {k: v for k, v in a.to_state().items() if k not in ("level", "step", "burst")}
+    b = Detector.from_state(json.loads(json.dumps({**old, "v": 1})))
+    assert b.n == a.n and b.base.mean == a.base.mean and b.record == a.record
+    assert b.level == b.llo == b.lhi == a.base.mean  # the new statistics start from the baseline
+    assert max(feed(b, noisy(200, seed=9))) < 1.0  # and learn on without a burst of novelty
+    assert b.update(500.0) == 1.0
+
+
 @pytest.mark.parametrize(
     "state",
     [
@@ -127,6 +138,10 @@ def test_an_alarm_holds_further_alarms_for_hold_samples() -> None:
         {**Detector().to_state(), "profile": [1.0]},
         {**Detector().to_state(), "range": [0.0, float("nan")]},
         {**Detector().to_state(), "slot": [99, 0.0, 0]},
+        {**Detector().to_state(), "level": [0.0, 2.0, 1.0]},
+        {**Detector().to_state(), "step": [0.0, -1.0]},
+        {**Detector().to_state(), "burst": [0.0, 0.0, 0.0, 1.5]},
+        {k: v for k, v in Detector().to_state().items() if k != "burst"},
     ],
 )
 def test_untrustworthy_state_is_refused(state: object) -> None:

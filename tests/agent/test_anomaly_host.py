@@ -35,9 +35,11 @@ from tests.helpers import free_port, scrape, wait_until
 pytestmark = pytest.mark.slow
 
 # The two tests that read this host's own noise (injected load must be seen; a quiet run must raise no
-# event) are an evaluation of the detector on this machine, not a check of the code: on this 2-core
-# machine the quiet run raised an event in 2 of 4 runs with nothing else running (and in 4 of 6 on a
-# loaded one), so they run when asked, like the real-data evaluations, and not in every CI run:
+# event) are an evaluation of the detector on this machine, not a check of the code: on this shared
+# 2-core machine the quiet run raised an event in 2 of 4 runs with nothing else running (and in 4 of 6
+# on a loaded one); with the detector of NAB 74 (issue 15, 01:46-02:45 UTC) the quiet run passed 2 of 6 and
+# the injections 3 of 9 (another session had kept both cores busy or taken gigabytes while the model learned, see
+# docs/anomaly.md, "Limits"). So they run when asked, like the real-data evaluations, not in every CI run:
 #   HOSTMON_HOST_EVAL=1 python3 -m pytest tests/agent/test_anomaly_host.py
 # The shipped-event test below drives its own series and runs everywhere.
 host_eval = pytest.mark.skipif(
@@ -267,6 +269,9 @@ metric = "hm_probe"
         assert [e for e in events(log) if e["series"] == "hm_probe"] == []
         # A jump far outside everything seen; held, and raised tenfold if no event came (a jump that
         # landed between two reads of the file, or during a stall of this loaded machine, is still seen).
+        # (The flake this once covered was an unraised alarm during learn_samples whose hold outlived
+        # learning and swallowed the jump; the stage no longer holds after such alarms, see
+        # test_anomaly_stage.py::test_an_alarm_while_learning_does_not_hold_the_first_event_after_learning.)
         e = None
         for jump in (10_000.0, 100_000.0, 1_000_000.0):
             _write_prom(prom, jump)

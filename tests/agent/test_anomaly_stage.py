@@ -113,6 +113,24 @@ def test_no_event_while_a_series_is_still_learning(tmp_path: Path) -> None:
     assert not [e for c in keep.cols for e in c.events]
 
 
+def test_an_alarm_while_learning_does_not_hold_the_first_event_after_learning(tmp_path: Path) -> None:
+    # a young model alarms easily (its recent maximum is still small); such an alarm raises no event and
+    # must not hold the next one: a jump right after learning is reported at once
+    st, keep = make(tmp_path, learn_samples=40)
+    r = random.Random(1)
+    t = T0
+    alarms = 0
+    for _ in range(40):  # a steady integer gauge (like the textfile probe of test_anomaly_host.py)
+        t += 15
+        st.submit(col(t, 100.0 + r.randrange(3)))
+        alarms += st.series["load|"].det.alarm
+    assert alarms >= 1  # the young model did alarm (no event: still learning)...
+    assert st.series["load|"].det.quiet == 0  # ...and holds nothing
+    st.submit(col(t + 15, 200.0))
+    events = [e for c in keep.cols for e in c.events]
+    assert len(events) == 1 and events[0].fields["value"] == 200.0
+
+
 def test_series_beyond_max_series_are_counted_not_modelled(tmp_path: Path) -> None:
     st, _ = make(tmp_path, max_series=2, watch=[WatchRule(metric="disk", by=["device"])])
     for i in range(3):

@@ -366,7 +366,9 @@ class Shipper:
                 self._send_wake.clear()
                 await self._send_wake.wait()
                 continue
-            blob = await asyncio.to_thread(self.spool.read, entry)
+            blob = self.spool.take_fresh(entry)  # just written by this process: no read back
+            if blob is None:
+                blob = await asyncio.to_thread(self.spool.read, entry)
             if blob is None:
                 self._forget(entry.seq)
                 continue

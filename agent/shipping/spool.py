@@ -88,6 +88,12 @@ class Spool:
         self._entries: dict[int, SpoolEntry] = {}  # insertion order == seq order
         self._in_flight: set[int] = set()
         self._doomed: dict[int, SpoolEntry] = {}  # evicted while being sent
+        # The bytes of batches written since the start and not yet handed to the sender: the send
+        # loop takes them from here instead of reading the file back (a thread hop, a read and a
+        # signature check per batch for bytes this process sealed itself). Bounded; files read from
+        # disk (after a restart, a retry, or past the bound) are verified as before.
+        self._fresh: collections.OrderedDict[int, bytes] = collections.OrderedDict()
+        self._fresh_bytes = 0
         self._puts: collections.deque[tuple[float, int]] = collections.deque(maxlen=16)  # (monotonic, bytes)
         self.bytes = 0
         self.dropped_batches = 0
@@ -275,6 +281,11 @@ class Spool:
         with self._lock:
             self._entries[header.seq] = SpoolEntry(header.seq, path, size, header.n_samples, header.n_events, header.created)
             self.bytes += size
+            self._fresh[header.seq] = blob
+            self._fresh_bytes += size
+            while self._fresh_bytes > FRESH_MAX_BYTES or len(self._fresh) > FRESH_MAX_BATCHES:
+                _, old = self._fresh.popitem(last=False)
+                self._fresh_bytes -= len(old)
             self._puts.append((time.monotonic(), size))
         return dropped
 
@@ -307,6 +318,9 @@ class Spool:
     def _remove_locked(self, seq: int) -> None:
         e = self._entries.pop(seq, None)
         self._in_flight.discard(seq)
+        fresh = self._fresh.pop(seq, None)
+        if fresh is not None:
+            self._fresh_bytes -= len(fresh)
         if e is None:
             return
         self.bytes -= e.size
@@ -345,6 +359,17 @@ class Spool:
             self._doomed.pop(seq, None)  # delivered after all: not a drop
             self._remove_locked(seq)
 
+    def take_fresh(self, entry: SpoolEntry) -> bytes | None:
+        """The batch's bytes as this process wrote them, when still held (see ``_fresh``); else None:
+        then :meth:`read` it from the file. Taken once: a retry reads (and verifies) the file."""
+        with self._lock:
+            if entry.seq not in self._entries:  # removed or evicted meanwhile: read() decides
+                return None
+            blob = self._fresh.pop(entry.seq, None)
+            if blob is not None:
+                self._fresh_bytes -= len(blob)
+            return blob
+
     def read(self, entry: SpoolEntry) -> bytes | None:
         """The batch's bytes, verified; a corrupt file is moved aside and None returned."""
         try:
@@ -367,6 +392,10 @@ class Spool:
                 log.warning("spooled batch vanished", extra={"path": entry.path})
             return None
         return blob
+
+
+FRESH_MAX_BYTES = 8 << 20  # written batches kept in memory for the sender, at most (see Spool._fresh)
+FRESH_MAX_BATCHES = 16
 
 
 class SeqStore:

@@ -121,6 +121,35 @@ def test_a_batch_evicted_while_being_sent_counts_as_dropped_only_if_that_send_fa
     assert sp.seqs() == [3, 4] and sp.bytes == 2 * size
 
 
+def test_a_batch_just_written_is_handed_to_the_sender_from_memory_once_and_bounded(tmp_path, agent, ingest) -> None:
+    """The sender takes a batch this process just wrote without reading the file back; once only (a
+    retry reads and verifies the file), never for a batch evicted meanwhile, and at most
+    FRESH_MAX_BATCHES are held."""
+    from hostmond.agent.shipping import spool as spool_mod
+
+    batches = [make_batch(agent, ingest, seq) for seq in range(1, 4)]
+    size = len(batches[0][1])
+    sp = open_spool(tmp_path, agent, limit=size * 2)
+    sp.put(*batches[0])
+    e1 = sp.claim_oldest()
+    assert sp.take_fresh(e1) == batches[0][1]
+    assert sp.take_fresh(e1) is None, "taken once"
+    with open(e1.path, "r+b") as f:  # a retry reads the file, and a damaged file is caught there
+        f.seek(40)
+        f.write(b"\xff\xff")
+    assert sp.read(e1) is None and sp.corrupt == 1
+    sp.put(*batches[1])
+    sp.put(*batches[2])  # the limit holds two; 1 is gone already
+    e2 = sp.claim_oldest()
+    sp.put(*make_batch(agent, ingest, 4))  # evicts 2 while it is claimed
+    assert sp.take_fresh(e2) is None, "evicted meanwhile: read() decides its fate"
+    many = open_spool(tmp_path / "many", agent)
+    for seq in range(10, 10 + spool_mod.FRESH_MAX_BATCHES + 5):
+        many.put(*make_batch(agent, ingest, seq))
+    held = [seq for seq in many.seqs() if many.take_fresh(many.claim_oldest()) is not None]
+    assert len(held) == spool_mod.FRESH_MAX_BATCHES and held[-1] == 10 + spool_mod.FRESH_MAX_BATCHES + 4
+
+
 def test_batch_bigger_than_the_limit_is_dropped_and_counted(tmp_path, agent, ingest) -> None:
     sp = open_spool(tmp_path, agent, limit=100)
     h, b = make_batch(agent, ingest, 1)

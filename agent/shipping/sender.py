@@ -212,6 +212,9 @@ class Sender:
                 conn = self._new_connection(max(0.001, min(self.connect_timeout, deadline - time.monotonic())))
                 holder[0] = conn
                 conn.connect()  # TCP connect and TLS handshake, bounded by connect_timeout
+                if holder[1]:  # given up while connecting: the loop found no socket to shut down then
+                    conn.close()
+                    raise TimeoutError("the attempt was given up while connecting")
             holder[0] = conn
             assert conn.sock is not None
             conn.sock.settimeout(max(0.001, deadline - time.monotonic()))

@@ -11,30 +11,12 @@ credentials). The refusals are counted in
 ``/healthz`` answers while the process serves; ``/readyz`` answers 200 once the
 SQLite sink is open and 503 while it is not (starting, shutting down).
 
-The work on a batch (checks, storage, counters) is :class:`hostmond.ingest.core.IngestCore`;
-this module adds the listener, the endpoint security and the handlers. A batch goes through checks, cheapest first (content type, sizes, envelope,
-signature, tenants, age, decryption, decompression, records); the first that
-fails answers its status with ``{"status": "rejected", "reason": R, "detail": ...}``,
-counts ``hostmon_ingest_rejected_total{reason}`` and stores nothing. The status
-of each reason is ``hostmond.ingest.decode.STATUS``, listed in docs/ingest.md (a test
-checks that the two agree).
-
-Success is ``200 {"status": "stored"}`` only after the SQLite commit (and,
-with remote write on, after the receiver's 2xx). Sending the very same
-envelope again (an honest retry whose answer was lost) is
-``200 {"status": "duplicate"}`` and stores nothing. A retryable failure of
-the remote-write receiver answers 503 (``remote_write_unavailable``) so the
-agent keeps the batch and retries.
-
-The order matters for safety: nothing is decrypted before the signature of an
-enrolled agent checked out, and the dedupe decision is made again inside the
-storing transaction, so two racing copies of one batch store it once.
-
-Test-only fault hook: with ``HOSTMON_INGEST_FAULT=kill_after_commit`` the
-process SIGKILLs itself right after the first commit, before answering (the
-proof that an agent's retry then stores no duplicate).
+The work on a batch (the checks in order, deduplication, storage, the audit trail
+and the counters; its answers and their statuses) is
+:class:`hostmond.ingest.core.IngestCore`, described there; this module adds the
+listener, the endpoint security and the handlers (a body's content type, size and
+upload time are checked here, before the core sees it).
 """
-
 
 from __future__ import annotations
 

@@ -472,7 +472,8 @@ class Agent:
         assert self.executor is not None
         fut = self.executor.submit(r.c.start)
         try:
-            await asyncio.wait_for(asyncio.wrap_future(fut), r.timeout)
+            async with asyncio.timeout(r.timeout):  # not wait_for: see hostmond.core.aio
+                await asyncio.wrap_future(fut)
         except CollectorUnavailable as e:
             r.unavailable = True
             r.unavailable_reason = str(e)
@@ -525,8 +526,13 @@ class Agent:
         r.in_flight = True
         fut = self.executor.submit(_collect_list, r.c)
         try:
-            items = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), r.timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(r.timeout) as deadline:
+                items = await asyncio.shield(asyncio.wrap_future(fut))
+        except TimeoutError as e:
+            if not deadline.expired():  # the collector itself raised TimeoutError: its error, not a timeout
+                r.in_flight = False
+                self._finish(r, None, e, time.perf_counter() - t0)
+                return
             self._timed_out(r, time.perf_counter() - t0)
             fut.add_done_callback(lambda _f: setattr(r, "in_flight", False))
             return
@@ -939,7 +945,8 @@ class Agent:
             stop = getattr(c, "stop", None)
             if stop is not None:
                 try:
-                    await asyncio.wait_for(stop(), 2.0)
+                    async with asyncio.timeout(2.0):
+                        await stop()
                 except Exception:  # noqa: BLE001
                     log.exception("consumer did not stop cleanly")
         if self.server is not None:

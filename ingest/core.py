@@ -70,6 +70,7 @@ from prometheus_client import (
 )
 
 from hostmond.core import selfmetrics
+from hostmond.core.aio import cancel_and_wait
 from hostmond.core.model import COUNTER, GAUGE, HISTOGRAM, MetricSpec
 
 log = logging.getLogger("hostmon.ingest")
@@ -256,14 +257,10 @@ class IngestCore:
     async def close(self) -> None:
         self._ready = False
         if self._storage_task is not None:
-            self._storage_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._storage_task
+            await cancel_and_wait(self._storage_task)
             self._storage_task = None
         if self._retention_task is not None:
-            self._retention_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retention_task
+            await cancel_and_wait(self._retention_task)
             self._retention_task = None
         if self.remote is not None:
             await self.remote.close()

@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from hostmond.core import keys, wire
+from hostmond.core.aio import consume
 from hostmond.core.errors import KeyFileError
 
 ACKED = "acked"
@@ -265,16 +266,23 @@ class Sender:
         holder: list[Any] = [None, False]  # [connection in use, timed out]
         loop = asyncio.get_running_loop()
         fut = loop.run_in_executor(self._pool(), self._post, blob, headers, time.monotonic() + total, holder)
+        # asyncio.timeout, not wait_for: 3.11's wait_for can lose the shipper's cancellation (hostmond.core.aio)
+        deadline = asyncio.timeout(total)
         try:
             try:
-                status, body, retry_after_value = await asyncio.wait_for(asyncio.shield(fut), total)
+                async with deadline:
+                    status, body, retry_after_value = await asyncio.shield(fut)
             except TimeoutError:
+                if not deadline.expired():
+                    raise  # a socket timeout in the worker
                 holder[1] = True
                 _shutdown(holder[0])  # ends the worker's blocking call; the connection is not reused
+                consume(fut)
                 raise _Timeout from None
             except asyncio.CancelledError:  # the shipper stops: do not leave the worker blocked
                 holder[1] = True
                 _shutdown(holder[0])
+                consume(fut)
                 raise
         except _Timeout:
             return SendResult(RETRY, reason="timeout")
@@ -333,10 +341,8 @@ class LocalSender:
 
     async def send(self, blob: bytes, seq: int | None = None, timeout: float | None = None) -> SendResult:
         try:
-            if timeout is None:
+            async with asyncio.timeout(timeout):
                 status, info, headers = await self.deliver(blob)
-            else:
-                status, info, headers = await asyncio.wait_for(self.deliver(blob), timeout)
         except TimeoutError:
             return SendResult(RETRY, reason="timeout")
         retry_after = parse_retry_after((headers or {}).get("Retry-After"))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import random
@@ -45,6 +46,7 @@ from hostmond.agent.shipping.sender import (
 from hostmond.agent.shipping.spool import SeqStore, Spool
 
 from hostmond.core import keys, selfmetrics, wire
+from hostmond.core.aio import cancel_and_wait
 from hostmond.core.errors import ConfigError, KeyFileError, SealError, SpoolError
 from hostmond.core.logs import LogOnce
 from hostmond.core.model import COUNTER, GAUGE, MetricSpec, Sample
@@ -200,15 +202,14 @@ class Shipper:
             # never cancel a batch in the middle of sealing or spooling: wait for the lock first
             async with self._seal_lock:
                 self._batch_task.cancel()
-            await asyncio.gather(self._batch_task, return_exceptions=True)
+            await cancel_and_wait(self._batch_task)  # the cancel stays; again only if it was lost
             self._batch_task = None
         if self.spool is not None:
             await self.flush()
             if drain_timeout > 0 and self._send_task is not None:
                 await self.wait_sent(drain_timeout)
         if self._send_task is not None:
-            self._send_task.cancel()
-            await asyncio.gather(self._send_task, return_exceptions=True)
+            await cancel_and_wait(self._send_task)
             self._send_task = None
         if self.sender is not None:
             await self.sender.close()
@@ -262,10 +263,9 @@ class Shipper:
             if self._unspooled:
                 timeout = 1.0 if timeout is None else min(timeout, 1.0)
             self._batch_wake.clear()
-            try:
-                await asyncio.wait_for(self._batch_wake.wait(), timeout)
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._batch_wake.wait()
 
     async def flush(self) -> None:
         """Seal everything buffered now into the spool (the batch size still applies)."""

@@ -38,6 +38,8 @@ import ssl
 import time
 from typing import Any
 
+from hostmond.core.aio import cancel_and_wait
+
 log = logging.getLogger("hostmon.web")
 
 RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -219,8 +221,7 @@ class CappedListener:
         for t in [*self._tasks, *self._pending]:
             t.cancel()
         for t in [*self._tasks, *self._pending]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+            await cancel_and_wait(t)
         self._tasks.clear()
         self._close_sockets()
 
@@ -242,7 +243,8 @@ class CappedListener:
                     self.waits += 1
                 self._freed.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._freed.wait(), 0.5)
+                    async with asyncio.timeout(0.5):  # not wait_for: see hostmond.core.aio
+                        await self._freed.wait()
             try:
                 try:
                     conn, _addr = sock.accept()

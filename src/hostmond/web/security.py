@@ -30,7 +30,6 @@ Each refusal is counted in ``hostmon_web_requests_refused_total{server,reason}``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import ssl
@@ -38,6 +37,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from hostmond.core import selfmetrics
+from hostmond.core.aio import cancel_and_wait
 from hostmond.core.errors import ConfigError
 from hostmond.core.model import COUNTER, GAUGE, MetricSpec, Sample
 from hostmond.web.auth import AUTH_REASONS, Authenticator
@@ -271,9 +271,7 @@ class WebSecurity:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         self.auth.close()
 

@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 from hostmond.agent.handoff import Collection
 from hostmond.agent.shipping.config import ShippingConfig
+from hostmond.agent.shipping import sender as snd
 from hostmond.agent.shipping.shipper import METRICS, Shipper
 
 from hostmond.api import Event, Sample
@@ -379,3 +380,34 @@ async def test_stop_while_a_batch_is_being_sealed_loses_nothing(env) -> None:
     sp.open()
     headers = [wire.parse_envelope(sp.read(e), 1 << 26)[0] for e in iter(sp.claim_oldest, None)]
     assert sorted(h.n_samples for h in headers) == [7, 7, 7, 5000, 5000, 5000]
+
+
+async def test_shipper_stop_ends_even_when_the_send_loop_loses_its_cancel(env, monkeypatch) -> None:
+    """The shipper's stop cancels its loops with cancel_and_wait: a send that swallows the
+    first cancellation (as wait_for did) cannot make stop wait for ever."""
+    tmp_path, a, i, _ = env
+    entered = asyncio.Event()
+    lost = []
+
+    async def send(self, blob: bytes, seq: int | None = None, timeout: float | None = None) -> snd.SendResult:
+        entered.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            if not lost:
+                lost.append(seq)
+                return snd.SendResult(snd.RETRY, reason="connect")  # the cancel is gone: the loop backs off and retries
+            raise
+        return snd.SendResult(snd.RETRY, reason="connect")
+
+    monkeypatch.setattr(snd.Sender, "send", send)
+    sh = make_shipper(tmp_path, a, i, free_port(), batch_max_records=10, batch_max_age=3600.0)
+    await sh.start()
+    sh.submit(collection(10, 0))
+    await asyncio.wait_for(entered.wait(), 10)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await asyncio.wait_for(sh.stop(), 10)
+    assert lost, "the test's send did not see the stop"
+    assert loop.time() - t0 < 5.0
+    assert sh._send_task is None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import resource
 import struct
 from dataclasses import dataclass
 
@@ -26,6 +27,20 @@ except (AttributeError, ValueError, OSError):  # pragma: no cover - not Linux
     PAGE_SIZE = 4096
 
 SECTOR_SIZE = 512  # /proc/diskstats counts 512-byte sectors whatever the device's sector size
+
+
+def kept_fds_limit(cap: int, share: int) -> int:
+    """How many files a collector may keep open: ``cap``, or ``1/share`` of the soft descriptor
+    limit when that is lower. The HTTP listeners size their connection cap to 3/4 of the limit and
+    leave the rest to the process; what collectors keep open must fit in that rest (network takes
+    at most 1/16, processes 1/8)."""
+    try:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (OSError, ValueError):
+        return 0
+    if soft == resource.RLIM_INFINITY:
+        return cap
+    return max(0, min(cap, soft // share))
 
 
 def read_bytes(path: str) -> bytes:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import resource
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -111,16 +110,11 @@ MAX_KEPT_FDS = 256  # attribute files kept open, all interfaces together, at mos
 
 def kept_fds_limit() -> int:
     """How many attribute files to keep open: MAX_KEPT_FDS, or 1/16 of the soft descriptor limit when
-    that is lower. The HTTP listeners size their connection cap to 3/4 of the limit and leave the
-    rest to the process; files kept open here must fit in that rest (with RLIMIT_NOFILE=256 they
-    took it all, and accept() failed with EMFILE)."""
-    try:
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    except (OSError, ValueError):
-        return 0
-    if soft == resource.RLIM_INFINITY:
-        return MAX_KEPT_FDS
-    return max(0, min(MAX_KEPT_FDS, soft // 16))
+    that is lower (the listeners size their connection cap to 3/4 of the limit; see _procfs.kept_fds_limit).
+    With RLIMIT_NOFILE=256 all of it once went here, and accept() failed with EMFILE."""
+    return _procfs.kept_fds_limit(MAX_KEPT_FDS, 16)
+
+
 INFO_LABELS = ("device", "address", "broadcast", "duplex", "operstate", "ifalias")
 _SKIP_ERRNOS = (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EINVAL, errno.EOPNOTSUPP, errno.ENODEV, errno.ENOTDIR, errno.EISDIR)
 

@@ -238,6 +238,64 @@ def test_real_proc_smoke_groups_spawned_children() -> None:
             k.wait()
 
 
+def test_real_proc_kept_files_follow_processes_and_are_bounded(tmp_path: Path) -> None:
+    """On the real /proc the collector keeps each process's stat file and fd directory open between
+    collections. What it reports must equal what a collector that opens everything afresh reports;
+    a process that exits gives its files back; stop() closes them all; the count stays under the limit."""
+    import resource
+
+    sleeper = tmp_path / "hmkeptsleep"
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", sleeper)
+    mine = lambda: len(os.listdir(f"/proc/{os.getpid()}/fd"))
+    before = mine()
+    c = ProcessesCollector(ProcessesConfig(top_n=1000), CollectorContext(tags={"tenant_id": "me"}))
+    c.start()
+    assert c._max_kept > 0
+    kids = [subprocess.Popen([str(sleeper), "600"]) for _ in range(3)]
+    try:
+        list(c.collect())  # opens and keeps
+        assert all(k.pid in c._kept for k in kids)
+        kept_out = list(c.collect())  # reads through the kept files
+        fresh_out = list(ProcessesCollector(ProcessesConfig(top_n=1000), CollectorContext(tags={"tenant_id": "me"})).collect())
+        for name in ("hostmon_process_group_processes", "hostmon_process_group_open_fds"):
+            assert groups(kept_out, name)[("hmkeptsleep", "me")] == groups(fresh_out, name)[("hmkeptsleep", "me")]
+        assert groups(kept_out, "hostmon_process_group_processes")[("hmkeptsleep", "me")] == 3
+        assert groups(kept_out, "hostmon_process_group_open_fds")[("hmkeptsleep", "me")] >= 3 * 3
+        assert c._nkept == sum(1 for fds in c._kept.values() for fd in fds if fd >= 0) <= c._max_kept
+
+        for k in kids:
+            k.send_signal(signal.SIGKILL)
+            k.wait()
+        gone = [k.pid for k in kids]
+        kids = [subprocess.Popen([str(sleeper), "600"]) for _ in range(2)]
+        out = list(c.collect())
+        assert groups(out, "hostmon_process_group_processes")[("hmkeptsleep", "me")] == 2
+        assert not any(pid in c._kept for pid in gone)
+        assert c.take_partial_errors() == {}
+    finally:
+        for k in kids:
+            k.send_signal(signal.SIGKILL)
+            k.wait()
+    c.stop()
+    assert c._kept == {} and c._nkept == 0
+    assert mine() == before
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = max(256, before + 64)  # room for what this test process has open already
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+    try:
+        small = ProcessesCollector(ProcessesConfig(), CollectorContext())
+        small.start()
+        assert small._max_kept == low // 8
+        list(small.collect())
+        list(small.collect())
+        assert 0 < small._nkept <= low // 8
+        small.stop()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert mine() == before
+
+
 def test_real_proc_tenant_by_uid_of_another_user() -> None:
     if os.getuid() != 0:
         pytest.skip("needs root to start a process as another user")
@@ -315,7 +373,11 @@ def test_same_series_as_node_exporter_on_the_fixture_tree() -> None:
 
 
 def test_thread_states_are_opt_in_and_count_every_thread(tmp_path: Path) -> None:
-    from hostmond.collectors.processes import ProcessesConfig, thread_state_of, thread_states
+    from hostmond.collectors.processes import (
+        ProcessesConfig,
+        thread_state_of,
+        thread_states,
+    )
 
     assert ProcessesConfig().thread_states is False
     assert thread_state_of(b"42 (a) b) S 1 2") == "S" and thread_state_of(b"garbage") is None

@@ -313,7 +313,7 @@ class Shipper:
         erecs = wire.RecordPacker()
         invalid = 0
         for c in chunks:
-            invalid += wire.encode_checked(c.samples, (), c.time, default, srecs, tenants)  # type: ignore[arg-type]
+            invalid += wire.pack_samples_checked(c.samples, c.time, default, srecs, tenants)
             invalid += wire.encode_checked((), c.events, c.time, default, erecs, tenants)  # type: ignore[arg-type]
         ns = len(srecs)
         n = ns + len(erecs)

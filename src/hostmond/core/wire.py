@@ -445,6 +445,77 @@ class RecordPacker:
         return self.count
 
 
+_PACKED_SEEN: dict[tuple[Any, ...], Any] = {}  # (default tenant, name, type, *labels) -> (tenant, packed prefix) or False
+_K_V = b"\xa1v"  # msgpack "v"
+_K_T = b"\xa1t"  # msgpack "t"
+
+
+def pack_samples_checked(
+    samples: Iterable[Sample], default_time: float, default_tenant: str, packer: RecordPacker, tenants: set[str]
+) -> int:
+    """:func:`encode_checked` for samples, packing straight into ``packer`` (the shipper's hot path).
+
+    The same rules and the same records (a msgpack map of ``s``, ``k``, ``l``, ``v``, ``t``; a
+    map's order means nothing to a reader), but the packed bytes of a series' fixed part
+    (name, type, labels with ``tenant_id``) are kept between batches, like its check: per
+    sample only the value and the time are packed. Returns the number of invalid samples.
+    """
+    bad = 0
+    n = 0
+    seen = _PACKED_SEEN
+    pack = packer._pack
+    buf = packer._buf
+    t_default = None
+    for s in samples:
+        name, labels, v, t = s.name, s.labels, s.value, s.timestamp
+        if t is None:
+            if t_default is None:
+                if type(default_time) not in _NUM or not -MAX_ABS_TIMESTAMP < default_time < MAX_ABS_TIMESTAMP:
+                    bad += 1
+                    continue
+                t_default = _K_T + pack(default_time)
+            tp = t_default
+        elif type(t) not in _NUM or not -MAX_ABS_TIMESTAMP < t < MAX_ABS_TIMESTAMP:
+            bad += 1  # NaN, +-Inf or beyond int64 ms: no store takes it
+            continue
+        else:
+            tp = _K_T + pack(t)
+        if type(v) not in _NUM:
+            bad += 1
+            continue
+        try:
+            key = (default_tenant, name, s.type, *labels.items())
+            entry = seen.get(key)
+        except (AttributeError, TypeError):  # labels not a dict, or an unhashable part: checked below
+            key, entry = None, None
+        if entry is None:
+            checked = _check_series(name, s.type, labels, default_tenant)
+            if checked is False:
+                entry = False
+            else:
+                clabels, tid = checked  # type: ignore[misc]
+                try:
+                    # fixmap of 5, then the fixed pairs; "v" and "t" follow per sample
+                    fixed = b"\x85" + pack("s") + pack(name) + pack("k") + pack(s.type) + pack("l") + pack(clabels) + _K_V
+                except (TypeError, ValueError, OverflowError) as e:
+                    raise SealError("seal_failed", f"records cannot be packed: {e}") from None
+                entry = (tid, fixed)
+            if key is not None:
+                if len(seen) >= _SERIES_SEEN_MAX:  # series churn: start over rather than grow
+                    seen.clear()
+                seen[key] = entry
+        if entry is False:
+            bad += 1
+            continue
+        tenants.add(entry[0])
+        buf += entry[1]
+        buf += pack(v)
+        buf += tp
+        n += 1
+    packer.count += n
+    return bad
+
+
 def pack_records(*packers: RecordPacker) -> bytes:
     """The msgpack array of every record of ``packers``, in order (see :class:`RecordPacker`)."""
     n = sum(p.count for p in packers)

@@ -399,3 +399,50 @@ def test_a_batch_sealed_from_packed_records_opens_to_the_same_records(agent_key,
     header = _header(agent_key, ingest_key, recs)
     blob = wire.seal_packed(header, wire.pack_records(packer), agent_key, ingest_key.public)
     assert _open(blob, agent_key, ingest_key) == _open(wire.seal(header, recs, agent_key, ingest_key.public), agent_key, ingest_key) == recs
+
+
+def test_pack_samples_checked_gives_the_records_encode_checked_gives() -> None:
+    """The shipper's packing fast path keeps each series' packed name, type and labels between
+    batches; what a reader unpacks must be exactly encode_checked's records, batch after batch,
+    including the samples it refuses, a changed value or time, and a reused labels dict."""
+    import msgpack
+
+    t = {"tenant_id": "acme"}
+    reused = {"tenant_id": "acme", "dev": "sda"}
+    samples = [
+        Sample("ok", "gauge", 1.0, dict(t), 5.0),
+        Sample("ok_int_no_ts", "counter", 3, {"x": "y"}),
+        Sample("nan_ok", "gauge", float("nan"), dict(t), 5.0),
+        Sample("", "gauge", 1.0, dict(t)),
+        Sample("m", "gauge", True, dict(t)),
+        Sample("m", "gauge", 1.0, {"tenant_id": "acme", "v": 5}),  # type: ignore[dict-item]
+        Sample("m", "gauge", 1.0, dict(t), float("inf")),
+        Sample("m", "gauge", 1.0, dict(t), 1e300),
+        Sample("r", "gauge", 2.0, reused, 7.0),
+        Sample("x" * 257, "gauge", 1.0, dict(t)),
+    ]
+    for round_ in range(3):  # the first fills the cache, the later ones use it
+        if round_ == 2:
+            reused["dev"] = "sdb"  # a collector that changes its labels dict in place
+            samples[0] = Sample("ok", "gauge", 42.5, dict(t), 6.0)
+        expected: list = []
+        exp_tenants: set = set()
+        exp_bad = wire.encode_checked(samples, (), 9.0, "dflt", expected, exp_tenants)
+        packer = wire.RecordPacker()
+        tenants: set = set()
+        bad = wire.pack_samples_checked(samples, 9.0, "dflt", packer, tenants)
+        got = msgpack.unpackb(wire.pack_records(packer), raw=False)
+        assert (bad, tenants, len(packer)) == (exp_bad, exp_tenants, len(expected)) == (6, {"acme", "dflt"}, 4)
+        assert len(got) == len(expected)
+        for g, e in zip(got, expected):
+            assert g.keys() == e.keys()
+            for k in e:
+                assert g[k] == e[k] or (g[k] != g[k] and e[k] != e[k]), (k, g[k], e[k])  # NaN == NaN here
+            wire.check_record(g)
+    assert got[3]["l"] == {"tenant_id": "acme", "dev": "sdb"}
+    assert got[0]["v"] == 42.5 and got[0]["t"] == 6.0
+    # a bad default time refuses the samples that need it, not the ones with their own
+    packer = wire.RecordPacker()
+    assert wire.pack_samples_checked([Sample("a", "gauge", 1.0, dict(t)), Sample("b", "gauge", 1.0, dict(t), 3.0)],
+                                     float("nan"), "dflt", packer, set()) == 1
+    assert [r["s"] for r in msgpack.unpackb(wire.pack_records(packer))] == ["b"]

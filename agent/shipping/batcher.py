@@ -13,17 +13,23 @@ import dataclasses
 import random
 import time
 from collections.abc import Callable
+from typing import Any
 
-from hostmond.core.model import Event, Sample
+from hostmond.core.model import Event
 
 
 @dataclasses.dataclass
 class Chunk:
-    """Part of one collection: samples and events sharing a collection time."""
+    """Part of one collection: samples and events sharing a collection time.
+
+    The shipper buffers its samples as packed records (``wire.pack_sample_records``), with the
+    tenants they name in ``tenants``; the batcher only counts and splits them.
+    """
 
     time: float
-    samples: list[Sample]
+    samples: list[Any]
     events: list[Event]
+    tenants: frozenset[str] = frozenset()  # of the samples (a part split off keeps the whole set)
 
     def __len__(self) -> int:
         return len(self.samples) + len(self.events)
@@ -50,14 +56,14 @@ class Batcher:
         self.dropped = 0  # records refused because the buffer was full
         self.deadline: float | None = None
 
-    def add(self, time_: float, samples: list[Sample], events: list[Event]) -> bool:
+    def add(self, time_: float, samples: list[Any], events: list[Event], tenants: frozenset[str] = frozenset()) -> bool:
         n = len(samples) + len(events)
         if n == 0:
             return True
         if self.records + n > self.limit_records:
             self.dropped += n
             return False
-        self._chunks.append(Chunk(time_, samples, events))
+        self._chunks.append(Chunk(time_, samples, events, tenants))
         if self.records == 0:
             spread = 1.0 + self.rng.uniform(-self.jitter, self.jitter)
             self.deadline = self.clock() + self.max_age * spread
@@ -85,8 +91,8 @@ class Batcher:
                 continue
             ns = min(room, len(c.samples))
             ne = room - ns
-            out.append(Chunk(c.time, c.samples[:ns], c.events[:ne]))
-            self._chunks[0] = Chunk(c.time, c.samples[ns:], c.events[ne:])
+            out.append(Chunk(c.time, c.samples[:ns], c.events[:ne], c.tenants))
+            self._chunks[0] = Chunk(c.time, c.samples[ns:], c.events[ne:], c.tenants)
             room = 0
         taken = sum(len(c) for c in out)
         self.records -= taken

@@ -441,6 +441,11 @@ class RecordPacker:
             raise SealError("seal_failed", f"records cannot be packed: {e}") from None
         self.count += 1
 
+    def extend_packed(self, records: list[bytes]) -> None:
+        """Add records packed already (:func:`pack_sample_records`)."""
+        self._buf += b"".join(records)
+        self.count += len(records)
+
     def __len__(self) -> int:
         return self.count
 
@@ -450,21 +455,23 @@ _K_V = b"\xa1v"  # msgpack "v"
 _K_T = b"\xa1t"  # msgpack "t"
 
 
-def pack_samples_checked(
-    samples: Iterable[Sample], default_time: float, default_tenant: str, packer: RecordPacker, tenants: set[str]
+def pack_sample_records(
+    samples: Iterable[Sample], default_time: float, default_tenant: str, out: list[bytes], tenants: set[str]
 ) -> int:
-    """:func:`encode_checked` for samples, packing straight into ``packer`` (the shipper's hot path).
+    """:func:`encode_checked` for samples, each record packed at once into ``out`` (the shipper's hot path).
 
     The same rules and the same records (a msgpack map of ``s``, ``k``, ``l``, ``v``, ``t``; a
     map's order means nothing to a reader), but the packed bytes of a series' fixed part
     (name, type, labels with ``tenant_id``) are kept between batches, like its check: per
-    sample only the value and the time are packed. Returns the number of invalid samples.
+    sample only the value and the time are packed. The shipper buffers these bytes (about
+    130 B a sample held, with the list) instead of the samples (about 290 B with their labels
+    dicts) while a batch fills. Returns the number of invalid samples, which are left out.
     """
     bad = 0
-    n = 0
     seen = _PACKED_SEEN
-    pack = packer._pack
-    buf = packer._buf
+    pack = msgpack.Packer(use_bin_type=True).pack  # one per call: a Packer is not thread-safe
+    append = out.append
+    add_tenant = tenants.add
     t_default = None
     for s in samples:
         name, labels, v, t = s.name, s.labels, s.value, s.timestamp
@@ -507,12 +514,8 @@ def pack_samples_checked(
         if entry is False:
             bad += 1
             continue
-        tenants.add(entry[0])
-        buf += entry[1]
-        buf += pack(v)
-        buf += tp
-        n += 1
-    packer.count += n
+        add_tenant(entry[0])
+        append(entry[1] + pack(v) + tp)
     return bad
 
 

@@ -401,9 +401,9 @@ def test_a_batch_sealed_from_packed_records_opens_to_the_same_records(agent_key,
     assert _open(blob, agent_key, ingest_key) == _open(wire.seal(header, recs, agent_key, ingest_key.public), agent_key, ingest_key) == recs
 
 
-def test_pack_samples_checked_gives_the_records_encode_checked_gives() -> None:
-    """The shipper's packing fast path keeps each series' packed name, type and labels between
-    batches; what a reader unpacks must be exactly encode_checked's records, batch after batch,
+def test_pack_sample_records_gives_the_records_encode_checked_gives() -> None:
+    """The shipper packs each sample at submit and keeps each series' packed name, type and labels
+    between collections; what a reader unpacks must be exactly encode_checked's records, batch after batch,
     including the samples it refuses, a changed value or time, and a reused labels dict."""
     import msgpack
 
@@ -428,9 +428,11 @@ def test_pack_samples_checked_gives_the_records_encode_checked_gives() -> None:
         expected: list = []
         exp_tenants: set = set()
         exp_bad = wire.encode_checked(samples, (), 9.0, "dflt", expected, exp_tenants)
-        packer = wire.RecordPacker()
+        packed: list = []
         tenants: set = set()
-        bad = wire.pack_samples_checked(samples, 9.0, "dflt", packer, tenants)
+        bad = wire.pack_sample_records(samples, 9.0, "dflt", packed, tenants)
+        packer = wire.RecordPacker()
+        packer.extend_packed(packed)
         got = msgpack.unpackb(wire.pack_records(packer), raw=False)
         assert (bad, tenants, len(packer)) == (exp_bad, exp_tenants, len(expected)) == (6, {"acme", "dflt"}, 4)
         assert len(got) == len(expected)
@@ -442,7 +444,7 @@ def test_pack_samples_checked_gives_the_records_encode_checked_gives() -> None:
     assert got[3]["l"] == {"tenant_id": "acme", "dev": "sdb"}
     assert got[0]["v"] == 42.5 and got[0]["t"] == 6.0
     # a bad default time refuses the samples that need it, not the ones with their own
-    packer = wire.RecordPacker()
-    assert wire.pack_samples_checked([Sample("a", "gauge", 1.0, dict(t)), Sample("b", "gauge", 1.0, dict(t), 3.0)],
-                                     float("nan"), "dflt", packer, set()) == 1
-    assert [r["s"] for r in msgpack.unpackb(wire.pack_records(packer))] == ["b"]
+    packed = []
+    assert wire.pack_sample_records([Sample("a", "gauge", 1.0, dict(t)), Sample("b", "gauge", 1.0, dict(t), 3.0)],
+                                    float("nan"), "dflt", packed, set()) == 1
+    assert [msgpack.unpackb(r)["s"] for r in packed] == ["b"]

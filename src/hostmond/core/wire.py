@@ -221,6 +221,28 @@ _SERIES_SEEN: dict[tuple[Any, ...], Any] = {}  # (default tenant, name, type, *l
 _SERIES_SEEN_MAX = 100_000
 
 
+def _remembered(seen: dict[tuple[Any, ...], Any], default_tenant: str, s: Sample, make: Any) -> Any:
+    """``make(s, (labels with tenant_id, tenant))`` for a valid series, False for one the ingest would
+    refuse; kept in ``seen`` by (default tenant, name, type, labels): a series comes every cycle."""
+    try:
+        key: tuple[Any, ...] | None = (default_tenant, s.name, s.type, *s.labels.items())
+        entry = seen.get(key)  # type: ignore[arg-type]
+    except (AttributeError, TypeError):  # labels not a dict, or an unhashable part: checked below
+        key, entry = None, None
+    if entry is None:
+        checked = _check_series(s.name, s.type, s.labels, default_tenant)
+        entry = False if checked is False else make(s, checked)
+        if key is not None:
+            if len(seen) >= _SERIES_SEEN_MAX:  # series churn: start over rather than grow
+                seen.clear()
+            seen[key] = entry
+    return entry
+
+
+def _as_checked(s: Sample, checked: Any) -> Any:
+    return checked
+
+
 def _check_series(name: Any, type_: Any, labels: Any, default_tenant: str) -> tuple[dict[str, str], str] | bool:
     """(labels with tenant_id, tenant) of a valid series, False for one the ingest would refuse."""
     if (
@@ -250,7 +272,7 @@ def encode_checked(
     records: list[dict[str, Any]],
     tenants: set[str],
 ) -> int:
-    """Encode, validate and tenant-tag in one pass (the shipper's fast path).
+    """Encode, validate and tenant-tag in one pass (the shipper's events; its samples: pack_sample_records).
 
     Appends valid records to ``records`` and their tenant ids to ``tenants``;
     a record without ``tenant_id`` gets ``default_tenant`` (its labels are
@@ -271,17 +293,7 @@ def encode_checked(
             bad += 1  # NaN, +-Inf or beyond int64 ms: no store takes it
             continue
         # The name, type and labels of a series are checked once: the same series comes every cycle.
-        try:
-            key = (default_tenant, name, s.type, *labels.items())
-            checked = seen.get(key)
-        except (AttributeError, TypeError):  # labels not a dict, or an unhashable part: checked below
-            key, checked = None, None
-        if checked is None:
-            checked = _check_series(name, s.type, labels, default_tenant)
-            if key is not None:
-                if len(seen) >= _SERIES_SEEN_MAX:  # series churn: start over rather than grow
-                    seen.clear()
-                seen[key] = checked
+        checked = _remembered(seen, default_tenant, s, _as_checked)
         if checked is False:
             bad += 1
             continue
@@ -470,11 +482,19 @@ def pack_sample_records(
     bad = 0
     seen = _PACKED_SEEN
     pack = msgpack.Packer(use_bin_type=True).pack  # one per call: a Packer is not thread-safe
+
+    def fixed_part(s: Sample, checked: tuple[dict[str, str], str]) -> tuple[str, bytes]:
+        """(tenant, the record's packed fixmap header, name, type and labels; "v" and "t" follow)."""
+        try:
+            return checked[1], b"\x85" + pack("s") + pack(s.name) + pack("k") + pack(s.type) + pack("l") + pack(checked[0]) + _K_V
+        except (TypeError, ValueError, OverflowError) as e:
+            raise SealError("seal_failed", f"records cannot be packed: {e}") from None
+
     append = out.append
     add_tenant = tenants.add
     t_default = None
     for s in samples:
-        name, labels, v, t = s.name, s.labels, s.value, s.timestamp
+        v, t = s.value, s.timestamp
         if t is None:
             if t_default is None:
                 if type(default_time) not in _NUM or not -MAX_ABS_TIMESTAMP < default_time < MAX_ABS_TIMESTAMP:
@@ -490,27 +510,7 @@ def pack_sample_records(
         if type(v) not in _NUM:
             bad += 1
             continue
-        try:
-            key = (default_tenant, name, s.type, *labels.items())
-            entry = seen.get(key)
-        except (AttributeError, TypeError):  # labels not a dict, or an unhashable part: checked below
-            key, entry = None, None
-        if entry is None:
-            checked = _check_series(name, s.type, labels, default_tenant)
-            if checked is False:
-                entry = False
-            else:
-                clabels, tid = checked  # type: ignore[misc]
-                try:
-                    # fixmap of 5, then the fixed pairs; "v" and "t" follow per sample
-                    fixed = b"\x85" + pack("s") + pack(name) + pack("k") + pack(s.type) + pack("l") + pack(clabels) + _K_V
-                except (TypeError, ValueError, OverflowError) as e:
-                    raise SealError("seal_failed", f"records cannot be packed: {e}") from None
-                entry = (tid, fixed)
-            if key is not None:
-                if len(seen) >= _SERIES_SEEN_MAX:  # series churn: start over rather than grow
-                    seen.clear()
-                seen[key] = entry
+        entry = _remembered(seen, default_tenant, s, fixed_part)
         if entry is False:
             bad += 1
             continue

@@ -217,6 +217,8 @@ async def test_permanent_rejections_leave_the_spool_and_are_counted_retryable_on
         for k in range(7):
             sh.submit(collection(10, k * 10))
         await eventually(lambda: len(ingest.stored) == 2)
+        # the ingest has stored the last batch; its answer may still be on the way: wait for the ack
+        assert await sh.wait_sent(10)
         await sh.stop()
     finally:
         await runner.cleanup()

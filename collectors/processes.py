@@ -314,7 +314,7 @@ class ProcessesCollector(Collector[ProcessesConfig]):
 
         self._prev = new_prev
         self._kthreads = new_kthreads
-        if len(kept) > len(new_prev):
+        if kept:
             for pid in [pid for pid in kept if pid not in new_prev]:
                 self._forget(pid)  # exited, or vanished while being read
         self._fd_size_ok = fd_size_ok

@@ -290,6 +290,16 @@ def test_real_proc_kept_files_follow_processes_and_are_bounded(tmp_path: Path) -
         list(small.collect())
         list(small.collect())
         assert 0 < small._nkept <= low // 8
+        # a kept process that is gone (not in /proc any more) gives its file back, even when
+        # most processes are not kept (the clean-up once compared counts and missed this case)
+        dead = os.open(f"/proc/{os.getpid()}/stat", os.O_RDONLY)
+        small._kept[2**31 + 7] = [dead, -1]
+        small._nkept += 1
+        list(small.collect())
+        assert 2**31 + 7 not in small._kept
+        with pytest.raises(OSError):
+            os.fstat(dead)  # closed
+        assert small._nkept == sum(1 for fds in small._kept.values() for fd in fds if fd >= 0)
         small.stop()
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

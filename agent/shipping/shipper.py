@@ -202,7 +202,8 @@ class Shipper:
             # never cancel a batch in the middle of sealing or spooling: wait for the lock first
             async with self._seal_lock:
                 self._batch_task.cancel()
-            await cancel_and_wait(self._batch_task)  # the cancel stays; again only if it was lost
+            # cancelled under the lock above; cancel_and_wait repeats it (harmless) until the task has ended
+            await cancel_and_wait(self._batch_task)
             self._batch_task = None
         if self.spool is not None:
             await self.flush()

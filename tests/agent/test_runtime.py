@@ -357,3 +357,34 @@ async def test_run_time_families_are_rendered_with_their_help_and_type_and_clash
 
     r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
     assert r.returncode in (0, 3), r.stdout + r.stderr  # 3: lint advice only (names, help), no parse error
+
+
+def test_the_youngest_gc_generation_does_not_run_every_cycle(tmp_path: Path) -> None:
+    """Once running, the agent's cycles leave the garbage collector alone (agent.runtime._settle_gc).
+
+    A cycle's samples and label dicts live until the cycle is done; with Python's threshold of 700
+    the youngest generation ran about twice a cycle over them. The count comes from the agent's own
+    ``python_gc_collections_total`` on /metrics, the family client_python exposes.
+    """
+    port = free_port()
+    conf = tmp_path / "hostmon.toml"
+    conf.write_text("[shipping]\nenabled = false\n[runtime]\ninterval = 0.1\njitter = 0.0\n")
+    env = {"HOSTMON_STATE_DIR": str(tmp_path / "state")}
+    with hostmon_process(["run", "--config", str(conf), "--listen", f"127.0.0.1:{port}"], env=env):
+        url = f"http://127.0.0.1:{port}/metrics"
+        wait_until(lambda: http_get(url.replace("/metrics", "/readyz"))[0] == 200, what="agent ready")
+
+        def counts() -> tuple[float, float]:
+            text = scrape(url)
+            gen0 = metric_value(text, "python_gc_collections_total", {"generation": "0"})
+            runs = metric_value(text, "hostmon_collector_runs_total", {"collector": "cpu"})
+            assert gen0 is not None and runs is not None, "python_gc_collections_total or the cpu runs missing"
+            return gen0, runs
+
+        gen0_a, runs_a = counts()
+        wait_until(lambda: counts()[1] >= runs_a + 40, timeout=30, what="40 more cycles")
+        gen0_b, runs_b = counts()
+    cycles = runs_b - runs_a
+    assert cycles >= 40
+    # ~0.01 a cycle with the agent's threshold; 1-2 a cycle with Python's default
+    assert gen0_b - gen0_a <= cycles / 10, f"{gen0_b - gen0_a:.0f} young collections in {cycles:.0f} cycles"

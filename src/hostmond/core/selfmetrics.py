@@ -62,3 +62,12 @@ PROCESS_SPECS = declare(
     MetricSpec("process_max_fds", GAUGE, "Maximum number of open file descriptors."),
     MetricSpec("process_start_time_seconds", GAUGE, "Start time of the process since unix epoch in seconds.", (), "seconds"),
 )
+
+# The garbage collector's counts (client_python's GCCollector names and HELP texts): how often
+# each generation ran is part of what the agent costs.
+PYTHON_GC_SPECS = declare(
+    "python_gc",
+    MetricSpec("python_gc_objects_collected_total", COUNTER, "Objects collected during gc", ("generation",)),
+    MetricSpec("python_gc_objects_uncollectable_total", COUNTER, "Uncollectable objects found during GC", ("generation",)),
+    MetricSpec("python_gc_collections_total", COUNTER, "Number of times this generation was collected", ("generation",)),
+)

@@ -55,6 +55,7 @@ log = logging.getLogger("hostmon.shipping")
 
 UNSPOOLED_LIMIT = 8  # sealed batches held in memory while the spool cannot be written
 PROBE_FLOOR = 0.1  # shortest wait between two tries, however full the spool
+MAX_LAYOUTS = 256  # sources whose series order submit() remembers (wire.pack_sample_records)
 
 METRICS: tuple[MetricSpec, ...] = selfmetrics.declare(
     "agent.shipping.shipper",
@@ -114,6 +115,8 @@ class Shipper:
         self.ingest_url = ingest_url or config.ingest_url
         self.local = local  # an ingest in this process (the embedded one): batches go to it without HTTP
         self.rng = rng or random.Random()
+        # per source, its series as packed at its last collection (see wire.pack_sample_records)
+        self._layouts: dict[str, list[Any]] = {}
         self.batcher = Batcher(
             config.batch_max_records, config.batch_max_age, config.batch_jitter, config.buffer_limit_records, self.rng
         )
@@ -241,7 +244,14 @@ class Shipper:
         records: list[bytes] = []
         tenants: set[str] = set()
         try:
-            invalid = wire.pack_sample_records(collection.samples, collection.time, self.tenant_ids[0], records, tenants)
+            layout = self._layouts.get(collection.collector)
+            if layout is None:
+                if len(self._layouts) >= MAX_LAYOUTS:  # sources come and go (renamed collectors): start over
+                    self._layouts.clear()
+                layout = self._layouts[collection.collector] = []
+            invalid = wire.pack_sample_records(
+                collection.samples, collection.time, self.tenant_ids[0], records, tenants, layout
+            )
         except SealError:  # a value msgpack cannot pack: the collection's samples are refused, not the agent
             records, tenants, invalid = [], set(), len(collection.samples)
         if invalid:

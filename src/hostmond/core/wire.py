@@ -468,7 +468,12 @@ _K_T = b"\xa1t"  # msgpack "t"
 
 
 def pack_sample_records(
-    samples: Iterable[Sample], default_time: float, default_tenant: str, out: list[bytes], tenants: set[str]
+    samples: Iterable[Sample],
+    default_time: float,
+    default_tenant: str,
+    out: list[bytes],
+    tenants: set[str],
+    layout: list[Any] | None = None,
 ) -> int:
     """:func:`encode_checked` for samples, each record packed at once into ``out`` (the shipper's hot path).
 
@@ -478,6 +483,14 @@ def pack_sample_records(
     sample only the value and the time are packed. The shipper buffers these bytes (about
     130 B a sample held, with the list) instead of the samples (about 290 B with their labels
     dicts) while a batch fills. Returns the number of invalid samples, which are left out.
+
+    ``layout``: the caller's list for one source (a collector) and default tenant, kept between
+    its collections. A collector gives its series in the same order every time, so a sample
+    whose name, type and labels equal those of the sample at the same place last time reuses
+    that one's packed part (a dict comparison instead of building, hashing and looking up a
+    key: 0.42 -> 0.25 ms for the ~510 samples of a default cycle). The list is rewritten in
+    place for the next call; it holds a copy of each labels dict, since a collector may change
+    its own later.
     """
     bad = 0
     seen = _PACKED_SEEN
@@ -493,29 +506,50 @@ def pack_sample_records(
     append = out.append
     add_tenant = tenants.add
     t_default = None
+    prev: list[Any] = layout if layout is not None else []
+    n_prev = len(prev)
+    cur: list[Any] = []
+    keep = cur.append
+    i = -1
     for s in samples:
+        i += 1
         v, t = s.value, s.timestamp
         if t is None:
             if t_default is None:
                 if type(default_time) not in _NUM or not -MAX_ABS_TIMESTAMP < default_time < MAX_ABS_TIMESTAMP:
                     bad += 1
+                    keep(None)
                     continue
                 t_default = _K_T + pack(default_time)
             tp = t_default
         elif type(t) not in _NUM or not -MAX_ABS_TIMESTAMP < t < MAX_ABS_TIMESTAMP:
             bad += 1  # NaN, +-Inf or beyond int64 ms: no store takes it
+            keep(None)
             continue
         else:
             tp = _K_T + pack(t)
         if type(v) not in _NUM:
             bad += 1
+            keep(None)
             continue
-        entry = _remembered(seen, default_tenant, s, fixed_part)
-        if entry is False:
-            bad += 1
-            continue
+        entry = None
+        if i < n_prev:
+            p = prev[i]  # (name, type, labels copy, entry) of the sample at this place last time
+            if p is not None and p[0] == s.name and p[1] == s.type and p[2] == s.labels:
+                entry = p[3]
+                keep(p)
+        if entry is None:
+            entry = _remembered(seen, default_tenant, s, fixed_part)
+            if entry is False:
+                bad += 1
+                keep(None)
+                continue
+            if layout is not None:
+                keep((s.name, s.type, dict(s.labels), entry))
         add_tenant(entry[0])
         append(entry[1] + pack(v) + tp)
+    if layout is not None:
+        layout[:] = cur
     return bad
 
 

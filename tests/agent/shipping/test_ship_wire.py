@@ -401,10 +401,13 @@ def test_a_batch_sealed_from_packed_records_opens_to_the_same_records(agent_key,
     assert _open(blob, agent_key, ingest_key) == _open(wire.seal(header, recs, agent_key, ingest_key.public), agent_key, ingest_key) == recs
 
 
-def test_pack_sample_records_gives_the_records_encode_checked_gives() -> None:
+@pytest.mark.parametrize("with_layout", [False, True])
+def test_pack_sample_records_gives_the_records_encode_checked_gives(with_layout: bool) -> None:
     """The shipper packs each sample at submit and keeps each series' packed name, type and labels
     between collections; what a reader unpacks must be exactly encode_checked's records, batch after batch,
-    including the samples it refuses, a changed value or time, and a reused labels dict."""
+    including the samples it refuses, a changed value or time, and a reused labels dict. With a
+    layout (the series order of the source's last collection) as well: round 2 changes a dict in
+    place, round 3 reverses the order and makes a valid sample invalid and an invalid one valid."""
     import msgpack
 
     t = {"tenant_id": "acme"}
@@ -421,28 +424,39 @@ def test_pack_sample_records_gives_the_records_encode_checked_gives() -> None:
         Sample("r", "gauge", 2.0, reused, 7.0),
         Sample("x" * 257, "gauge", 1.0, dict(t)),
     ]
-    for round_ in range(3):  # the first fills the cache, the later ones use it
+    layout: list | None = [] if with_layout else None
+    for round_ in range(4):  # the first fills the cache, the later ones use it
         if round_ == 2:
             reused["dev"] = "sdb"  # a collector that changes its labels dict in place
             samples[0] = Sample("ok", "gauge", 42.5, dict(t), 6.0)
+        if round_ == 3:
+            samples.reverse()
+            samples[-1] = Sample("ok", "gauge", 42.5, {"tenant_id": 7}, 6.0)  # type: ignore[dict-item]
+            samples[0] = Sample("x" * 256, "gauge", 1.0, dict(t))
         expected: list = []
         exp_tenants: set = set()
         exp_bad = wire.encode_checked(samples, (), 9.0, "dflt", expected, exp_tenants)
         packed: list = []
         tenants: set = set()
-        bad = wire.pack_sample_records(samples, 9.0, "dflt", packed, tenants)
+        bad = wire.pack_sample_records(samples, 9.0, "dflt", packed, tenants, layout)
         packer = wire.RecordPacker()
         packer.extend_packed(packed)
         got = msgpack.unpackb(wire.pack_records(packer), raw=False)
-        assert (bad, tenants, len(packer)) == (exp_bad, exp_tenants, len(expected)) == (6, {"acme", "dflt"}, 4)
+        assert (bad, tenants, len(packer)) == (exp_bad, exp_tenants, len(expected))
+        assert (bad, tenants, len(packer)) == (6, {"acme", "dflt"}, 4)
+        if layout is not None:
+            assert len(layout) == len(samples)  # one place per sample, None for a refused one
         assert len(got) == len(expected)
         for g, e in zip(got, expected):
             assert g.keys() == e.keys()
             for k in e:
                 assert g[k] == e[k] or (g[k] != g[k] and e[k] != e[k]), (k, g[k], e[k])  # NaN == NaN here
             wire.check_record(g)
-    assert got[3]["l"] == {"tenant_id": "acme", "dev": "sdb"}
-    assert got[0]["v"] == 42.5 and got[0]["t"] == 6.0
+        if round_ == 2:
+            assert got[3]["l"] == {"tenant_id": "acme", "dev": "sdb"}
+            assert got[0]["v"] == 42.5 and got[0]["t"] == 6.0
+    assert [g["s"] for g in got] == ["x" * 256, "r", "nan_ok", "ok_int_no_ts"]
+    assert got[1]["l"] == {"tenant_id": "acme", "dev": "sdb"} and got[3]["l"] == {"x": "y", "tenant_id": "dflt"}
     # a bad default time refuses the samples that need it, not the ones with their own
     packed = []
     assert wire.pack_sample_records([Sample("a", "gauge", 1.0, dict(t)), Sample("b", "gauge", 1.0, dict(t), 3.0)],

@@ -68,13 +68,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from array import array
 from typing import Any
 
 _SQRT2 = math.sqrt(2.0)
 _LOG10_SQRT_2PI = math.log10(math.sqrt(2.0 * math.pi))
 _LOG10_E = math.log10(math.e)
 
-STATE_VERSION = 2  # 1: before the level range, quantum and burst statistics (still read)
+STATE_VERSION = 3  # 1: before the level range, quantum and burst statistics; 2: before the transition model (both still read)
 
 
 def surprise(z: float) -> float:
@@ -111,6 +112,11 @@ class DetectorParams:
     season_weight: float = 0.8  # the seasonal residual's surprise counts this much
     season_visit: float = 0.5  # weight of the latest visit's mean in a slot's profile value
     season_min: int = 3  # visits a slot needs before its residual is scored
+    context_weight: float = 4.0  # transition surprise (an unusual move between value bins) counts this much; 0 turns it off
+    context_bins: int = 6  # ... over this many equal bins of the seen range ...
+    context_prior: float = 0.25  # ... with this pseudo-count per transition ...
+    context_decay: float = 0.01  # ... each bin's transitions forgetting over about 1/this of its visits ...
+    context_grow: float = 0.1  # ... the bins re-cut when the seen range outgrows them by this fraction
     threshold: float = 0.8  # an alarm: score at or above this (the agent's event threshold)
     hold: int = 30  # after an alarm, scores are halved for this many samples (one incident, one alarm)
 
@@ -147,6 +153,16 @@ class DetectorParams:
             errs.append(f"threshold: must be in (0, 1], got {self.threshold}")
         if self.hold < 0:
             errs.append(f"hold: must be >= 0, got {self.hold}")
+        if self.context_weight < 0:
+            errs.append(f"context_weight: must be >= 0 (0 turns the transition model off), got {self.context_weight}")
+        if not 2 <= self.context_bins <= 32:
+            errs.append(f"context_bins: must be between 2 and 32, got {self.context_bins}")
+        if not self.context_prior > 0:
+            errs.append(f"context_prior: must be > 0, got {self.context_prior}")
+        if not 0.0 <= self.context_decay < 1.0:
+            errs.append(f"context_decay: must be >= 0 and < 1, got {self.context_decay}")
+        if not self.context_grow > 0:
+            errs.append(f"context_grow: must be > 0, got {self.context_grow}")
         return errs
 
 
@@ -200,6 +216,102 @@ class _Deviation:
         return d
 
 
+class _Transitions:
+    """How unusual the move from the previous value's bin to this one's is (step 5).
+
+    The seen range is cut into ``context_bins`` equal bins; ``counts[i * bins + j]`` counts
+    (with forgetting) the moves from bin ``i`` to bin ``j``. The surprise of a move is
+    ``-log10 P(j | i)`` (a pseudo-count ``context_prior`` per move) less ``log10(bins)``, the
+    surprise of a move by chance: 0 for ordinary moves, high for a move that bin has rarely or
+    never made. When the seen range outgrows the bins by ``context_grow`` of their width, they
+    are re-cut over the new range and the counts moved to the bins that hold the old bins' middles.
+    """
+
+    __slots__ = ("counts", "ghi", "glo", "hi", "lo", "prev", "rows")
+
+    def __init__(self, bins: int, lo: float = math.nan, hi: float = math.nan) -> None:
+        self.lo, self.hi = lo, hi  # the exact seen range (NaN: nothing seen)
+        self.glo = self.ghi = math.nan  # the bins' range (NaN: not cut yet)
+        self.prev = -1  # the previous value's bin (-1: none)
+        self.counts = array("d", bytes(8 * bins * bins))
+        self.rows = array("d", bytes(8 * bins))  # per bin: the sum of its counts
+
+    def update(self, x: float, p: DetectorParams, learn_only: bool) -> float:
+        """Return the surprise of the move to ``x`` (0 when ``learn_only`` or no move yet), then learn it."""
+        if not x >= self.lo:  # also when lo is NaN
+            self.lo = x
+        if not x <= self.hi:
+            self.hi = x
+        if learn_only:
+            return 0.0
+        bins = p.context_bins
+        glo, ghi = self.glo, self.ghi
+        tol = p.context_grow * (ghi - glo)
+        if not (self.lo >= glo - tol and self.hi <= ghi + tol):  # also when not cut yet
+            self._recut(bins)
+            glo, ghi = self.glo, self.ghi
+        j = int((x - glo) * bins / (ghi - glo))
+        j = 0 if j < 0 else bins - 1 if j >= bins else j
+        i = self.prev
+        self.prev = j
+        if i < 0:
+            return 0.0
+        c, rows, a = self.counts, self.rows, p.context_prior
+        k = i * bins + j
+        s = -math.log10((c[k] + a) / (rows[i] + bins * a)) - math.log10(bins)
+        if p.context_decay > 0.0:
+            f = 1.0 - p.context_decay
+            for m in range(i * bins, i * bins + bins):
+                c[m] *= f
+            rows[i] *= f
+        c[k] += 1.0
+        rows[i] += 1.0
+        return max(0.0, s)
+
+    def _recut(self, bins: int) -> None:
+        lo, hi = self.lo, self.hi
+        if not hi > lo:
+            hi = lo + max(1e-9, 1e-6 * abs(lo))
+        if not math.isnan(self.glo):  # cut before: move the counts to the new bins of the old bins' middles
+            ow, nw = (self.ghi - self.glo) / bins, (hi - lo) / bins
+            to = [min(bins - 1, max(0, int((self.glo + (q + 0.5) * ow - lo) / nw))) for q in range(bins)]
+            c = array("d", bytes(8 * bins * bins))
+            rows = array("d", bytes(8 * bins))
+            for k, v in enumerate(self.counts):
+                if v:
+                    i = to[k // bins]
+                    c[i * bins + to[k % bins]] += v
+                    rows[i] += v
+            self.counts, self.rows = c, rows
+            if self.prev >= 0:
+                self.prev = to[self.prev]
+        self.glo, self.ghi = lo, hi
+
+    def state(self) -> list[Any]:
+        """JSON-safe: NaN (nothing seen, not cut yet) as null."""
+        return [*(None if math.isnan(v) else v for v in (self.lo, self.hi, self.glo, self.ghi)), self.prev, list(self.counts), list(self.rows)]
+
+    @classmethod
+    def from_state(cls, v: Any, bins: int) -> _Transitions:
+        if not (isinstance(v, list) and len(v) == 7 and isinstance(v[5], list) and len(v[5]) == bins * bins and isinstance(v[6], list) and len(v[6]) == bins):
+            raise ValueError("detector state: transitions do not match the parameters")
+        lo, hi, glo, ghi, prev, counts, rows = v
+        if not (all(_finite(x) or x is None for x in (lo, hi, glo, ghi)) and isinstance(prev, int) and not isinstance(prev, bool) and -1 <= prev < bins):
+            raise ValueError("detector state: bad transitions")
+        if not all(_finite(x) and x >= 0 for x in (*counts, *rows)):
+            raise ValueError("detector state: bad transition counts")
+        nan = math.nan
+        t = cls(bins, nan if lo is None else float(lo), nan if hi is None else float(hi))
+        t.glo, t.ghi = (nan, nan) if glo is None or ghi is None else (float(glo), float(ghi))
+        cut = not math.isnan(t.glo)
+        if cut and not t.ghi > t.glo:
+            raise ValueError("detector state: bad transition bins")
+        t.prev = prev if cut else -1
+        t.counts = array("d", (float(x) for x in counts))
+        t.rows = array("d", (float(x) for x in rows))
+        return t
+
+
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -229,6 +341,7 @@ class Detector:
         "record",
         "season",
         "slot",
+        "trans",
     )
 
     def __init__(self, params: DetectorParams = DEFAULT_PARAMS) -> None:
@@ -251,6 +364,7 @@ class Detector:
         self.quiet = 0  # samples left in the hold after an alarm
         self.alarm = False  # the last update raised an alarm
         self.expected = (0.0, 0.0)
+        self.trans = _Transitions(params.context_bins) if params.context_weight > 0 else None  # step 5
 
     def update(self, x: float, t: float | None = None) -> float:
         """Score ``x`` against what was learned so far, then learn it.
@@ -319,6 +433,10 @@ class Detector:
         elif lv < self.llo - ltol:
             novel = novel or wide
             self.llo = lv
+        # transition surprise: an unusual move between bins of the seen range (sequence context)
+        tr = self.trans
+        if tr is not None:
+            s = max(s, p.context_weight * tr.update(x, p, n < p.warmup))
         if n <= p.warmup:
             return 0.0
         # burst: a run of surprising samples, as one surprise
@@ -375,12 +493,13 @@ class Detector:
             "record": self.record,
             "quiet": self.quiet,
             "expected": list(self.expected),
+            "trans": None if self.trans is None else self.trans.state(),
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any], params: DetectorParams = DEFAULT_PARAMS) -> Detector:
         """Rebuild from ``to_state()``; raises ValueError for a snapshot it cannot trust (or made with another profile shape)."""
-        if not isinstance(state, dict) or state.get("v") not in (1, STATE_VERSION):
+        if not isinstance(state, dict) or state.get("v") not in (1, 2, STATE_VERSION):
             raise ValueError("unknown detector state version")
         d = cls(params)
         try:
@@ -431,4 +550,10 @@ class Detector:
         d.prev, d.quantum = float(step[0]), float(step[1])
         d.burst = [float(burst[0]), float(burst[1]), float(burst[2]), burst[3]]
         d.expected = (float(elo), float(ehi))
+        if d.trans is not None:
+            tr = state.get("trans") if state["v"] == STATE_VERSION else None
+            if tr is None:  # before the transition model, or saved with it off: learn it afresh over the seen range
+                d.trans = _Transitions(params.context_bins, d.lo, d.hi) if d.n else _Transitions(params.context_bins)
+            else:
+                d.trans = _Transitions.from_state(tr, params.context_bins)
         return d

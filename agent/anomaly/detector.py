@@ -68,7 +68,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from array import array
 from typing import Any
 
 _SQRT2 = math.sqrt(2.0)
@@ -220,21 +219,27 @@ class _Transitions:
     """How unusual the move from the previous value's bin to this one's is (step 5).
 
     The seen range is cut into ``context_bins`` equal bins; ``counts[i * bins + j]`` counts
-    (with forgetting) the moves from bin ``i`` to bin ``j``. The surprise of a move is
-    ``-log10 P(j | i)`` (a pseudo-count ``context_prior`` per move) less ``log10(bins)``, the
-    surprise of a move by chance: 0 for ordinary moves, high for a move that bin has rarely or
-    never made. When the seen range outgrows the bins by ``context_grow`` of their width, they
-    are re-cut over the new range and the counts moved to the bins that hold the old bins' middles.
+    the moves from bin ``i`` to bin ``j``, each bin forgetting its moves over about
+    ``1 / context_decay`` of its visits. The surprise of a move is ``-log10 P(j | i)`` (a
+    pseudo-count ``context_prior`` per move) less ``log10(bins)``, the surprise of a move by
+    chance: 0 for ordinary moves, high for a move its bin has rarely or never made. When the seen
+    range outgrows the bins by ``context_grow`` of their width, they are re-cut over the new range
+    and the counts moved to the new bins that hold the old bins' middles.
+
+    Forgetting is lazy: a bin's counts are kept in units that grow by ``1 / (1 - context_decay)``
+    per visit (``unit[i]``), so a visit costs O(1); a bin's counts are rescaled when its unit gets large.
     """
 
-    __slots__ = ("counts", "ghi", "glo", "hi", "lo", "prev", "rows")
+    __slots__ = ("counts", "edges", "ghi", "glo", "hi", "lo", "prev", "rows", "unit")
 
     def __init__(self, bins: int, lo: float = math.nan, hi: float = math.nan) -> None:
         self.lo, self.hi = lo, hi  # the exact seen range (NaN: nothing seen)
-        self.glo = self.ghi = math.nan  # the bins' range (NaN: not cut yet)
+        self.glo = self.ghi = math.nan  # the bins' range (NaN: not cut yet) ...
+        self.edges = (math.nan, math.nan)  # ... and the values beyond which they are re-cut
         self.prev = -1  # the previous value's bin (-1: none)
-        self.counts = array("d", bytes(8 * bins * bins))
-        self.rows = array("d", bytes(8 * bins))  # per bin: the sum of its counts
+        self.counts = [0.0] * (bins * bins)  # in units of unit[i] for the moves from bin i
+        self.rows = [0.0] * bins  # per bin: the sum of its counts
+        self.unit = [1.0] * bins
 
     def update(self, x: float, p: DetectorParams, learn_only: bool) -> float:
         """Return the surprise of the move to ``x`` (0 when ``learn_only`` or no move yet), then learn it."""
@@ -245,70 +250,91 @@ class _Transitions:
         if learn_only:
             return 0.0
         bins = p.context_bins
-        glo, ghi = self.glo, self.ghi
-        tol = p.context_grow * (ghi - glo)
-        if not (self.lo >= glo - tol and self.hi <= ghi + tol):  # also when not cut yet
-            self._recut(bins)
-            glo, ghi = self.glo, self.ghi
-        j = int((x - glo) * bins / (ghi - glo))
+        e = self.edges
+        if not e[0] <= x <= e[1]:  # also when not cut yet
+            self._recut(bins, p.context_grow)
+        glo = self.glo
+        j = int((x - glo) * bins / (self.ghi - glo))
         j = 0 if j < 0 else bins - 1 if j >= bins else j
         i = self.prev
         self.prev = j
         if i < 0:
             return 0.0
-        c, rows, a = self.counts, self.rows, p.context_prior
+        c, rows, u = self.counts, self.rows, self.unit[i]
         k = i * bins + j
-        s = -math.log10((c[k] + a) / (rows[i] + bins * a)) - math.log10(bins)
+        au = p.context_prior * u
+        s = -math.log10((c[k] + au) * bins / (rows[i] + bins * au))  # less the chance level, log10(bins)
         if p.context_decay > 0.0:
-            f = 1.0 - p.context_decay
-            for m in range(i * bins, i * bins + bins):
-                c[m] *= f
-            rows[i] *= f
-        c[k] += 1.0
-        rows[i] += 1.0
+            u /= 1.0 - p.context_decay
+            if u > 1e12:
+                for m in range(i * bins, i * bins + bins):
+                    c[m] /= u
+                rows[i] /= u
+                u = 1.0
+            self.unit[i] = u
+        c[k] += u
+        rows[i] += u
         return max(0.0, s)
 
-    def _recut(self, bins: int) -> None:
+    def _recut(self, bins: int, grow: float) -> None:
         lo, hi = self.lo, self.hi
         if not hi > lo:
             hi = lo + max(1e-9, 1e-6 * abs(lo))
         if not math.isnan(self.glo):  # cut before: move the counts to the new bins of the old bins' middles
             ow, nw = (self.ghi - self.glo) / bins, (hi - lo) / bins
             to = [min(bins - 1, max(0, int((self.glo + (q + 0.5) * ow - lo) / nw))) for q in range(bins)]
-            c = array("d", bytes(8 * bins * bins))
-            rows = array("d", bytes(8 * bins))
+            c = [0.0] * (bins * bins)
+            rows = [0.0] * bins
+            unit = self.unit
             for k, v in enumerate(self.counts):
                 if v:
                     i = to[k // bins]
+                    v /= unit[k // bins]
                     c[i * bins + to[k % bins]] += v
                     rows[i] += v
-            self.counts, self.rows = c, rows
+            self.counts, self.rows, self.unit = c, rows, [1.0] * bins
             if self.prev >= 0:
                 self.prev = to[self.prev]
         self.glo, self.ghi = lo, hi
+        tol = grow * (hi - lo)
+        self.edges = (lo - tol, hi + tol)
 
     def state(self) -> list[Any]:
         """JSON-safe: NaN (nothing seen, not cut yet) as null."""
-        return [*(None if math.isnan(v) else v for v in (self.lo, self.hi, self.glo, self.ghi)), self.prev, list(self.counts), list(self.rows)]
+        return [
+            *(None if math.isnan(v) else v for v in (self.lo, self.hi, self.glo, self.ghi)),
+            self.prev,
+            list(self.counts),
+            list(self.rows),
+            list(self.unit),
+        ]
 
     @classmethod
-    def from_state(cls, v: Any, bins: int) -> _Transitions:
-        if not (isinstance(v, list) and len(v) == 7 and isinstance(v[5], list) and len(v[5]) == bins * bins and isinstance(v[6], list) and len(v[6]) == bins):
+    def from_state(cls, v: Any, p: DetectorParams) -> _Transitions:
+        bins = p.context_bins
+        if not (
+            isinstance(v, list)
+            and len(v) == 8
+            and all(isinstance(v[i], list) and len(v[i]) == n for i, n in ((5, bins * bins), (6, bins), (7, bins)))
+        ):
             raise ValueError("detector state: transitions do not match the parameters")
-        lo, hi, glo, ghi, prev, counts, rows = v
+        lo, hi, glo, ghi, prev, counts, rows, unit = v
         if not (all(_finite(x) or x is None for x in (lo, hi, glo, ghi)) and isinstance(prev, int) and not isinstance(prev, bool) and -1 <= prev < bins):
             raise ValueError("detector state: bad transitions")
-        if not all(_finite(x) and x >= 0 for x in (*counts, *rows)):
+        if not (all(_finite(x) and x >= 0 for x in (*counts, *rows)) and all(_finite(x) and x >= 1.0 for x in unit)):
             raise ValueError("detector state: bad transition counts")
         nan = math.nan
         t = cls(bins, nan if lo is None else float(lo), nan if hi is None else float(hi))
-        t.glo, t.ghi = (nan, nan) if glo is None or ghi is None else (float(glo), float(ghi))
-        cut = not math.isnan(t.glo)
-        if cut and not t.ghi > t.glo:
-            raise ValueError("detector state: bad transition bins")
-        t.prev = prev if cut else -1
-        t.counts = array("d", (float(x) for x in counts))
-        t.rows = array("d", (float(x) for x in rows))
+        if glo is not None and ghi is not None:
+            if not ghi > glo:
+                raise ValueError("detector state: bad transition bins")
+            t.glo, t.ghi = float(glo), float(ghi)
+            tol = p.context_grow * (t.ghi - t.glo)
+            t.edges = (t.glo - tol, t.ghi + tol)
+            t.prev = prev
+        t.counts = [float(x) for x in counts]
+        t.rows = [float(x) for x in rows]
+        t.unit = [float(x) for x in unit]
         return t
 
 
@@ -555,5 +581,5 @@ class Detector:
             if tr is None:  # before the transition model, or saved with it off: learn it afresh over the seen range
                 d.trans = _Transitions(params.context_bins, d.lo, d.hi) if d.n else _Transitions(params.context_bins)
             else:
-                d.trans = _Transitions.from_state(tr, params.context_bins)
+                d.trans = _Transitions.from_state(tr, params)
         return d

@@ -193,10 +193,11 @@ def test_a_version_2_state_from_before_the_transition_model_is_restored_and_lear
         {**Detector().to_state(), "step": [0.0, -1.0]},
         {**Detector().to_state(), "burst": [0.0, 0.0, 0.0, 1.5]},
         {k: v for k, v in Detector().to_state().items() if k != "burst"},
-        {**Detector().to_state(), "trans": [None, None, None, None, -1, [0.0] * 4, [0.0] * 2]},  # other bins
-        {**Detector().to_state(), "trans": [0.0, 1.0, 0.0, 1.0, 9, [0.0] * 36, [0.0] * 6]},
-        {**Detector().to_state(), "trans": [0.0, 1.0, 0.0, 1.0, 0, [-1.0] * 36, [0.0] * 6]},
-        {**Detector().to_state(), "trans": [0.0, 1.0, 1.0, 1.0, 0, [0.0] * 36, [0.0] * 6]},
+        {**Detector().to_state(), "trans": [None, None, None, None, -1, [0.0] * 4, [0.0] * 2, [1.0] * 2]},  # other bins
+        {**Detector().to_state(), "trans": [0.0, 1.0, 0.0, 1.0, 9, [0.0] * 36, [0.0] * 6, [1.0] * 6]},
+        {**Detector().to_state(), "trans": [0.0, 1.0, 0.0, 1.0, 0, [-1.0] * 36, [0.0] * 6, [1.0] * 6]},
+        {**Detector().to_state(), "trans": [0.0, 1.0, 0.0, 1.0, 0, [0.0] * 36, [0.0] * 6, [0.5] * 6]},
+        {**Detector().to_state(), "trans": [0.0, 1.0, 1.0, 1.0, 0, [0.0] * 36, [0.0] * 6, [1.0] * 6]},
         {**Detector().to_state(), "trans": "x"},
     ],
 )

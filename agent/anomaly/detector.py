@@ -116,6 +116,7 @@ class DetectorParams:
     context_prior: float = 0.25  # ... with this pseudo-count per transition ...
     context_decay: float = 0.01  # ... each bin's transitions forgetting over about 1/this of its visits ...
     context_grow: float = 0.1  # ... the bins re-cut when the seen range outgrows them by this fraction
+    context_quanta: float = 16.0  # the transition surprise counts once the seen range spans this many quanta
     threshold: float = 0.8  # an alarm: score at or above this (the agent's event threshold)
     hold: int = 30  # after an alarm, scores are halved for this many samples (one incident, one alarm)
 
@@ -160,6 +161,8 @@ class DetectorParams:
             errs.append(f"context_prior: must be > 0, got {self.context_prior}")
         if not 0.0 <= self.context_decay < 1.0:
             errs.append(f"context_decay: must be >= 0 and < 1, got {self.context_decay}")
+        if self.context_quanta < 0:
+            errs.append(f"context_quanta: must be >= 0, got {self.context_quanta}")
         if not self.context_grow > 0:
             errs.append(f"context_grow: must be > 0, got {self.context_grow}")
         return errs
@@ -462,7 +465,11 @@ class Detector:
         # transition surprise: an unusual move between bins of the seen range (sequence context)
         tr = self.trans
         if tr is not None:
-            s = max(s, p.context_weight * tr.update(x, p, n < p.warmup))
+            ts = p.context_weight * tr.update(x, p, n < p.warmup)
+            # only where the bins are wider than a few quanta: a series of a few distinct values
+            # (a count of 0-2, a gauge stepping 100/101/102) makes unseen moves by sampling jitter alone
+            if tr.hi - tr.lo >= p.context_quanta * self.quantum:
+                s = max(s, ts)
         if n <= p.warmup:
             return 0.0
         # burst: a run of surprising samples, as one surprise

@@ -163,6 +163,17 @@ def test_a_move_made_often_stops_being_surprising() -> None:
     assert max(stutter[-10:]) < 0.5  # the stutter is now a move this series makes
 
 
+def test_a_few_distinct_values_sampled_out_of_step_raise_no_transition_alarm() -> None:
+    # a gauge stepping 100, 101, 102 and round, read out of step once: 100 follows 100. With three
+    # distinct values the bins are those values, and such a move is jitter, not news (context_quanta)
+    cycle = [100.0 + i % 3 for i in range(1500)]
+    gated, ungated = Detector(), Detector(dataclasses.replace(DEFAULT_PARAMS, context_quanta=0.0))
+    feed(gated, cycle)
+    feed(ungated, cycle)
+    assert gated.update(102.0) < DEFAULT_PARAMS.threshold  # 102 after 102
+    assert ungated.update(102.0) >= DEFAULT_PARAMS.threshold  # what the gate keeps out
+
+
 def test_a_version_2_state_from_before_the_transition_model_is_restored_and_learns_it() -> None:
     a = Detector()
     feed(a, noisy(800, seed=14))
@@ -208,9 +219,9 @@ def test_untrustworthy_state_is_refused(state: object) -> None:
 
 def test_params_validation_names_each_bad_field() -> None:
     errs = DetectorParams(
-        alpha=0.0, short=1.5, zclip=-1, range_tol=-0.1, warmup=0, context_weight=-1, context_bins=1, context_prior=0, context_decay=1.0, context_grow=0
+        alpha=0.0, short=1.5, zclip=-1, range_tol=-0.1, warmup=0, context_weight=-1, context_bins=1, context_prior=0, context_decay=1.0, context_grow=0, context_quanta=-1
     ).validate()
     joined = "\n".join(errs)
-    for name in ("alpha", "short", "zclip", "range_tol", "warmup", "context_weight", "context_bins", "context_prior", "context_decay", "context_grow"):
+    for name in ("alpha", "short", "zclip", "range_tol", "warmup", "context_weight", "context_bins", "context_prior", "context_decay", "context_grow", "context_quanta"):
         assert name + ":" in joined
     assert DEFAULT_PARAMS.validate() == []

@@ -27,12 +27,21 @@ Per sample ``x`` seen at time ``t`` (``update(x, t)``):
    of its past visits. Once a slot has been visited ``season_min`` times, the
    residual ``x - profile[slot]`` goes through steps 1-3 with its own
    statistics, weighted by ``season_weight``: "unusual for this hour of day".
-5. **Burst surprise.** The largest of the surprises above, ``s``, averaged over
+5. **Transition surprise.** The seen range is cut into ``context_bins`` (6)
+   equal bins, and a table counts the moves from each bin to the next sample's
+   (each bin forgetting over about ``1 / context_decay`` of its visits). A move
+   scores ``-log10 P(move)`` less the chance level ``log10(context_bins)``,
+   weighted by ``context_weight``: a value common in itself that comes after a
+   value it never follows (a swing that stops, a pattern that changes shape).
+   This is the idea of NAB's contextOSE detector, in a 6 x 6 table. It counts
+   only once the seen range spans ``context_quanta`` quanta (in a series of a
+   few distinct values, sampling jitter alone makes moves never seen).
+6. **Burst surprise.** The largest of the surprises above, ``s``, averaged over
    a few samples (weight ``burst_short``) against its own long-run mean and
    spread (weight ``burst_long``), as a tail probability weighted by
    ``burst_weight``: a run of moderately surprising samples (spikes coming
    closer together) counts as one surprise.
-6. **Score.** The largest surprise ``s`` relative to the largest surprise of the
+7. **Score.** The largest surprise ``s`` relative to the largest surprise of the
    recent past (a maximum that forgets over half the samples seen so far, at
    least ``record_memory_min`` and at most ``record_memory_max`` samples, and
    is never below ``record_floor`` nor above the surprise of a ``zclip``-sd
@@ -40,23 +49,25 @@ Per sample ``x`` seen at time ``t`` (``update(x, t)``):
    So 0.5 means "as surprising as the most surprising moment of the recent
    past", 1.0 twice as surprising or more; a series that is always noisy stops
    alarming on its noise once it has seen it.
-7. **Novelty.** A value beyond every value seen so far by more than
+8. **Novelty.** A value beyond every value seen so far by more than
    ``range_tol`` of the seen range scores 1.0, and so does a *level* beyond
    every level seen (an EW mean of weight ``level_alpha``, about four samples,
    against its own seen range): a shift to somewhere the series has never
    been. Either counts only when the sample is also ``novel_z`` sd or more from
    the baseline's mean (nothing is new in a tiny range). The seen ranges grow
    only by such steps, so a slow creep out of them still counts.
-8. **Hold.** A score at or above ``threshold`` is an alarm; the next ``hold``
+9. **Hold.** A score at or above ``threshold`` is an alarm; the next ``hold``
    scores are halved, so one incident gives one alarm. The first ``warmup``
    samples only learn (score 0).
 
 Memory per series: two sets of 7 statistics, the profile (24 floats and 24
-counts with the defaults) and about 20 more numbers: 2,148 bytes as Python
-objects, 1,210 bytes of JSON state (``bench/anomaly_bench.py`` measures both).
-CPU: a median 5.8 µs per sample on the 2-core development machine (same bench;
-the budget is 20 µs). NAB (51 files, the defaults, ``bench/nab_run.py``):
-standard 73.97, reward low FP 65.31, reward low FN 78.52.
+counts with the defaults), the transition table (36 counts, 6 row sums, 6
+units) and about 25 more numbers: 3,216 bytes as Python objects, 1,730 bytes
+of JSON state (``bench/anomaly_bench.py`` measures both). CPU: a median 8.6 µs
+per sample on the 2-core development machine against 6.4 µs without the
+transition model, in the same run (the budget is 20 µs). NAB (51 files, the
+defaults, ``bench/nab_run.py``): standard 75.63, reward low FP 67.77, reward
+low FN 79.97.
 
 ``expected_range()`` gives the band the model held for the last sample
 (``expected ± band * sd`` of the baseline, or of the seasonal profile when that

@@ -268,8 +268,8 @@ class _Transitions:
         if not e[0] <= x <= e[1]:  # also when not cut yet
             self._recut(bins, p.context_grow)
         glo = self.glo
-        j = int((x - glo) * bins / (self.ghi - glo))
-        j = 0 if j < 0 else bins - 1 if j >= bins else j
+        f = (x - glo) * bins / (self.ghi - glo)  # NaN or infinite for values near the float limits
+        j = int(f) if 0.0 <= f < bins else bins - 1 if f >= bins else 0
         i = self.prev
         self.prev = j
         if i < 0:
@@ -296,7 +296,8 @@ class _Transitions:
             hi = lo + max(1e-9, 1e-6 * abs(lo))
         if not math.isnan(self.glo):  # cut before: move the counts to the new bins of the old bins' middles
             ow, nw = (self.ghi - self.glo) / bins, (hi - lo) / bins
-            to = [min(bins - 1, max(0, int((self.glo + (q + 0.5) * ow - lo) / nw))) for q in range(bins)]
+            mid = [(self.glo + (q + 0.5) * ow - lo) / nw for q in range(bins)]  # old middles, in new bins
+            to = [int(f) if 0.0 <= f < bins else bins - 1 if f >= bins else 0 for f in mid]
             c = [0.0] * (bins * bins)
             rows = [0.0] * bins
             unit = self.unit

@@ -69,6 +69,14 @@ def test_non_finite_values_are_ignored() -> None:
     assert d.to_state() == st
 
 
+def test_values_near_the_float_limits_are_scored_without_error() -> None:
+    d = Detector()
+    feed(d, noisy(100))
+    for x in (1e308, -1e308, 1.7e308, 5.0, -1.7e308):
+        assert 0.0 <= d.update(x) <= 1.0
+    assert 0 <= d.trans.prev < DEFAULT_PARAMS.context_bins
+
+
 def test_state_round_trips_through_json_and_continues_identically() -> None:
     xs = noisy(3000, seed=5) + [80.0] + noisy(200, seed=6)
     ts = [T0 + 300.0 * i for i in range(len(xs))]

@@ -63,9 +63,9 @@ Per sample ``x`` seen at time ``t`` (``update(x, t)``):
 Memory per series: two sets of 7 statistics, the profile (24 floats and 24
 counts with the defaults), the transition table (36 counts, 6 row sums, 6
 units) and about 25 more numbers: 3,216 bytes as Python objects, 1,730 bytes
-of JSON state (``bench/anomaly_bench.py`` measures both). CPU: a median 8.6 µs
-per sample on the 2-core development machine against 6.4 µs without the
-transition model, in the same run (the budget is 20 µs). NAB (51 files, the
+of JSON state (``bench/anomaly_bench.py`` measures both). CPU: a median 7.8 µs
+per sample on the 2-core development machine (same bench; about 1.4 µs of it
+the transition model; the budget is 20 µs). NAB (51 files, the
 defaults, ``bench/nab_run.py``): standard 75.63, reward low FP 67.77, reward
 low FN 79.97.
 

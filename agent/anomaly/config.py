@@ -135,6 +135,11 @@ class AnomalyConfig:
     save_interval: float = field(300.0, "Seconds between two saves of the models to the state directory (and at stop).", check=check_positive)
     alpha: float = field(DEFAULT_PARAMS.alpha, "Weight of each new sample in the baseline: about 1/alpha samples of memory.", check=check_fraction)
     season_weight: float = field(DEFAULT_PARAMS.season_weight, "Weight of the hour-of-day profile's surprise; 0 turns the profile off.")
+    context_weight: float = field(
+        DEFAULT_PARAMS.context_weight,
+        "Weight of the transition model's surprise (an unusual move between value bins); 0 turns it off.",
+        check=check_not_negative,
+    )
 
     def validate(self) -> None:
         errs = self.params().validate()
@@ -143,7 +148,12 @@ class AnomalyConfig:
 
     def params(self) -> DetectorParams:
         return dataclasses.replace(
-            DEFAULT_PARAMS, threshold=self.threshold, hold=self.hold, alpha=self.alpha, season_weight=self.season_weight
+            DEFAULT_PARAMS,
+            threshold=self.threshold,
+            hold=self.hold,
+            alpha=self.alpha,
+            season_weight=self.season_weight,
+            context_weight=self.context_weight,
         )
 
     def rules(self) -> list[WatchRule]:

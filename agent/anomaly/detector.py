@@ -27,12 +27,21 @@ Per sample ``x`` seen at time ``t`` (``update(x, t)``):
    of its past visits. Once a slot has been visited ``season_min`` times, the
    residual ``x - profile[slot]`` goes through steps 1-3 with its own
    statistics, weighted by ``season_weight``: "unusual for this hour of day".
-5. **Burst surprise.** The largest of the surprises above, ``s``, averaged over
+5. **Transition surprise.** The seen range is cut into ``context_bins`` (6)
+   equal bins, and a table counts the moves from each bin to the next sample's
+   (each bin forgetting over about ``1 / context_decay`` of its visits). A move
+   scores ``-log10 P(move)`` less the chance level ``log10(context_bins)``,
+   weighted by ``context_weight``: a value common in itself that comes after a
+   value it never follows (a swing that stops, a pattern that changes shape).
+   This is the idea of NAB's contextOSE detector, in a 6 x 6 table. It counts
+   only once the seen range spans ``context_quanta`` quanta (in a series of a
+   few distinct values, sampling jitter alone makes moves never seen).
+6. **Burst surprise.** The largest of the surprises above, ``s``, averaged over
    a few samples (weight ``burst_short``) against its own long-run mean and
    spread (weight ``burst_long``), as a tail probability weighted by
    ``burst_weight``: a run of moderately surprising samples (spikes coming
    closer together) counts as one surprise.
-6. **Score.** The largest surprise ``s`` relative to the largest surprise of the
+7. **Score.** The largest surprise ``s`` relative to the largest surprise of the
    recent past (a maximum that forgets over half the samples seen so far, at
    least ``record_memory_min`` and at most ``record_memory_max`` samples, and
    is never below ``record_floor`` nor above the surprise of a ``zclip``-sd
@@ -40,23 +49,25 @@ Per sample ``x`` seen at time ``t`` (``update(x, t)``):
    So 0.5 means "as surprising as the most surprising moment of the recent
    past", 1.0 twice as surprising or more; a series that is always noisy stops
    alarming on its noise once it has seen it.
-7. **Novelty.** A value beyond every value seen so far by more than
+8. **Novelty.** A value beyond every value seen so far by more than
    ``range_tol`` of the seen range scores 1.0, and so does a *level* beyond
    every level seen (an EW mean of weight ``level_alpha``, about four samples,
    against its own seen range): a shift to somewhere the series has never
    been. Either counts only when the sample is also ``novel_z`` sd or more from
    the baseline's mean (nothing is new in a tiny range). The seen ranges grow
    only by such steps, so a slow creep out of them still counts.
-8. **Hold.** A score at or above ``threshold`` is an alarm; the next ``hold``
+9. **Hold.** A score at or above ``threshold`` is an alarm; the next ``hold``
    scores are halved, so one incident gives one alarm. The first ``warmup``
    samples only learn (score 0).
 
 Memory per series: two sets of 7 statistics, the profile (24 floats and 24
-counts with the defaults) and about 20 more numbers: 2,148 bytes as Python
-objects, 1,210 bytes of JSON state (``bench/anomaly_bench.py`` measures both).
-CPU: a median 5.8 µs per sample on the 2-core development machine (same bench;
-the budget is 20 µs). NAB (51 files, the defaults, ``bench/nab_run.py``):
-standard 73.97, reward low FP 65.31, reward low FN 78.52.
+counts with the defaults), the transition table (36 counts, 6 row sums, 6
+units) and about 25 more numbers: 3,216 bytes as Python objects, 1,730 bytes
+of JSON state (``bench/anomaly_bench.py`` measures both). CPU: a median 7.8 µs
+per sample on the 2-core development machine (same bench; about 1.4 µs of it
+the transition model; the budget is 20 µs). NAB (51 files, the
+defaults, ``bench/nab_run.py``): standard 75.63, reward low FP 67.77, reward
+low FN 79.97.
 
 ``expected_range()`` gives the band the model held for the last sample
 (``expected ± band * sd`` of the baseline, or of the seasonal profile when that
@@ -74,7 +85,7 @@ _SQRT2 = math.sqrt(2.0)
 _LOG10_SQRT_2PI = math.log10(math.sqrt(2.0 * math.pi))
 _LOG10_E = math.log10(math.e)
 
-STATE_VERSION = 2  # 1: before the level range, quantum and burst statistics (still read)
+STATE_VERSION = 3  # 1: before the level range, quantum and burst statistics; 2: before the transition model (both still read)
 
 
 def surprise(z: float) -> float:
@@ -111,6 +122,12 @@ class DetectorParams:
     season_weight: float = 0.8  # the seasonal residual's surprise counts this much
     season_visit: float = 0.5  # weight of the latest visit's mean in a slot's profile value
     season_min: int = 3  # visits a slot needs before its residual is scored
+    context_weight: float = 4.0  # transition surprise (an unusual move between value bins) counts this much; 0 turns it off
+    context_bins: int = 6  # ... over this many equal bins of the seen range ...
+    context_prior: float = 0.25  # ... with this pseudo-count per transition ...
+    context_decay: float = 0.01  # ... each bin's transitions forgetting over about 1/this of its visits ...
+    context_grow: float = 0.1  # ... the bins re-cut when the seen range outgrows them by this fraction
+    context_quanta: float = 16.0  # the transition surprise counts once the seen range spans this many quanta
     threshold: float = 0.8  # an alarm: score at or above this (the agent's event threshold)
     hold: int = 30  # after an alarm, scores are halved for this many samples (one incident, one alarm)
 
@@ -147,6 +164,18 @@ class DetectorParams:
             errs.append(f"threshold: must be in (0, 1], got {self.threshold}")
         if self.hold < 0:
             errs.append(f"hold: must be >= 0, got {self.hold}")
+        if self.context_weight < 0:
+            errs.append(f"context_weight: must be >= 0 (0 turns the transition model off), got {self.context_weight}")
+        if not 2 <= self.context_bins <= 32:
+            errs.append(f"context_bins: must be between 2 and 32, got {self.context_bins}")
+        if not self.context_prior > 0:
+            errs.append(f"context_prior: must be > 0, got {self.context_prior}")
+        if not 0.0 <= self.context_decay < 1.0:
+            errs.append(f"context_decay: must be >= 0 and < 1, got {self.context_decay}")
+        if self.context_quanta < 0:
+            errs.append(f"context_quanta: must be >= 0, got {self.context_quanta}")
+        if not self.context_grow > 0:
+            errs.append(f"context_grow: must be > 0, got {self.context_grow}")
         return errs
 
 
@@ -200,6 +229,130 @@ class _Deviation:
         return d
 
 
+class _Transitions:
+    """How unusual the move from the previous value's bin to this one's is (step 5).
+
+    The seen range is cut into ``context_bins`` equal bins; ``counts[i * bins + j]`` counts
+    the moves from bin ``i`` to bin ``j``, each bin forgetting its moves over about
+    ``1 / context_decay`` of its visits. The surprise of a move is ``-log10 P(j | i)`` (a
+    pseudo-count ``context_prior`` per move) less ``log10(bins)``, the surprise of a move by
+    chance: 0 for ordinary moves, high for a move its bin has rarely or never made. When the seen
+    range outgrows the bins by ``context_grow`` of their width, they are re-cut over the new range
+    and the counts moved to the new bins that hold the old bins' middles.
+
+    Forgetting is lazy: a bin's counts are kept in units that grow by ``1 / (1 - context_decay)``
+    per visit (``unit[i]``), so a visit costs O(1); a bin's counts are rescaled when its unit gets large.
+    """
+
+    __slots__ = ("counts", "edges", "ghi", "glo", "hi", "lo", "prev", "rows", "unit")
+
+    def __init__(self, bins: int, lo: float = math.nan, hi: float = math.nan) -> None:
+        self.lo, self.hi = lo, hi  # the exact seen range (NaN: nothing seen)
+        self.glo = self.ghi = math.nan  # the bins' range (NaN: not cut yet) ...
+        self.edges = (math.nan, math.nan)  # ... and the values beyond which they are re-cut
+        self.prev = -1  # the previous value's bin (-1: none)
+        self.counts = [0.0] * (bins * bins)  # in units of unit[i] for the moves from bin i
+        self.rows = [0.0] * bins  # per bin: the sum of its counts
+        self.unit = [1.0] * bins
+
+    def update(self, x: float, p: DetectorParams, learn_only: bool) -> float:
+        """Return the surprise of the move to ``x`` (0 when ``learn_only`` or no move yet), then learn it."""
+        if not x >= self.lo:  # also when lo is NaN
+            self.lo = x
+        if not x <= self.hi:
+            self.hi = x
+        if learn_only:
+            return 0.0
+        bins = p.context_bins
+        e = self.edges
+        if not e[0] <= x <= e[1]:  # also when not cut yet
+            self._recut(bins, p.context_grow)
+        glo = self.glo
+        f = (x - glo) * bins / (self.ghi - glo)  # NaN or infinite for values near the float limits
+        j = int(f) if 0.0 <= f < bins else bins - 1 if f >= bins else 0
+        i = self.prev
+        self.prev = j
+        if i < 0:
+            return 0.0
+        c, rows, u = self.counts, self.rows, self.unit[i]
+        k = i * bins + j
+        au = p.context_prior * u
+        s = -math.log10((c[k] + au) * bins / (rows[i] + bins * au))  # less the chance level, log10(bins)
+        if p.context_decay > 0.0:
+            u /= 1.0 - p.context_decay
+            if u > 1e12:
+                for m in range(i * bins, i * bins + bins):
+                    c[m] /= u
+                rows[i] /= u
+                u = 1.0
+            self.unit[i] = u
+        c[k] += u
+        rows[i] += u
+        return max(0.0, s)
+
+    def _recut(self, bins: int, grow: float) -> None:
+        lo, hi = self.lo, self.hi
+        if not hi > lo:
+            hi = lo + max(1e-9, 1e-6 * abs(lo))
+        if not math.isnan(self.glo):  # cut before: move the counts to the new bins of the old bins' middles
+            ow, nw = (self.ghi - self.glo) / bins, (hi - lo) / bins
+            mid = [(self.glo + (q + 0.5) * ow - lo) / nw for q in range(bins)]  # old middles, in new bins
+            to = [int(f) if 0.0 <= f < bins else bins - 1 if f >= bins else 0 for f in mid]
+            c = [0.0] * (bins * bins)
+            rows = [0.0] * bins
+            unit = self.unit
+            for k, v in enumerate(self.counts):
+                if v:
+                    i = to[k // bins]
+                    v /= unit[k // bins]
+                    c[i * bins + to[k % bins]] += v
+                    rows[i] += v
+            self.counts, self.rows, self.unit = c, rows, [1.0] * bins
+            if self.prev >= 0:
+                self.prev = to[self.prev]
+        self.glo, self.ghi = lo, hi
+        tol = grow * (hi - lo)
+        self.edges = (lo - tol, hi + tol)
+
+    def state(self) -> list[Any]:
+        """JSON-safe: NaN (nothing seen, not cut yet) as null."""
+        return [
+            *(None if math.isnan(v) else v for v in (self.lo, self.hi, self.glo, self.ghi)),
+            self.prev,
+            list(self.counts),
+            list(self.rows),
+            list(self.unit),
+        ]
+
+    @classmethod
+    def from_state(cls, v: Any, p: DetectorParams) -> _Transitions:
+        bins = p.context_bins
+        if not (
+            isinstance(v, list)
+            and len(v) == 8
+            and all(isinstance(v[i], list) and len(v[i]) == n for i, n in ((5, bins * bins), (6, bins), (7, bins)))
+        ):
+            raise ValueError("detector state: transitions do not match the parameters")
+        lo, hi, glo, ghi, prev, counts, rows, unit = v
+        if not (all(_finite(x) or x is None for x in (lo, hi, glo, ghi)) and isinstance(prev, int) and not isinstance(prev, bool) and -1 <= prev < bins):
+            raise ValueError("detector state: bad transitions")
+        if not (all(_finite(x) and x >= 0 for x in (*counts, *rows)) and all(_finite(x) and x >= 1.0 for x in unit)):
+            raise ValueError("detector state: bad transition counts")
+        nan = math.nan
+        t = cls(bins, nan if lo is None else float(lo), nan if hi is None else float(hi))
+        if glo is not None and ghi is not None:
+            if not ghi > glo:
+                raise ValueError("detector state: bad transition bins")
+            t.glo, t.ghi = float(glo), float(ghi)
+            tol = p.context_grow * (t.ghi - t.glo)
+            t.edges = (t.glo - tol, t.ghi + tol)
+            t.prev = prev
+        t.counts = [float(x) for x in counts]
+        t.rows = [float(x) for x in rows]
+        t.unit = [float(x) for x in unit]
+        return t
+
+
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -229,6 +382,7 @@ class Detector:
         "record",
         "season",
         "slot",
+        "trans",
     )
 
     def __init__(self, params: DetectorParams = DEFAULT_PARAMS) -> None:
@@ -251,6 +405,7 @@ class Detector:
         self.quiet = 0  # samples left in the hold after an alarm
         self.alarm = False  # the last update raised an alarm
         self.expected = (0.0, 0.0)
+        self.trans = _Transitions(params.context_bins) if params.context_weight > 0 else None  # step 5
 
     def update(self, x: float, t: float | None = None) -> float:
         """Score ``x`` against what was learned so far, then learn it.
@@ -319,6 +474,14 @@ class Detector:
         elif lv < self.llo - ltol:
             novel = novel or wide
             self.llo = lv
+        # transition surprise: an unusual move between bins of the seen range (sequence context)
+        tr = self.trans
+        if tr is not None:
+            ts = p.context_weight * tr.update(x, p, n < p.warmup)
+            # only where the bins are wider than a few quanta: a series of a few distinct values
+            # (a count of 0-2, a gauge stepping 100/101/102) makes unseen moves by sampling jitter alone
+            if tr.hi - tr.lo >= p.context_quanta * self.quantum:
+                s = max(s, ts)
         if n <= p.warmup:
             return 0.0
         # burst: a run of surprising samples, as one surprise
@@ -375,12 +538,13 @@ class Detector:
             "record": self.record,
             "quiet": self.quiet,
             "expected": list(self.expected),
+            "trans": None if self.trans is None else self.trans.state(),
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any], params: DetectorParams = DEFAULT_PARAMS) -> Detector:
         """Rebuild from ``to_state()``; raises ValueError for a snapshot it cannot trust (or made with another profile shape)."""
-        if not isinstance(state, dict) or state.get("v") not in (1, STATE_VERSION):
+        if not isinstance(state, dict) or state.get("v") not in (1, 2, STATE_VERSION):
             raise ValueError("unknown detector state version")
         d = cls(params)
         try:
@@ -431,4 +595,10 @@ class Detector:
         d.prev, d.quantum = float(step[0]), float(step[1])
         d.burst = [float(burst[0]), float(burst[1]), float(burst[2]), burst[3]]
         d.expected = (float(elo), float(ehi))
+        if d.trans is not None:
+            tr = state.get("trans") if state["v"] == STATE_VERSION else None
+            if tr is None:  # before the transition model, or saved with it off: learn it afresh over the seen range
+                d.trans = _Transitions(params.context_bins, d.lo, d.hi) if d.n else _Transitions(params.context_bins)
+            else:
+                d.trans = _Transitions.from_state(tr, params)
         return d

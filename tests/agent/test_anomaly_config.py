@@ -52,6 +52,7 @@ def test_virtual_network_and_disk_devices_are_excluded_by_default() -> None:
         ("[anomaly]\nmax_series = 0\n", "anomaly.max_series", "between 1 and 10000"),
         ("[anomaly]\nalpha = 0.9\n", "anomaly.alpha", "between 0 and 0.5"),
         ("[anomaly]\nhold = -1\n", "anomaly.hold", ""),
+        ("[anomaly]\ncontext_weight = -1.0\n", "anomaly.context_weight", "0 or more"),
         ("[anomaly]\nbogus = 1\n", "anomaly.bogus", "unknown key"),
         ('[[anomaly.watch]]\nmetric = "node_load1"\nmatch = { device = "(" }\n', "anomaly.watch[0].match", "regular expression"),
         ('[[anomaly.watch]]\nmetric = "node_load1"\nrate = "sometimes"\n', "anomaly.watch[0].rate", "auto, always, never"),
@@ -70,8 +71,8 @@ def test_bad_values_name_file_key_and_reason(tmp_path: Path, text: str, key: str
 
 
 def test_params_carry_the_config_into_the_detector() -> None:
-    p = AnomalyConfig(threshold=0.8, hold=5, alpha=0.02, season_weight=0.0).params()
-    assert (p.threshold, p.hold, p.alpha, p.season_weight) == (0.8, 5, 0.02, 0.0)
+    p = AnomalyConfig(threshold=0.8, hold=5, alpha=0.02, season_weight=0.0, context_weight=0.0).params()
+    assert (p.threshold, p.hold, p.alpha, p.season_weight, p.context_weight) == (0.8, 5, 0.02, 0.0, 0.0)
 
 
 def test_a_rule_with_no_matchers_selects_everything_of_its_metric() -> None:

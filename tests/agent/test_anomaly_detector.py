@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -68,6 +69,14 @@ def test_non_finite_values_are_ignored() -> None:
     assert d.to_state() == st
 
 
+def test_values_near_the_float_limits_are_scored_without_error() -> None:
+    d = Detector()
+    feed(d, noisy(100))
+    for x in (1e308, -1e308, 1.7e308, 5.0, -1.7e308):
+        assert 0.0 <= d.update(x) <= 1.0
+    assert 0 <= d.trans.prev < DEFAULT_PARAMS.context_bins
+
+
 def test_state_round_trips_through_json_and_continues_identically() -> None:
     xs = noisy(3000, seed=5) + [80.0] + noisy(200, seed=6)
     ts = [T0 + 300.0 * i for i in range(len(xs))]
@@ -79,7 +88,8 @@ def test_state_round_trips_through_json_and_continues_identically() -> None:
     assert [a.update(x, t) for x, t in zip(xs[2000:], ts[2000:], strict=True)] == [
         b.update(x, t) for x, t in zip(xs[2000:], ts[2000:], strict=True)
     ]
-    assert len(json.dumps(a.to_state())) < 1500
+    assert sum(a.to_state()["trans"][5]) > 10  # so are the transition counts
+    assert len(json.dumps(a.to_state())) < 2500
 
 
 def test_a_value_unusual_for_its_hour_is_scored_by_the_seasonal_profile() -> None:
@@ -126,6 +136,66 @@ def test_a_version_1_state_from_before_level_novelty_is_still_restored() -> None
     assert b.update(500.0) == 1.0
 
 
+def alternating(n: int, seed: int) -> list[float]:
+    """A series that swings between ~10 and ~90 every sample: every value is common, every move regular."""
+    r = random.Random(seed)
+    return [(10.0 if i % 2 == 0 else 90.0) + r.gauss(0, 1) for i in range(n)]
+
+
+def test_an_unseen_move_between_common_values_is_scored_by_the_transition_model() -> None:
+    with_ctx, without = Detector(), Detector(dataclasses.replace(DEFAULT_PARAMS, context_weight=0.0))
+    xs = alternating(1500, seed=11)
+    regular = [(a.update(x), b.update(x)) for a, b, x in ((with_ctx, without, x) for x in xs)]
+    assert max(s for s, _ in regular[1000:]) < 0.6  # the regular swing is learned: every move has been made
+    # the swing stops for one sample: 10 follows 10, a value seen a thousand times, a move never made
+    x = 10.0 if xs[-1] < 50 else 90.0
+    hit, miss = with_ctx.update(x), without.update(x)
+    assert hit >= DEFAULT_PARAMS.threshold and with_ctx.alarm
+    assert miss < 0.6  # the value models see nothing unusual in it
+    lo, hi = with_ctx.expected_range()
+    assert lo <= x <= hi  # the value itself was within what was expected
+    # the swing goes on: its moves are still ordinary (and held after the alarm anyway)
+    after = [with_ctx.update(v) for v in alternating(200, seed=12)[1 if x < 50 else 0 :]]
+    assert max(after[DEFAULT_PARAMS.hold + 5 :]) < 0.5
+
+
+def test_a_move_made_often_stops_being_surprising() -> None:
+    d = Detector(dataclasses.replace(DEFAULT_PARAMS, hold=0))
+    feed(d, alternating(1000, seed=13))
+    stutter = []  # every 20 samples the swing stutters (the same value twice)
+    for k in range(40):
+        seq = alternating(20, seed=100 + k)
+        seq.insert(1, seq[0] + 0.5)
+        stutter.append(max(feed(d, seq)))
+    assert stutter[0] >= DEFAULT_PARAMS.threshold
+    assert max(stutter[-10:]) < 0.5  # the stutter is now a move this series makes
+
+
+def test_a_few_distinct_values_sampled_out_of_step_raise_no_transition_alarm() -> None:
+    # a gauge stepping 100, 101, 102 and round, read out of step once: 100 follows 100. With three
+    # distinct values the bins are those values, and such a move is jitter, not news (context_quanta)
+    cycle = [100.0 + i % 3 for i in range(1500)]
+    gated, ungated = Detector(), Detector(dataclasses.replace(DEFAULT_PARAMS, context_quanta=0.0))
+    feed(gated, cycle)
+    feed(ungated, cycle)
+    assert gated.update(102.0) < DEFAULT_PARAMS.threshold  # 102 after 102
+    assert ungated.update(102.0) >= DEFAULT_PARAMS.threshold  # what the gate keeps out
+
+
+def test_a_version_2_state_from_before_the_transition_model_is_restored_and_learns_it() -> None:
+    a = Detector()
+    feed(a, noisy(800, seed=14))
+    old = {k: v for k, v in a.to_state().items() if k != "trans"}
+    b = Detector.from_state(json.loads(json.dumps({**old, "v": 2})))
+    assert b.n == a.n and b.base.mean == a.base.mean and b.record == a.record
+    assert b.trans is not None and sum(b.trans.counts) == 0.0 and (b.trans.lo, b.trans.hi) == (a.lo, a.hi)
+    xs = noisy(300, seed=15)
+    went_on, restored = feed(a, xs), feed(b, xs)
+    # no burst of surprise while it learns: it alarms where the model that kept its transitions does
+    assert [i for i, s in enumerate(restored) if s >= 0.6] == [i for i, s in enumerate(went_on) if s >= 0.6]
+    assert sum(b.trans.counts) > 100
+
+
 @pytest.mark.parametrize(
     "state",
     [
@@ -142,6 +212,12 @@ def test_a_version_1_state_from_before_level_novelty_is_still_restored() -> None
         {**Detector().to_state(), "step": [0.0, -1.0]},
         {**Detector().to_state(), "burst": [0.0, 0.0, 0.0, 1.5]},
         {k: v for k, v in Detector().to_state().items() if k != "burst"},
+        {**Detector().to_state(), "trans": [None, None, None, None, -1, [0.0] * 4, [0.0] * 2, [1.0] * 2]},  # other bins
+        {**Detector().to_state(), "trans": [0.0, 1.0, 0.0, 1.0, 9, [0.0] * 36, [0.0] * 6, [1.0] * 6]},
+        {**Detector().to_state(), "trans": [0.0, 1.0, 0.0, 1.0, 0, [-1.0] * 36, [0.0] * 6, [1.0] * 6]},
+        {**Detector().to_state(), "trans": [0.0, 1.0, 0.0, 1.0, 0, [0.0] * 36, [0.0] * 6, [0.5] * 6]},
+        {**Detector().to_state(), "trans": [0.0, 1.0, 1.0, 1.0, 0, [0.0] * 36, [0.0] * 6, [1.0] * 6]},
+        {**Detector().to_state(), "trans": "x"},
     ],
 )
 def test_untrustworthy_state_is_refused(state: object) -> None:
@@ -150,8 +226,10 @@ def test_untrustworthy_state_is_refused(state: object) -> None:
 
 
 def test_params_validation_names_each_bad_field() -> None:
-    errs = DetectorParams(alpha=0.0, short=1.5, zclip=-1, range_tol=-0.1, warmup=0).validate()
+    errs = DetectorParams(
+        alpha=0.0, short=1.5, zclip=-1, range_tol=-0.1, warmup=0, context_weight=-1, context_bins=1, context_prior=0, context_decay=1.0, context_grow=0, context_quanta=-1
+    ).validate()
     joined = "\n".join(errs)
-    for name in ("alpha", "short", "zclip", "range_tol", "warmup"):
+    for name in ("alpha", "short", "zclip", "range_tol", "warmup", "context_weight", "context_bins", "context_prior", "context_decay", "context_grow", "context_quanta"):
         assert name + ":" in joined
     assert DEFAULT_PARAMS.validate() == []

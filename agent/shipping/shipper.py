@@ -45,7 +45,7 @@ from hostmond.agent.shipping.sender import (
 )
 from hostmond.agent.shipping.spool import SeqStore, Spool
 
-from hostmond.core import keys, selfmetrics, wire
+from hostmond.core import keys, memory, selfmetrics, wire
 from hostmond.core.aio import cancel_and_wait
 from hostmond.core.errors import ConfigError, KeyFileError, SealError, SpoolError
 from hostmond.core.logs import LogOnce
@@ -350,6 +350,8 @@ class Shipper:
         )
         blob = wire.seal_packed(header, wire.pack_records(srecs, erecs), self.agent_key, self.ingest_key)
         self.sealed += 1
+        del srecs, erecs
+        memory.trim()  # the batch-sized buffers just freed: not kept resident until the next batch
         return header, blob
 
     def _invalid(self, n: int) -> None:

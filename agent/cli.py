@@ -268,26 +268,11 @@ def add_run_arguments(r: argparse.ArgumentParser) -> None:
     )
 
 
-def limit_malloc_arenas(n: int = 1) -> None:
-    """glibc gives each thread its own malloc arena (64 MB reserved, touched pages stay resident);
-    the collector threads need no such scaling: they allocate under the GIL, one at a time. One
-    arena kept ~1 MB less resident than two while shipping at a 1 s interval (46.4 against
-    47.4 MB, two agents side by side). Same effect as MALLOC_ARENA_MAX=1."""
-    if os.environ.get("MALLOC_ARENA_MAX"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-8, n)  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from hostmond.agent.runtime import Agent, hung_threads
+    from hostmond.core import memory
 
-    limit_malloc_arenas()
+    memory.limit_arenas()
 
     path = _config_path(args.config)
     try:

@@ -510,9 +510,7 @@ def pack_sample_records(
     n_prev = len(prev)
     cur: list[Any] = []
     keep = cur.append
-    i = -1
-    for s in samples:
-        i += 1
+    for i, s in enumerate(samples):
         v, t = s.value, s.timestamp
         if t is None:
             if t_default is None:

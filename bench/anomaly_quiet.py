@@ -5,7 +5,7 @@
 
 Starts `hostmon run` (this tree's) with the agent of tests/agent/test_anomaly_host.py:
 three watched series (CPU user time as a rate, available memory, bytes written to
-disk as a rate), no seasonal profile, at --interval seconds, lets it learn for
+disk as a rate; with the default watch list's floors unless --no-floors), no seasonal profile, at --interval seconds, lets it learn for
 --learn cycles, then counts the `anomaly` events it logs over --seconds and prints
 each (series, value, the range the model expected, score). Anything else running
 on the host (other users' jobs, test suites) is part of what it measures.
@@ -59,7 +59,11 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=600.0)
     ap.add_argument("--interval", type=float, default=0.25)
     ap.add_argument("--learn", type=int, default=160)
+    ap.add_argument("--no-floors", action="store_true",
+                    help="watch without the default watch list's min_change floors (as before they existed)")
     a = ap.parse_args()
+    cpu_floor, mem_floor, disk_floor = ("", "", "") if a.no_floors else (
+        "min_change = 0.1\n", "min_change = 16777216\nmin_change_ratio = 0.02\n", "min_change = 1048576\n")
     tmp = Path(tempfile.mkdtemp(prefix="hostmon-quiet-"))
     port = free_port()
     cfg = tmp / "hostmon.toml"
@@ -88,12 +92,12 @@ season_weight = 0.0
 metric = "node_cpu_seconds_total"
 match = {{ mode = "user" }}
 by = ["mode"]
-[[anomaly.watch]]
+{cpu_floor}[[anomaly.watch]]
 metric = "node_memory_MemAvailable_bytes"
-[[anomaly.watch]]
+{mem_floor}[[anomaly.watch]]
 metric = "node_disk_written_bytes_total"
 exclude = {{ device = "loop.*|ram.*|zram.*|dm-.*|sr.*" }}
-""")
+{disk_floor}""")
     log = tmp / "agent.log"
     url = f"http://127.0.0.1:{port}/metrics"
     with open(log, "wb") as f:

@@ -71,6 +71,17 @@ class WatchRule:
         "auto: counters become per-second rates; always: also for cumulative gauges (node_vmstat_pswpin); never: the value itself.",
         check=_check_rate,
     )
+    min_change: float = field(
+        0.0,
+        "Smallest change worth an event, in the series' unit (per second for rates): a value closer than this to what the "
+        "model expected has its score scaled down in proportion (0: no floor).",
+        check=check_not_negative,
+    )
+    min_change_ratio: float = field(
+        0.0,
+        "The same floor as a fraction of the expected level (0.02: a 2% move); the larger of the two floors applies.",
+        check=check_not_negative,
+    )
 
     def __post_init__(self) -> None:
         if not self.metric:
@@ -86,36 +97,49 @@ class WatchRule:
 
 
 def _w(
-    metric: str, rate: str = "auto", by: tuple[str, ...] = (), match: dict[str, str] | None = None, exclude: dict[str, str] | None = None
+    metric: str,
+    rate: str = "auto",
+    by: tuple[str, ...] = (),
+    match: dict[str, str] | None = None,
+    exclude: dict[str, str] | None = None,
+    min_change: float = 0.0,
+    ratio: float = 0.0,
 ) -> WatchRule:
-    return WatchRule(metric=metric, match=match or {}, exclude=exclude or {}, by=list(by), rate=rate)
+    return WatchRule(
+        metric=metric, match=match or {}, exclude=exclude or {}, by=list(by), rate=rate, min_change=min_change, min_change_ratio=ratio
+    )
 
 
 _VIRTUAL_NET = {"device": r"lo|veth.*|docker.*|podman.*|br-.*|cni.*|flannel.*|cali.*|virbr.*|tun.*|tap.*|ifb.*"}
 _VIRTUAL_DISK = {"device": r"loop.*|ram.*|zram.*|dm-.*|sr.*"}
 
 # The host defaults: CPU busy and iowait, load, memory available, swap activity,
-# disk read/write bytes and busy time, network bytes and errors, failed logins,
-# process counts, GPU utilisation (where present). No TCP retransmit series is
-# collected yet, so none is watched.
+# disk read/write bytes and busy time, network bytes and errors, TCP retransmits,
+# failed logins, process counts, GPU utilisation (where present).
+# Each has a floor (min_change, min_change_ratio) below which a move is not worth an event, however
+# unusual for the series: on a quiet host MemAvailable moving by 1 MB or CPU user time by 0.04 cores
+# is statistically new and operationally nothing. Errors and failed logins have none: any is news.
+KIB = 1024
+MIB = 1024 * 1024
 DEFAULT_WATCH: tuple[WatchRule, ...] = (
-    _w("node_cpu_seconds_total", match={"mode": "user|system|iowait|steal"}, by=("mode",)),
-    _w("node_load1"),
-    _w("node_memory_MemAvailable_bytes"),
-    _w("node_vmstat_pswpin", rate="always"),
-    _w("node_vmstat_pswpout", rate="always"),
-    _w("node_disk_read_bytes_total", exclude=_VIRTUAL_DISK, by=("device",)),
-    _w("node_disk_written_bytes_total", exclude=_VIRTUAL_DISK, by=("device",)),
-    _w("node_disk_io_time_seconds_total", exclude=_VIRTUAL_DISK, by=("device",)),
-    _w("node_network_receive_bytes_total", exclude=_VIRTUAL_NET, by=("device",)),
-    _w("node_network_transmit_bytes_total", exclude=_VIRTUAL_NET, by=("device",)),
+    _w("node_cpu_seconds_total", match={"mode": "user|system|iowait|steal"}, by=("mode",), min_change=0.1),  # cores
+    _w("node_load1", min_change=0.5, ratio=0.25),
+    _w("node_memory_MemAvailable_bytes", min_change=16 * MIB, ratio=0.02),
+    _w("node_vmstat_pswpin", rate="always", min_change=16),  # pages per second
+    _w("node_vmstat_pswpout", rate="always", min_change=16),
+    _w("node_disk_read_bytes_total", exclude=_VIRTUAL_DISK, by=("device",), min_change=MIB),
+    _w("node_disk_written_bytes_total", exclude=_VIRTUAL_DISK, by=("device",), min_change=MIB),
+    _w("node_disk_io_time_seconds_total", exclude=_VIRTUAL_DISK, by=("device",), min_change=0.05),  # busy share
+    _w("node_network_receive_bytes_total", exclude=_VIRTUAL_NET, by=("device",), min_change=128 * KIB),
+    _w("node_network_transmit_bytes_total", exclude=_VIRTUAL_NET, by=("device",), min_change=128 * KIB),
     _w("node_network_receive_errs_total", exclude=_VIRTUAL_NET),
     _w("node_network_transmit_errs_total", exclude=_VIRTUAL_NET),
+    _w("node_netstat_Tcp_RetransSegs", rate="always", min_change=1),  # a cumulative count node_exporter types gauge
     _w("hostmon_auth_failures_total"),
-    _w("node_procs_running"),
-    _w("node_procs_blocked"),
-    _w("node_processes_pids"),
-    _w("hostmon_gpu_utilization_ratio", by=("gpu",)),
+    _w("node_procs_running", min_change=2),
+    _w("node_procs_blocked", min_change=1),
+    _w("node_processes_pids", min_change=10, ratio=0.05),
+    _w("hostmon_gpu_utilization_ratio", by=("gpu",), min_change=0.05),
 )
 
 

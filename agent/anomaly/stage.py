@@ -92,9 +92,12 @@ def _model_size(params: DetectorParams) -> int:
 
 
 class _Series:
-    __slots__ = ("counter", "det", "key", "labels", "metric", "prev", "prev_n", "prev_t", "score", "series", "since")
+    __slots__ = (
+        "counter", "det", "key", "labels", "metric", "min_change", "min_ratio", "prev", "prev_n", "prev_t", "score", "series",
+        "since",
+    )
 
-    def __init__(self, metric: str, labels: dict[str, str], counter: bool, det: Detector) -> None:
+    def __init__(self, metric: str, labels: dict[str, str], counter: bool, det: Detector, rule: WatchRule | None = None) -> None:
         self.metric = metric
         self.labels = labels  # the kept (by) labels
         self.series = ",".join(f"{k}={v}" for k, v in labels.items())
@@ -106,6 +109,29 @@ class _Series:
         self.prev_n = 0
         self.score = 0.0
         self.since: float | None = None  # when the current excursion (score >= threshold / 2) began
+        self.min_change = rule.min_change if rule is not None else 0.0
+        self.min_ratio = rule.min_change_ratio if rule is not None else 0.0
+
+
+def _floored(ser: _Series, det: Detector, v: float, score: float, thr: float) -> float:
+    """``score`` scaled down for a value within the series' floor of what the model expected.
+
+    The floor (the larger of ``min_change`` and ``min_change_ratio`` times the expected level) says
+    how small a move is not worth an event, however unusual it is for the series: a quiet host's
+    MemAvailable moving by 1 MB is new to the model and nothing to an operator. The score falls in
+    proportion to the distance (half the floor: half the score), and an alarm it undoes holds nothing.
+    """
+    lo, hi = det.expected
+    mid = (lo + hi) / 2
+    floor = max(ser.min_change, ser.min_ratio * abs(mid))
+    d = abs(v - mid)
+    if d >= floor:
+        return score
+    score *= d / floor
+    if det.alarm and score < thr:  # not an alarm after all: no hold, or it could swallow the real one
+        det.alarm = False
+        det.quiet = 0
+    return score
 
 
 class AnomalyStage:
@@ -239,7 +265,7 @@ class AnomalyStage:
                 g = groups.get(key)
                 if g is None:
                     counter = rule.rate == "always" or (rule.rate == "auto" and s.type == COUNTER)
-                    groups[key] = [s.value, 1, s.name, kept, counter]
+                    groups[key] = [s.value, 1, s.name, kept, counter, rule]
                 else:
                     g[0] += s.value
                     g[1] += 1
@@ -248,13 +274,13 @@ class AnomalyStage:
         t = col.time
         events: list[Event] = []
         thr = self.params.threshold
-        for key, (x, count, metric, kept, counter) in groups.items():
+        for key, (x, count, metric, kept, counter, rule) in groups.items():
             ser = self.series.get(key)
             if ser is None:
                 if len(self.series) >= self.cfg.max_series:
                     self.dropped += 1
                     continue
-                ser = self.series[key] = _Series(metric, kept, counter, self._restore(key))
+                ser = self.series[key] = _Series(metric, kept, counter, self._restore(key), rule)
             if ser.counter:
                 prev, prev_t = ser.prev, ser.prev_t
                 ser.prev, ser.prev_t, n_prev = x, t, ser.prev_n
@@ -267,6 +293,8 @@ class AnomalyStage:
                 v = x
             det = ser.det
             score = det.update(v, t)
+            if ser.min_change or ser.min_ratio:
+                score = _floored(ser, det, v, score, thr)
             learning = det.n <= self.cfg.learn_samples
             ser.score = 0.0 if learning else score  # no alarm on /metrics or alerts before events may be raised
             if learning:

@@ -131,6 +131,59 @@ def test_an_alarm_while_learning_does_not_hold_the_first_event_after_learning(tm
     assert len(events) == 1 and events[0].fields["value"] == 200.0
 
 
+def _steady_then(st: AnomalyStage, level: float, noise: float, after: list[float]) -> tuple[int, list[float]]:
+    """A gauge near ``level`` for 300 samples, then the values ``after``: events raised, and the scores of ``after``."""
+    r = random.Random(3)
+    t = T0
+    for _ in range(300):
+        t += 15
+        st.submit(col(t, level + r.gauss(0, noise)))
+    before = st.events
+    scores = []
+    for v in after:
+        t += 15
+        st.submit(col(t, v))
+        scores.append(st.series["load|"].score)
+    return st.events - before, scores
+
+
+def test_a_move_below_the_floor_raises_no_event_however_new_it_is_to_the_model(tmp_path: Path) -> None:
+    # MemAvailable of a quiet 24 GB host: a 2 MB move is far outside the 100 kB noise, and nothing to an operator
+    level, mb = 24e9, 1e6
+    plain, _ = make(tmp_path / "plain", watch=[WatchRule(metric="load")])
+    n_plain, s_plain = _steady_then(plain, level, 0.1 * mb, [level + 2 * mb])
+    assert n_plain == 1 and s_plain[0] >= 0.8  # without a floor: an event
+    floored, _ = make(tmp_path / "floored", watch=[WatchRule(metric="load", min_change=16 * mb, min_change_ratio=0.02)])
+    n_floor, s_floor = _steady_then(floored, level, 0.1 * mb, [level + 2 * mb])
+    assert n_floor == 0 and s_floor[0] < 0.01  # 2 MB of a 480 MB floor (2% of 24 GB)
+    assert floored.series["load|"].det.quiet == 0  # the undone alarm holds nothing...
+    # ...so a real drop right after it is reported at once: 3 GB taken
+    n_big, s_big = _steady_then(make(tmp_path / "again", watch=[WatchRule(metric="load", min_change_ratio=0.02)])[0],
+                                level, 0.1 * mb, [level + 2 * mb, level - 3e9])
+    assert n_big == 1 and s_big[1] >= 0.8
+
+
+def test_the_floor_scales_the_score_with_the_distance_and_takes_the_larger_of_its_two_forms(tmp_path: Path) -> None:
+    # 8 above a level of 1 that never moved: a 16 floor (absolute) halves the score; a 2% ratio floor (0.02) does nothing
+    absolute, _ = make(tmp_path / "a", watch=[WatchRule(metric="load", min_change=16.0)])
+    _, s_abs = _steady_then(absolute, 1.0, 0.05, [9.0])
+    ratio, _ = make(tmp_path / "r", watch=[WatchRule(metric="load", min_change_ratio=0.02)])
+    n_ratio, s_ratio = _steady_then(ratio, 1.0, 0.05, [9.0])
+    assert s_ratio[0] == 1.0 and n_ratio == 1
+    assert 0.4 <= s_abs[0] <= 0.55  # about 8 / 16 of 1.0 (measured from the middle of the expected band)
+    both, _ = make(tmp_path / "b", watch=[WatchRule(metric="load", min_change=16.0, min_change_ratio=0.02)])
+    _, s_both = _steady_then(both, 1.0, 0.05, [9.0])
+    assert s_both == s_abs
+
+
+def test_the_default_watch_list_has_a_floor_for_every_series_but_errors_and_failed_logins() -> None:
+    from hostmond.agent.anomaly.config import DEFAULT_WATCH
+
+    no_floor = {r.metric for r in DEFAULT_WATCH if r.min_change == 0 and r.min_change_ratio == 0}
+    assert no_floor == {"node_network_receive_errs_total", "node_network_transmit_errs_total", "hostmon_auth_failures_total"}
+    assert {r.metric for r in DEFAULT_WATCH} >= {"node_netstat_Tcp_RetransSegs", "node_memory_MemAvailable_bytes"}
+
+
 def test_series_beyond_max_series_are_counted_not_modelled(tmp_path: Path) -> None:
     st, _ = make(tmp_path, max_series=2, watch=[WatchRule(metric="disk", by=["device"])])
     for i in range(3):

@@ -28,6 +28,8 @@ from hostmond.web.security import WebSecurity, make_web_security
 
 log = logging.getLogger("hostmon.http")
 
+TextProvider = Callable[["Renderer", bool], str]
+
 TEXT_CT = "text/plain; version=0.0.4; charset=utf-8"
 OM_CT = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
@@ -48,6 +50,15 @@ def _esc_help_om(v: str) -> str:
 
 
 _MAXF = sys.float_info.max
+
+
+def value_text(v: float) -> str:
+    """A sample value as the renderer writes it (integers as integers, floats as ``repr``)."""
+    if type(v) is int:
+        return str(v)
+    if type(v) is float and -_MAXF <= v <= _MAXF:
+        return repr(v)
+    return fmt_value(v)
 
 
 def fmt_value(v: float) -> str:
@@ -131,8 +142,18 @@ class Renderer:
             p = self._prefix_cache[key] = s.name + self._labels(s.labels) + " "
         return p
 
-    def _header(self, name: str, lst: list[Sample], openmetrics: bool) -> str:
-        """``# HELP`` and ``# TYPE`` of a family, made once per family and format."""
+    def label_text(self, labels: dict[str, str]) -> str:
+        """``{name="value",...}`` of a label set as this renderer writes it (hidden labels left out)."""
+        return self._labels(labels)
+
+    def family_header(self, name: str, fallback_type: str, openmetrics: bool) -> str:
+        """The ``# HELP`` and ``# TYPE`` lines of family ``name`` in this format."""
+        return self._header(name, fallback_type, openmetrics)
+
+    def _header(self, name: str, fallback_type: str, openmetrics: bool) -> str:
+        """``# HELP`` and ``# TYPE`` of a family, made once per family and format.
+
+        ``fallback_type`` is used for a family without a declared spec (its first sample's type)."""
         key = (name, openmetrics)
         h = self._headers.get(key)
         if h is not None:
@@ -143,7 +164,7 @@ class Renderer:
             spec = selfmetrics.find(name)
             if spec is not None:
                 self.specs[name] = spec
-        typ = spec.type if spec else lst[0].type
+        typ = spec.type if spec else fallback_type
         help_ = spec.help if spec else name
         fname = name
         if openmetrics:
@@ -156,7 +177,9 @@ class Renderer:
             self._headers[key] = h
         return h
 
-    def render(self, samples: Iterable[Sample], openmetrics: bool = False) -> bytes:
+    def render(self, samples: Iterable[Sample], openmetrics: bool = False, tail: Iterable[str] = ()) -> bytes:
+        """The exposition of ``samples``, grouped by family; ``tail`` is text of whole families
+        rendered elsewhere (a text provider's, see ``MetricStore.add_provider``), added at the end."""
         fam = self.group(samples)
         out: list[str] = []
         ap = out.append
@@ -167,7 +190,7 @@ class Renderer:
         last = self._last_layout
         layout: dict[str, list[tuple[str, dict[str, str], str]]] = {}
         for name, lst in fam.items():
-            ap(header(name, lst, openmetrics))
+            ap(header(name, lst[0].type, openmetrics))
             # The family's series come in the same order every cycle: a series equal to the one at
             # the same place last time reuses its prefix (a dict comparison, no key to build and hash).
             prev = last.get(name)
@@ -203,6 +226,7 @@ class Renderer:
             layout[name] = cur
         if not openmetrics:  # the text format is rendered every time; OpenMetrics only when asked
             self._last_layout = layout
+        out.extend(tail)
         if openmetrics:
             ap("# EOF\n")
         return "".join(out).encode("utf-8")
@@ -225,7 +249,8 @@ class MetricStore:
         self._rendered_at = float("-inf")
         self._sources: dict[str, list[Sample]] = {}
         self._families: dict[str, dict[str, MetricSpec]] = {}
-        self._providers: list[Callable[[], Iterable[Sample]]] = []
+        # (samples, text): text, when given, renders the same families straight to exposition text
+        self._providers: list[tuple[Callable[[], Iterable[Sample]], TextProvider | None]] = []
         self._bodies: dict[tuple[bool, bool], bytes] = {}
         self._text = b""
         self._om: bytes | None = None
@@ -238,9 +263,16 @@ class MetricStore:
             self.renderer.specs[s.name] = s
         self.renderer._headers.clear()
 
-    def add_provider(self, fn: Callable[[], Iterable[Sample]]) -> None:
-        """A callable giving in-memory self-metrics (no I/O) gathered at each render."""
-        self._providers.append(fn)
+    def add_provider(self, fn: Callable[[], Iterable[Sample]], text: TextProvider | None = None) -> None:
+        """A callable giving in-memory self-metrics (no I/O) gathered at each render.
+
+        ``text(renderer, openmetrics)``, when given, returns the exposition text of exactly the
+        families ``fn`` gives, and is what the scrape renders instead of ``fn``'s samples: for
+        self-metrics made from counters the agent holds anyway, no sample objects to build and
+        walk on every scrape. Its families must be its own (no source or other provider has them);
+        ``all_samples`` (``hostmon collect``) still calls ``fn``.
+        """
+        self._providers.append((fn, text))
 
     def update(self, source: str, samples: list[Sample], families: Mapping[str, MetricSpec] | None = None) -> None:
         """Replace ``source``'s samples; ``families`` are its run-time families (see ``Collector.family``)."""
@@ -271,20 +303,34 @@ class MetricStore:
     def _dynamic_changed(self) -> None:
         self.renderer.set_dynamic(f for fams in self._families.values() for f in fams.values())
 
-    def all_samples(self) -> list[Sample]:
+    def all_samples(self, for_text: bool = False) -> list[Sample]:
+        """Every sample of the snapshot; ``for_text`` leaves out the providers that render their own text."""
         out: list[Sample] = []
         for lst in self._sources.values():
             out.extend(lst)
-        for p in self._providers:
+        for p, text in self._providers:
+            if for_text and text is not None:
+                continue
             try:
                 out.extend(p())
             except Exception:  # noqa: BLE001
                 log.exception("self-metrics provider failed")
         return out
 
+    def _provider_text(self, openmetrics: bool) -> list[str]:
+        out: list[str] = []
+        for _, text in self._providers:
+            if text is None:
+                continue
+            try:
+                out.append(text(self.renderer, openmetrics))
+            except Exception:  # one provider's bug must not take the scrape down
+                log.exception("self-metrics provider failed")
+        return out
+
     def render(self) -> None:
-        samples = self.all_samples()
-        self._text = self.renderer.render(samples)
+        samples = self.all_samples(for_text=True)
+        self._text = self.renderer.render(samples, tail=self._provider_text(False))
         self._om_samples = samples  # OpenMetrics rendered lazily, once per snapshot
         self._om = None
         self._bodies = {}
@@ -305,7 +351,8 @@ class MetricStore:
             return b
         if openmetrics:
             if self._om is None:
-                self._om = self.renderer.render(self._om_samples, openmetrics=True)
+                # the text providers' figures as they are now: read from live counters, not kept
+                self._om = self.renderer.render(self._om_samples, openmetrics=True, tail=self._provider_text(True))
             b = self._om
         else:
             b = self._text

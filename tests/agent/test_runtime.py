@@ -388,3 +388,48 @@ def test_the_youngest_gc_generation_does_not_run_every_cycle(tmp_path: Path) -> 
     assert cycles >= 40
     # ~0.01 a cycle with the agent's threshold; 1-2 a cycle with Python's default
     assert gen0_b - gen0_a <= cycles / 10, f"{gen0_b - gen0_a:.0f} young collections in {cycles:.0f} cycles"
+
+
+class Partial(Collector):
+    name = "partial"
+    metrics = (MetricSpec("t_partial", GAUGE, "partial"),)
+
+    def collect(self):
+        self.partial_error("some_file_unreadable")
+        yield self.sample("t_partial", 1)
+
+
+async def test_collector_self_metrics_rendered_from_counters_match_the_samples_byte_for_byte() -> None:
+    from hostmond.agent.exposition import Renderer
+    from hostmond.agent.runtime import RUNNER_FAMILIES
+
+    for env in ({}, {"HOSTMON_HTTP__HOST_LABEL": "true"}):
+        agent = make_agent([Good, Boom, Absent, Partial], {"HOSTMON_RUNTIME__INTERVAL": "60", **env})
+        await agent.start()
+        try:
+            await asyncio.wait_for(agent.ready_event.wait(), 5)
+            for tags in (None, {"rack": "r\"7\\", "tenant_id": "acme"}):
+                if tags is not None:  # as a reload changes them: the kept prefixes must follow
+                    agent.tags = tags
+                samples = agent._runner_samples()
+                assert {s.labels["collector"] for s in samples} == {"good", "boom", "partial"}, "none for a collector with no data here"
+                for om in (False, True):
+                    fresh = Renderer(agent.store.renderer.specs, agent.store.renderer.hidden_labels)
+                    want = fresh.render(samples, openmetrics=om)
+                    fast = agent._runner_text(agent.store.renderer, om)
+                    assert fresh.render([], openmetrics=om, tail=[fast]) == want
+            agent.store.render()
+            text = agent.store.body(False, False).decode()
+            om_text = agent.store.body(True, False).decode()
+        finally:
+            await agent.stop()
+        for body in (text, om_text):
+            for name, _, _ in RUNNER_FAMILIES:
+                fam = name[:-6] if body is om_text and name.endswith("_total") else name
+                assert len(re.findall(rf"^# TYPE {fam} ", body, re.MULTILINE)) == 1, (fam, "one family block")
+        assert metric_value(text, "hostmon_collector_errors_total", {"collector": "boom"}) == 1
+        assert metric_value(text, "hostmon_collector_success", {"collector": "boom"}) == 0
+        assert metric_value(text, "node_scrape_collector_success", {"collector": "good"}) == 1
+        assert metric_value(text, "hostmon_collector_partial_errors_total", {"collector": "partial", "reason": "some_file_unreadable"}) == 1
+        assert 'collector="absent"' not in text
+        assert ('host="h1"' in text) is bool(env)

@@ -52,15 +52,6 @@ def _esc_help_om(v: str) -> str:
 _MAXF = sys.float_info.max
 
 
-def value_text(v: float) -> str:
-    """A sample value as the renderer writes it (integers as integers, floats as ``repr``)."""
-    if type(v) is int:
-        return str(v)
-    if type(v) is float and -_MAXF <= v <= _MAXF:
-        return repr(v)
-    return fmt_value(v)
-
-
 def fmt_value(v: float) -> str:
     if type(v) is int:
         return str(v)

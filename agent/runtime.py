@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from hostmond.agent import config as config_mod
-from hostmond.agent.exposition import MetricsServer, MetricStore, Renderer, value_text
+from hostmond.agent.exposition import MetricsServer, MetricStore, Renderer, fmt_value
 from hostmond.agent.handoff import Collection, Consumer
 from hostmond.agent.registry import discover
 
@@ -527,7 +527,7 @@ class Agent:
                     labels = {"collector": r.name}
                     labels.update(tags)
                     p = prefixes[pkey] = name + renderer.label_text(labels) + " "
-                ap(p + value_text(getattr(r, attr)) + "\n")
+                ap(p + fmt_value(getattr(r, attr)) + "\n")
         return "".join(out)
 
     # -- collectors ----------------------------------------------------------
